@@ -1,0 +1,123 @@
+//! Command-line flags. Every flag can also be set with a `PORTCULLIS_<FLAG>` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::model::NamespacedName;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "A Kubernetes ingress controller",
+    max_term_width = 100
+)]
+pub struct Args {
+    /// Read Ingress, IngressClass, Secret, Service and EndpointSlice objects from the YAML files in DIR
+    /// (re-read on every change) instead of watching a cluster.
+    #[arg(long, env = "PORTCULLIS_MANIFESTS", value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+
+    /// HTTPS listener.
+    #[arg(long, env = "PORTCULLIS_HTTPS_ADDR", default_value = "0.0.0.0:443")]
+    pub https_addr: SocketAddr,
+
+    /// Plain-HTTP listener (redirects to HTTPS, ACME challenges, hosts without TLS).
+    #[arg(long, env = "PORTCULLIS_HTTP_ADDR", default_value = "0.0.0.0:80")]
+    pub http_addr: SocketAddr,
+
+    /// Admin listener: /healthz, /readyz, /metrics.
+    #[arg(long, env = "PORTCULLIS_ADMIN_ADDR", default_value = "0.0.0.0:10254")]
+    pub admin_addr: SocketAddr,
+
+    /// The IngressClass name this controller handles.
+    #[arg(long, env = "PORTCULLIS_INGRESS_CLASS", default_value = "portcullis")]
+    pub ingress_class: String,
+
+    /// Also handle Ingresses that name no IngressClass.
+    #[arg(long, env = "PORTCULLIS_WATCH_INGRESS_WITHOUT_CLASS")]
+    pub watch_ingress_without_class: bool,
+
+    /// Secret (NAMESPACE/NAME) served for unknown server names instead of a generated certificate.
+    #[arg(
+        long,
+        env = "PORTCULLIS_DEFAULT_SSL_CERTIFICATE",
+        value_name = "NS/NAME"
+    )]
+    pub default_ssl_certificate: Option<NamespacedName>,
+
+    /// Refuse TLS handshakes whose server name matches no certificate, instead of serving the default one.
+    #[arg(long, env = "PORTCULLIS_STRICT_SNI")]
+    pub strict_sni: bool,
+
+    /// After SIGTERM, keep accepting for this long (with /readyz failing) so load balancers stop
+    /// sending new connections first.
+    #[arg(long, env = "PORTCULLIS_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// After the listeners close, how long in-flight requests get to finish.
+    #[arg(long, env = "PORTCULLIS_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Log format.
+    #[arg(long, env = "PORTCULLIS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, e.g. `info` or `portcullis=debug` (`RUST_LOG` is used when this is not set).
+    #[arg(long, env = "PORTCULLIS_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `500ms`, `30s`, `2m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 30s or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("7d").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ports() {
+        let args = Args::try_parse_from(["portcullis"]).unwrap();
+        assert_eq!(args.https_addr.to_string(), "0.0.0.0:443");
+        assert_eq!(args.http_addr.to_string(), "0.0.0.0:80");
+        assert_eq!(args.admin_addr.to_string(), "0.0.0.0:10254");
+        assert_eq!(args.ingress_class, "portcullis");
+    }
+}

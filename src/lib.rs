@@ -1,0 +1,15 @@
+//! Portcullis: a Kubernetes ingress controller.
+//!
+//! Objects come in from a [`source`] (cluster watchers or manifest files), are translated by the pure
+//! [`model::build`] into one immutable [`model::Config`], which the [`proxy`] data plane and the
+//! [`tls`] SNI resolver read without locks. [`run`] wires these together.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cli;
+pub mod metrics;
+pub mod model;
+pub mod proxy;
+pub mod run;
+pub mod source;
+pub mod tls;

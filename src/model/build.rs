@@ -1,0 +1,635 @@
+//! `build()`: every object of one moment in, one [`Config`] out.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
+use rustls::sign::CertifiedKey;
+
+use super::annotations;
+use super::matching::{HostKey, PathKind, RouteTable, host_covered_by};
+use super::validation::{check_host, check_path};
+use super::{
+    Backend, CertificateInfo, Config, Kind, NamespacedName, ObjectRef, Problem, ProblemKind, Route,
+    Snapshot,
+};
+use crate::tls::{CertStore, CertTable, LoadedCert};
+
+/// The IngressClass `spec.controller` value that names Portcullis.
+pub const CONTROLLER_NAME: &str = "portcullis.io/ingress-controller";
+const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Settings of the translation that come from the command line, not from objects.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The IngressClass name handled (`--ingress-class`).
+    pub ingress_class: String,
+    /// Also take Ingresses that name no class (`--watch-ingress-without-class`).
+    pub watch_without_class: bool,
+    /// Served for unknown server names when no `default_cert_secret` is usable.
+    pub default_cert: Arc<CertifiedKey>,
+    /// `--default-ssl-certificate`.
+    pub default_cert_secret: Option<NamespacedName>,
+}
+
+/// Translates all objects into one configuration. `now` (seconds since the Unix epoch) is only used to
+/// report expired certificates; `certs` remembers parsed certificates and the last good one per Secret.
+pub fn build(
+    snapshot: &Snapshot,
+    options: &BuildOptions,
+    certs: &mut CertStore,
+    now: i64,
+    generation: u64,
+) -> Config {
+    let index = Index::new(snapshot);
+    let mut b = Builder {
+        index: &index,
+        certs,
+        now,
+        problems: snapshot.problems.clone(),
+        routes: RouteTable::default(),
+        cert_table: CertTable::new(options.default_cert.clone()),
+        tls_owners: HashMap::new(),
+        certificates: Vec::new(),
+        backends: HashMap::new(),
+        used_secrets: HashSet::new(),
+    };
+    b.default_certificate(options);
+
+    let ours = b.select_ingresses(snapshot, options);
+    for ingress in &ours {
+        b.ingress(ingress);
+    }
+
+    let Builder {
+        mut problems,
+        routes,
+        cert_table,
+        mut certificates,
+        used_secrets,
+        ..
+    } = b;
+    certs.retain(&used_secrets);
+    for p in &mut problems {
+        if p.file.is_none() {
+            p.file = p
+                .object
+                .as_ref()
+                .and_then(|o| snapshot.origins.get(o).cloned());
+        }
+    }
+    problems.sort();
+    problems.dedup();
+    certificates.sort_by(|a, b| (&a.secret, &a.host).cmp(&(&b.secret, &b.host)));
+    Config {
+        generation,
+        routes,
+        certs: cert_table,
+        ingresses: ours.iter().map(|i| name_of(i)).collect(),
+        certificates,
+        problems,
+    }
+}
+
+fn name_of(ingress: &Ingress) -> NamespacedName {
+    NamespacedName::new(
+        namespace_of(&ingress.metadata),
+        ingress.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Objects without a namespace (common in hand-written manifests) live in `default`, as `kubectl apply` does.
+fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+    meta.namespace
+        .as_deref()
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or("default")
+}
+
+/// Lookups by `namespace/name` over the snapshot.
+struct Index<'a> {
+    services: HashMap<(&'a str, &'a str), &'a Service>,
+    secrets: HashMap<(&'a str, &'a str), &'a Secret>,
+    /// Slices by namespace and the Service they belong to.
+    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    classes: HashMap<&'a str, &'a IngressClass>,
+}
+
+impl<'a> Index<'a> {
+    fn new(s: &'a Snapshot) -> Self {
+        let key = |m: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            (namespace_of(m), m.name.as_deref().unwrap_or(""))
+        };
+        let mut slices: HashMap<_, Vec<_>> = HashMap::new();
+        for slice in &s.endpoint_slices {
+            if let Some(svc) = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            {
+                slices
+                    .entry((namespace_of(&slice.metadata), svc.as_str()))
+                    .or_default()
+                    .push(slice.as_ref());
+            }
+        }
+        Index {
+            services: s
+                .services
+                .iter()
+                .map(|o| (key(&o.metadata), o.as_ref()))
+                .collect(),
+            secrets: s
+                .secrets
+                .iter()
+                .map(|o| (key(&o.metadata), o.as_ref()))
+                .collect(),
+            slices,
+            classes: s
+                .ingress_classes
+                .iter()
+                .filter_map(|c| Some((c.metadata.name.as_deref()?, c.as_ref())))
+                .collect(),
+        }
+    }
+}
+
+struct Builder<'a> {
+    index: &'a Index<'a>,
+    certs: &'a mut CertStore,
+    now: i64,
+    problems: Vec<Problem>,
+    routes: RouteTable<Arc<Route>>,
+    cert_table: CertTable,
+    /// TLS host → the Secret whose certificate serves it, to report conflicts.
+    tls_owners: HashMap<String, NamespacedName>,
+    certificates: Vec<CertificateInfo>,
+    backends: HashMap<(NamespacedName, String), Arc<Backend>>,
+    used_secrets: HashSet<NamespacedName>,
+}
+
+impl Builder<'_> {
+    fn default_certificate(&mut self, options: &BuildOptions) {
+        let Some(id) = &options.default_cert_secret else {
+            return;
+        };
+        let object = ObjectRef::new(Kind::Secret, &id.namespace, &id.name);
+        // Problems with the Secret are reported by `load_secret`; the generated certificate stays otherwise.
+        if let Some(cert) = self.load_secret(id, &object) {
+            self.cert_table = CertTable::new(cert.key.clone());
+        }
+    }
+
+    /// The Ingresses of our class, oldest first (creation time, then namespace/name), so that conflicts
+    /// are always decided the same way.
+    fn select_ingresses(
+        &mut self,
+        snapshot: &Snapshot,
+        options: &BuildOptions,
+    ) -> Vec<Arc<Ingress>> {
+        let our_class = self
+            .index
+            .classes
+            .get(options.ingress_class.as_str())
+            .copied();
+        let mut class_is_ours = true;
+        let mut class_is_default = false;
+        if let Some(class) = our_class {
+            let controller = class
+                .spec
+                .as_ref()
+                .and_then(|s| s.controller.as_deref())
+                .unwrap_or("");
+            if controller != CONTROLLER_NAME {
+                class_is_ours = false;
+                self.problems.push(Problem::object(
+                    ObjectRef::from_meta(Kind::IngressClass, &class.metadata),
+                    ProblemKind::ForeignIngressClass,
+                    format!(
+                        "IngressClass {} has spec.controller {controller:?}, not {CONTROLLER_NAME:?}; its Ingresses are not served",
+                        options.ingress_class
+                    ),
+                ));
+            }
+            class_is_default = class
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                .is_some_and(|v| v == "true");
+        }
+        let take_classless = class_is_ours && (options.watch_without_class || class_is_default);
+
+        let mut ours: Vec<Arc<Ingress>> = snapshot
+            .ingresses
+            .iter()
+            .filter(|ing| match ingress_class(ing) {
+                Some(class) => class_is_ours && class == options.ingress_class,
+                None => take_classless,
+            })
+            .cloned()
+            .collect();
+        ours.sort_by(|a, b| {
+            let key = |i: &Ingress| {
+                (
+                    i.metadata.creation_timestamp.is_none(),
+                    i.metadata.creation_timestamp.clone(),
+                    namespace_of(&i.metadata).to_string(),
+                    i.metadata.name.clone(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        ours
+    }
+
+    fn ingress(&mut self, ingress: &Ingress) {
+        let id = name_of(ingress);
+        let object = ObjectRef::new(Kind::Ingress, &id.namespace, &id.name);
+        let (policy, errors) = annotations::parse(ingress.metadata.annotations.as_ref());
+        for e in errors {
+            self.problems.push(Problem::object(
+                object.clone(),
+                ProblemKind::InvalidAnnotation,
+                e.to_string(),
+            ));
+        }
+        let Some(spec) = &ingress.spec else {
+            self.problems.push(Problem::object(
+                object,
+                ProblemKind::InvalidObject,
+                "has no spec",
+            ));
+            return;
+        };
+
+        // TLS hosts first: they decide which rules redirect to HTTPS.
+        let mut tls_hosts: Vec<String> = Vec::new();
+        for (i, tls) in spec.tls.iter().flatten().enumerate() {
+            let mut hosts = Vec::new();
+            for host in tls.hosts.iter().flatten() {
+                match check_host(host) {
+                    Ok(()) => hosts.push(host.to_ascii_lowercase()),
+                    Err(e) => self.problems.push(Problem::object(
+                        object.clone(),
+                        ProblemKind::InvalidRule,
+                        format!("spec.tls[{i}]: {e}"),
+                    )),
+                }
+            }
+            if let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) {
+                self.tls_certificate(&object, &id.namespace, secret, &hosts);
+            }
+            tls_hosts.extend(hosts);
+        }
+        let covered_by_tls = |host: &HostKey| match host {
+            HostKey::Exact(h) => tls_hosts.iter().any(|t| host_covered_by(h, t)),
+            HostKey::Wildcard(suffix) => tls_hosts
+                .iter()
+                .any(|t| t.strip_prefix("*.") == Some(suffix.as_ref())),
+            HostKey::Any => false,
+        };
+
+        for (r, rule) in spec.rules.iter().flatten().enumerate() {
+            if let Some(host) = rule.host.as_deref().filter(|h| !h.is_empty())
+                && let Err(e) = check_host(host)
+            {
+                self.problems.push(Problem::object(
+                    object.clone(),
+                    ProblemKind::InvalidRule,
+                    format!("spec.rules[{r}]: {e}"),
+                ));
+                continue;
+            }
+            let host = HostKey::from_rule_host(rule.host.as_deref());
+            let https_redirect =
+                policy.force_ssl_redirect || (policy.ssl_redirect && covered_by_tls(&host));
+            for (p, path) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
+                let at = format!("spec.rules[{r}].http.paths[{p}]");
+                let kind = match path.path_type.as_str() {
+                    "Exact" => PathKind::Exact,
+                    "Prefix" | "ImplementationSpecific" => PathKind::Prefix,
+                    other => {
+                        self.problems.push(Problem::object(
+                            object.clone(),
+                            ProblemKind::InvalidRule,
+                            format!("{at}: pathType {other:?} is not Exact, Prefix or ImplementationSpecific"),
+                        ));
+                        continue;
+                    }
+                };
+                let path_str = path.path.as_deref().unwrap_or("/");
+                if let Err(e) = check_path(path_str) {
+                    self.problems.push(Problem::object(
+                        object.clone(),
+                        ProblemKind::InvalidRule,
+                        format!("{at}: {e}"),
+                    ));
+                    continue;
+                }
+                let Some(backend) = self.backend(&object, &id.namespace, &path.backend, &at) else {
+                    continue;
+                };
+                let route = Arc::new(Route {
+                    ingress: id.clone(),
+                    host: rule
+                        .host
+                        .as_deref()
+                        .filter(|h| !h.is_empty())
+                        .map(|h| h.to_ascii_lowercase().into()),
+                    backend,
+                    https_redirect,
+                });
+                if let Err((_, winner)) = self.routes.insert(&host, kind, path_str, route) {
+                    let message = format!(
+                        "{at}: host {:?} path {path_str:?} ({}) is already served by the older Ingress {}; this rule is ignored",
+                        rule.host.as_deref().unwrap_or("*"),
+                        path.path_type,
+                        winner.ingress
+                    );
+                    self.problems.push(Problem::object(
+                        object.clone(),
+                        ProblemKind::RuleConflict,
+                        message,
+                    ));
+                }
+            }
+        }
+
+        if let Some(default) = &spec.default_backend
+            && let Some(backend) =
+                self.backend(&object, &id.namespace, default, "spec.defaultBackend")
+        {
+            let route = Arc::new(Route {
+                ingress: id.clone(),
+                host: None,
+                backend,
+                https_redirect: policy.force_ssl_redirect,
+            });
+            if let Err((_, winner)) = self.routes.set_default(route) {
+                let message = format!(
+                    "spec.defaultBackend is ignored: the older Ingress {} already provides the default backend",
+                    winner.ingress
+                );
+                self.problems
+                    .push(Problem::object(object, ProblemKind::RuleConflict, message));
+            }
+        }
+    }
+
+    /// Loads the Secret of one `spec.tls` entry and enters its certificate for each host it covers.
+    fn tls_certificate(
+        &mut self,
+        object: &ObjectRef,
+        namespace: &str,
+        secret: &str,
+        hosts: &[String],
+    ) {
+        let id = NamespacedName::new(namespace, secret);
+        let Some(cert) = self.load_secret(&id, object) else {
+            return;
+        };
+        // Without hosts, the certificate serves the names it was issued for.
+        let names: Vec<String> = if hosts.is_empty() {
+            cert.dns_names.clone()
+        } else {
+            hosts.to_vec()
+        };
+        for host in names {
+            if !cert.covers(&host) {
+                self.problems.push(Problem::object(
+                    object.clone(),
+                    ProblemKind::CertificateHostMismatch,
+                    format!(
+                        "the certificate in Secret {id} is not valid for TLS host {host:?} (it covers {:?}); the default certificate is served for it",
+                        cert.dns_names
+                    ),
+                ));
+                continue;
+            }
+            match self.tls_owners.get(&host) {
+                Some(owner) if owner != &id => self.problems.push(Problem::object(
+                    object.clone(),
+                    ProblemKind::TlsHostConflict,
+                    format!("TLS host {host:?} is already served with Secret {owner} by an older Ingress; Secret {id} is not used for it"),
+                )),
+                Some(_) => {}
+                None => {
+                    self.cert_table.insert(&host, cert.key.clone());
+                    self.tls_owners.insert(host.clone(), id.clone());
+                    self.certificates.push(CertificateInfo {
+                        secret: id.clone(),
+                        host,
+                        not_before: cert.not_before,
+                        not_after: cert.not_after,
+                        fingerprint: cert.fingerprint.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The certificate of a Secret (its last good one if the current content is bad), reporting problems
+    /// against `object`, the object that needs it.
+    fn load_secret(&mut self, id: &NamespacedName, object: &ObjectRef) -> Option<Arc<LoadedCert>> {
+        let Some(secret) = self
+            .index
+            .secrets
+            .get(&(id.namespace.as_str(), id.name.as_str()))
+        else {
+            self.problems.push(Problem::object(
+                object.clone(),
+                ProblemKind::MissingSecret,
+                format!("Secret {id} does not exist; the default certificate is served instead"),
+            ));
+            return None;
+        };
+        self.used_secrets.insert(id.clone());
+        let load = self.certs.load(id, secret);
+        if let Some(error) = &load.error {
+            let kind = match error {
+                crate::tls::CertError::KeyMismatch => ProblemKind::KeyMismatch,
+                _ => ProblemKind::InvalidCertificate,
+            };
+            let consequence = if load.cert.is_some() {
+                "the last good certificate stays in use"
+            } else {
+                "the default certificate is served instead"
+            };
+            self.problems.push(Problem::object(
+                object.clone(),
+                kind,
+                format!("Secret {id}: {error}; {consequence}"),
+            ));
+        }
+        let cert = load.cert?;
+        if self.now > cert.not_after {
+            self.problems.push(Problem::object(
+                object.clone(),
+                ProblemKind::CertificateExpired,
+                format!(
+                    "the certificate in Secret {id} expired at {} (Unix time)",
+                    cert.not_after
+                ),
+            ));
+        } else if self.now < cert.not_before {
+            self.problems.push(Problem::object(
+                object.clone(),
+                ProblemKind::CertificateNotYetValid,
+                format!(
+                    "the certificate in Secret {id} is not valid before {} (Unix time)",
+                    cert.not_before
+                ),
+            ));
+        }
+        Some(cert)
+    }
+
+    /// Resolves an Ingress backend to a Service port and its ready endpoints. A missing Service or port
+    /// still yields a backend (with no endpoints, so requests get 503) plus a problem; a backend that
+    /// can never work (a resource backend, no port) yields `None` and the rule is skipped.
+    fn backend(
+        &mut self,
+        object: &ObjectRef,
+        namespace: &str,
+        backend: &IngressBackend,
+        at: &str,
+    ) -> Option<Arc<Backend>> {
+        let Some(svc) = &backend.service else {
+            self.problems.push(Problem::object(
+                object.clone(),
+                ProblemKind::UnsupportedBackend,
+                format!("{at}: only Service backends are supported (resource backends are not)"),
+            ));
+            return None;
+        };
+        let port = svc.port.as_ref();
+        let port_label = match (
+            port.and_then(|p| p.number),
+            port.and_then(|p| p.name.as_deref()),
+        ) {
+            (Some(n), _) => n.to_string(),
+            (None, Some(name)) if !name.is_empty() => name.to_string(),
+            _ => {
+                self.problems.push(Problem::object(
+                    object.clone(),
+                    ProblemKind::InvalidRule,
+                    format!("{at}: service {:?} needs a port number or name", svc.name),
+                ));
+                return None;
+            }
+        };
+        let id = NamespacedName::new(namespace, &svc.name);
+        let cache_key = (id.clone(), port_label.clone());
+        if let Some(found) = self.backends.get(&cache_key) {
+            let found = found.clone();
+            if found.endpoints.is_empty() {
+                // Re-derive the reason for this Ingress too, so each Ingress gets its own problem.
+                self.endpoints(object, &id, &port_label, at);
+            }
+            return Some(found);
+        }
+        let endpoints = self.endpoints(object, &id, &port_label, at);
+        let backend = Arc::new(Backend::new(id, port_label, endpoints));
+        self.backends.insert(cache_key, backend.clone());
+        Some(backend)
+    }
+
+    fn endpoints(
+        &mut self,
+        object: &ObjectRef,
+        id: &NamespacedName,
+        port: &str,
+        at: &str,
+    ) -> Vec<SocketAddr> {
+        let Some(service) = self
+            .index
+            .services
+            .get(&(id.namespace.as_str(), id.name.as_str()))
+        else {
+            self.problems.push(Problem::object(
+                object.clone(),
+                ProblemKind::MissingService,
+                format!("{at}: Service {id} does not exist; requests get 503"),
+            ));
+            return Vec::new();
+        };
+        let ports = service.spec.as_ref().and_then(|s| s.ports.as_ref());
+        let service_port = ports
+            .into_iter()
+            .flatten()
+            .find(|sp| match port.parse::<i32>() {
+                Ok(n) => sp.port == n,
+                Err(_) => sp.name.as_deref() == Some(port),
+            });
+        let Some(service_port) = service_port else {
+            self.problems.push(Problem::object(
+                object.clone(),
+                ProblemKind::MissingServicePort,
+                format!("{at}: Service {id} has no port {port:?}; requests get 503"),
+            ));
+            return Vec::new();
+        };
+        let port_name = service_port.name.as_deref().unwrap_or("");
+
+        let mut addrs = BTreeMap::new();
+        for slice in self
+            .index
+            .slices
+            .get(&(id.namespace.as_str(), id.name.as_str()))
+            .into_iter()
+            .flatten()
+        {
+            if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
+                continue;
+            }
+            let Some(target) = slice
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref().unwrap_or("") == port_name)
+                .and_then(|p| p.port)
+                .and_then(|p| u16::try_from(p).ok())
+            else {
+                continue;
+            };
+            for endpoint in slice.endpoints.iter().flatten() {
+                if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                    continue;
+                }
+                for address in &endpoint.addresses {
+                    if let Ok(ip) = address.parse::<IpAddr>() {
+                        addrs.insert(SocketAddr::new(ip, target), ());
+                    }
+                }
+            }
+        }
+        addrs.into_keys().collect()
+    }
+}
+
+/// The class an Ingress asks for: `spec.ingressClassName`, else the legacy annotation.
+fn ingress_class(ingress: &Ingress) -> Option<&str> {
+    ingress
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress_class_name.as_deref())
+        .or_else(|| {
+            ingress
+                .metadata
+                .annotations
+                .as_ref()?
+                .get(LEGACY_CLASS_ANNOTATION)
+                .map(String::as_str)
+        })
+        .filter(|c| !c.is_empty())
+}
+
+#[cfg(test)]
+mod tests;

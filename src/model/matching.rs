@@ -1,0 +1,437 @@
+//! Host and path matching exactly as the Ingress specification defines it.
+//!
+//! Host: exact name, then `*.suffix` covering exactly one DNS label, then rules without a host; the most
+//! specific host that has any rule is the only one consulted. Path, within that host: `Exact` compares the
+//! whole path; `Prefix` (and `ImplementationSpecific`) compares `/`-separated elements; the longest match
+//! wins and an `Exact` match always beats a `Prefix` one of the same length. Lookups are hash-map probes,
+//! one per path element, so the cost does not grow with the number of rules.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+/// How a rule's path is compared with the request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PathKind {
+    Exact,
+    /// `Prefix`, and `ImplementationSpecific`, which Portcullis treats as `Prefix`.
+    Prefix,
+}
+
+/// The routes of one host (or of "any host"), indexed for lookup.
+#[derive(Debug)]
+pub struct PathTable<T> {
+    exact: HashMap<Box<str>, T>,
+    prefix: HashMap<Box<str>, T>,
+}
+
+impl<T> Default for PathTable<T> {
+    fn default() -> Self {
+        PathTable {
+            exact: HashMap::new(),
+            prefix: HashMap::new(),
+        }
+    }
+}
+
+impl<T> PathTable<T> {
+    /// Adds a rule; if the same path of the same kind is already present, the first one stays and the
+    /// rejected value is returned with a reference to the winner.
+    pub fn insert(&mut self, kind: PathKind, path: &str, value: T) -> Result<(), (T, &T)> {
+        let (map, key) = match kind {
+            PathKind::Exact => (&mut self.exact, path),
+            PathKind::Prefix => (&mut self.prefix, normalize_prefix(path)),
+        };
+        match map.entry(key.into()) {
+            Entry::Occupied(winner) => Err((value, winner.into_mut())),
+            Entry::Vacant(slot) => {
+                slot.insert(value);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn lookup(&self, path: &str) -> Option<&T> {
+        if let Some(found) = self.exact.get(path) {
+            return Some(found);
+        }
+        if self.prefix.is_empty() {
+            return None;
+        }
+        // Walk the request path's element prefixes from longest to shortest.
+        let mut candidate = path.trim_end_matches('/');
+        loop {
+            let key = if candidate.is_empty() { "/" } else { candidate };
+            if let Some(found) = self.prefix.get(key) {
+                return Some(found);
+            }
+            if candidate.is_empty() {
+                return None;
+            }
+            candidate = &candidate[..candidate.rfind('/')?];
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefix.is_empty()
+    }
+}
+
+/// `/foo/` behaves exactly like `/foo` for prefix matching; `/` stays `/`.
+fn normalize_prefix(path: &str) -> &str {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() { "/" } else { trimmed }
+}
+
+/// A rule's host, as the table stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostKey {
+    /// `foo.example.com`, lower-cased.
+    Exact(Box<str>),
+    /// `*.example.com`, stored as `example.com`.
+    Wildcard(Box<str>),
+    /// A rule without `host`.
+    Any,
+}
+
+impl HostKey {
+    /// Parses an Ingress rule host (already validated) into its key; matching is case-insensitive.
+    pub fn from_rule_host(host: Option<&str>) -> HostKey {
+        match host.map(str::to_ascii_lowercase) {
+            None => HostKey::Any,
+            Some(h) if h.is_empty() => HostKey::Any,
+            Some(h) => match h.strip_prefix("*.") {
+                Some(suffix) => HostKey::Wildcard(suffix.into()),
+                None => HostKey::Exact(h.into()),
+            },
+        }
+    }
+}
+
+/// Every host's [`PathTable`], plus the fallback for requests no rule matches.
+#[derive(Debug)]
+pub struct RouteTable<T> {
+    exact: HashMap<Box<str>, PathTable<T>>,
+    wildcard: HashMap<Box<str>, PathTable<T>>,
+    any: PathTable<T>,
+    default: Option<T>,
+}
+
+impl<T> Default for RouteTable<T> {
+    fn default() -> Self {
+        RouteTable {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            any: PathTable::default(),
+            default: None,
+        }
+    }
+}
+
+impl<T> RouteTable<T> {
+    pub fn insert(
+        &mut self,
+        host: &HostKey,
+        kind: PathKind,
+        path: &str,
+        value: T,
+    ) -> Result<(), (T, &T)> {
+        let table = match host {
+            HostKey::Exact(h) => self.exact.entry(h.clone()).or_default(),
+            HostKey::Wildcard(h) => self.wildcard.entry(h.clone()).or_default(),
+            HostKey::Any => &mut self.any,
+        };
+        table.insert(kind, path, value)
+    }
+
+    /// Sets the backend for unmatched requests unless one is set already (the oldest Ingress wins).
+    pub fn set_default(&mut self, value: T) -> Result<(), (T, &T)> {
+        match self.default {
+            Some(ref winner) => Err((value, winner)),
+            None => {
+                self.default = Some(value);
+                Ok(())
+            }
+        }
+    }
+
+    /// Finds the route for a request. `host` is the `Host` header or `:authority` as sent (any case,
+    /// optional `:port`); `path` is the request path without the query.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<&T> {
+        let host = normalize_host(host);
+        self.host_table(&host)
+            .and_then(|t| t.lookup(path))
+            .or(self.default.as_ref())
+    }
+
+    /// The most specific host table that exists for this (normalised) host.
+    fn host_table(&self, host: &str) -> Option<&PathTable<T>> {
+        if let Some(t) = self.exact.get(host) {
+            return Some(t);
+        }
+        if let Some((_, suffix)) = host.split_once('.')
+            && let Some(t) = self.wildcard.get(suffix)
+        {
+            return Some(t);
+        }
+        (!self.any.is_empty()).then_some(&self.any)
+    }
+}
+
+/// Lower-cases a request host and strips a `:port` and a trailing dot; allocates only when needed.
+pub fn normalize_host(host: &str) -> Cow<'_, str> {
+    let without_port = strip_port(host);
+    let trimmed = without_port.strip_suffix('.').unwrap_or(without_port);
+    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(trimmed.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(trimmed)
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// Whether `name` is covered by `pattern`, a certificate or TLS-section name that may be `*.suffix`.
+pub fn host_covered_by(name: &str, pattern: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => name
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+        None => name == pattern,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(rules: &[(PathKind, &str)]) -> PathTable<String> {
+        let mut t = PathTable::default();
+        for (kind, path) in rules {
+            t.insert(*kind, path, format!("{kind:?} {path}"))
+                .expect("no duplicate in test rules");
+        }
+        t
+    }
+
+    /// One row of the examples table in the Kubernetes Ingress documentation.
+    fn check(rules: &[(PathKind, &str)], request: &str, expected: Option<(PathKind, &str)>) {
+        let got = table(rules).lookup(request).cloned();
+        let want = expected.map(|(k, p)| format!("{k:?} {p}"));
+        assert_eq!(got, want, "rules {rules:?}, request {request}");
+    }
+
+    use PathKind::{Exact, Prefix};
+
+    #[test]
+    fn prefix_root_matches_all_paths() {
+        for req in ["/", "/foo", "/foo/bar", "/a/b/c/", "//"] {
+            check(&[(Prefix, "/")], req, Some((Prefix, "/")));
+        }
+    }
+
+    #[test]
+    fn exact_matches_only_the_same_path() {
+        check(&[(Exact, "/foo")], "/foo", Some((Exact, "/foo")));
+        check(&[(Exact, "/foo")], "/bar", None);
+        check(&[(Exact, "/foo")], "/foo/", None);
+        check(&[(Exact, "/foo/")], "/foo", None);
+    }
+
+    #[test]
+    fn exact_is_case_sensitive() {
+        check(&[(Exact, "/foo")], "/FOO", None);
+        check(&[(Prefix, "/foo")], "/FOO", None);
+    }
+
+    #[test]
+    fn prefix_ignores_trailing_slash_of_rule_and_request() {
+        check(&[(Prefix, "/foo")], "/foo", Some((Prefix, "/foo")));
+        check(&[(Prefix, "/foo")], "/foo/", Some((Prefix, "/foo")));
+        check(&[(Prefix, "/foo/")], "/foo", Some((Prefix, "/foo/")));
+        check(&[(Prefix, "/foo/")], "/foo/", Some((Prefix, "/foo/")));
+        check(
+            &[(Prefix, "/aaa/bbb/")],
+            "/aaa/bbb",
+            Some((Prefix, "/aaa/bbb/")),
+        );
+        check(
+            &[(Prefix, "/aaa/bbb")],
+            "/aaa/bbb/",
+            Some((Prefix, "/aaa/bbb")),
+        );
+    }
+
+    #[test]
+    fn prefix_does_not_match_partial_segment() {
+        check(&[(Prefix, "/aaa/bb")], "/aaa/bbb", None);
+        check(&[(Prefix, "/aaa/bbb")], "/aaa/bbbxyz", None);
+    }
+
+    #[test]
+    fn prefix_matches_exact_path_and_subpaths() {
+        check(
+            &[(Prefix, "/aaa/bbb")],
+            "/aaa/bbb",
+            Some((Prefix, "/aaa/bbb")),
+        );
+        check(
+            &[(Prefix, "/aaa/bbb")],
+            "/aaa/bbb/ccc",
+            Some((Prefix, "/aaa/bbb")),
+        );
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let rules = [(Prefix, "/"), (Prefix, "/aaa")];
+        check(&rules, "/aaa/ccc", Some((Prefix, "/aaa")));
+        let rules = [(Prefix, "/"), (Prefix, "/aaa"), (Prefix, "/aaa/bbb")];
+        check(&rules, "/aaa/bbb", Some((Prefix, "/aaa/bbb")));
+        check(&rules, "/ccc", Some((Prefix, "/")));
+    }
+
+    #[test]
+    fn unmatched_path_falls_through() {
+        check(&[(Prefix, "/aaa")], "/ccc", None);
+    }
+
+    #[test]
+    fn exact_beats_prefix_of_equal_length() {
+        let rules = [(Prefix, "/foo"), (Exact, "/foo")];
+        check(&rules, "/foo", Some((Exact, "/foo")));
+        check(&rules, "/foo/bar", Some((Prefix, "/foo")));
+    }
+
+    #[test]
+    fn longer_prefix_beats_shorter_exact_elsewhere() {
+        let rules = [(Exact, "/foo"), (Prefix, "/foo/bar")];
+        check(&rules, "/foo/bar/baz", Some((Prefix, "/foo/bar")));
+    }
+
+    #[test]
+    fn query_string_is_never_part_of_the_path() {
+        // The caller passes the path without the query; a literal '?' in a rule never matches it.
+        check(&[(Exact, "/foo")], "/foo", Some((Exact, "/foo")));
+    }
+
+    #[test]
+    fn duplicate_rule_keeps_the_first() {
+        let mut t = PathTable::default();
+        t.insert(Prefix, "/foo", 1).unwrap();
+        let (rejected, winner) = t.insert(Prefix, "/foo/", 2).unwrap_err();
+        assert_eq!((rejected, *winner), (2, 1));
+        assert!(
+            t.insert(Exact, "/foo", 3).is_ok(),
+            "exact and prefix of one path are different rules"
+        );
+    }
+
+    fn routes(rules: &[(Option<&str>, &str)]) -> RouteTable<String> {
+        let mut t = RouteTable::default();
+        for (host, path) in rules {
+            let key = HostKey::from_rule_host(*host);
+            t.insert(
+                &key,
+                Prefix,
+                path,
+                format!("{} {path}", host.unwrap_or("*")),
+            )
+            .unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn wildcard_matches_exactly_one_label() {
+        let t = routes(&[(Some("*.foo.com"), "/")]);
+        assert_eq!(
+            t.lookup("bar.foo.com", "/").map(String::as_str),
+            Some("*.foo.com /")
+        );
+        assert_eq!(t.lookup("baz.bar.foo.com", "/"), None);
+        assert_eq!(t.lookup("foo.com", "/"), None);
+    }
+
+    #[test]
+    fn host_matching_ignores_case_port_and_trailing_dot() {
+        let t = routes(&[(Some("Foo.Bar.com"), "/")]);
+        for host in [
+            "foo.bar.com",
+            "FOO.BAR.COM",
+            "foo.bar.com:8443",
+            "foo.bar.com.",
+        ] {
+            assert_eq!(
+                t.lookup(host, "/x").map(String::as_str),
+                Some("Foo.Bar.com /"),
+                "{host}"
+            );
+        }
+    }
+
+    #[test]
+    fn exact_host_beats_wildcard_beats_any() {
+        let t = routes(&[
+            (None, "/"),
+            (Some("*.foo.com"), "/"),
+            (Some("a.foo.com"), "/"),
+        ]);
+        assert_eq!(
+            t.lookup("a.foo.com", "/").map(String::as_str),
+            Some("a.foo.com /")
+        );
+        assert_eq!(
+            t.lookup("b.foo.com", "/").map(String::as_str),
+            Some("*.foo.com /")
+        );
+        assert_eq!(t.lookup("other.org", "/").map(String::as_str), Some("* /"));
+    }
+
+    #[test]
+    fn most_specific_host_is_the_only_one_consulted() {
+        let t = routes(&[(None, "/"), (Some("a.foo.com"), "/api")]);
+        assert_eq!(t.lookup("a.foo.com", "/web"), None);
+    }
+
+    #[test]
+    fn default_backend_serves_unmatched_requests() {
+        let mut t = routes(&[(Some("a.foo.com"), "/api")]);
+        t.set_default("default".to_string()).unwrap();
+        assert_eq!(
+            t.lookup("a.foo.com", "/web").map(String::as_str),
+            Some("default")
+        );
+        assert_eq!(
+            t.lookup("nowhere", "/").map(String::as_str),
+            Some("default")
+        );
+        assert!(t.set_default("second".to_string()).is_err());
+    }
+
+    #[test]
+    fn ipv6_host_port_is_stripped() {
+        assert_eq!(normalize_host("[::1]:8443"), "[::1]");
+        assert_eq!(normalize_host("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn certificate_wildcards_cover_one_label() {
+        assert!(host_covered_by("a.foo.com", "*.foo.com"));
+        assert!(!host_covered_by("a.b.foo.com", "*.foo.com"));
+        assert!(!host_covered_by("foo.com", "*.foo.com"));
+        assert!(host_covered_by("foo.com", "foo.com"));
+    }
+}

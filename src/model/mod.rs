@@ -1,0 +1,226 @@
+//! The pure translation from Kubernetes objects to one immutable routing [`Config`].
+//!
+//! Nothing here does I/O or reads the clock: [`build`] takes every object of one moment (a [`Snapshot`])
+//! and returns the routes, certificates, redirect decisions and problems of one generation.
+
+pub mod annotations;
+mod build;
+pub mod matching;
+mod objects;
+pub mod validation;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
+
+pub use build::{BuildOptions, build};
+pub use matching::{PathKind, RouteTable};
+pub use objects::{Kind, NamespacedName, Object, ObjectRef, Snapshot};
+
+use crate::tls::CertTable;
+
+/// The live configuration, swapped atomically as a whole; readers `load()` it without locking.
+pub type ConfigHandle = Arc<ArcSwap<Config>>;
+
+/// Everything the data plane needs, for one generation.
+#[derive(Debug)]
+pub struct Config {
+    pub generation: u64,
+    pub routes: RouteTable<Arc<Route>>,
+    pub certs: CertTable,
+    /// Ingresses served in this generation, oldest first.
+    pub ingresses: Vec<NamespacedName>,
+    /// One entry per TLS host that has a certificate from a Secret.
+    pub certificates: Vec<CertificateInfo>,
+    pub problems: Vec<Problem>,
+}
+
+impl Config {
+    /// The configuration before the first build: no routes, the default certificate only.
+    pub fn empty(certs: CertTable) -> Config {
+        Config {
+            generation: 0,
+            routes: RouteTable::default(),
+            certs,
+            ingresses: Vec::new(),
+            certificates: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+}
+
+/// Where one matched request goes and what policy applies to it.
+#[derive(Debug)]
+pub struct Route {
+    pub ingress: NamespacedName,
+    /// The rule's host as configured (lower-case); `None` for rules without a host and default backends.
+    pub host: Option<Box<str>>,
+    pub backend: Arc<Backend>,
+    /// On the plain-HTTP listener, answer with a redirect to `https://` instead of proxying.
+    pub https_redirect: bool,
+}
+
+/// A Service port and its ready endpoints.
+#[derive(Debug)]
+pub struct Backend {
+    pub service: NamespacedName,
+    /// The Service port as the Ingress names it (number or name), for logs.
+    pub port: String,
+    pub endpoints: Box<[SocketAddr]>,
+    next: AtomicUsize,
+}
+
+impl Backend {
+    pub fn new(service: NamespacedName, port: String, endpoints: Vec<SocketAddr>) -> Backend {
+        Backend {
+            service,
+            port,
+            endpoints: endpoints.into(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next endpoint, round robin per request; `None` when no endpoint is ready.
+    pub fn pick(&self) -> Option<SocketAddr> {
+        match self.endpoints.len() {
+            0 => None,
+            1 => Some(self.endpoints[0]),
+            n => Some(self.endpoints[self.next.fetch_add(1, Ordering::Relaxed) % n]),
+        }
+    }
+}
+
+/// A certificate that is live for a TLS host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateInfo {
+    pub secret: NamespacedName,
+    pub host: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub fingerprint: String,
+}
+
+/// What kind of problem the translation found; stable names for metrics labels and Event reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProblemKind {
+    ParseError,
+    DuplicateObject,
+    InvalidObject,
+    InvalidRule,
+    InvalidAnnotation,
+    UnsupportedBackend,
+    MissingService,
+    MissingServicePort,
+    MissingSecret,
+    InvalidCertificate,
+    KeyMismatch,
+    CertificateHostMismatch,
+    CertificateExpired,
+    CertificateNotYetValid,
+    RuleConflict,
+    TlsHostConflict,
+    ForeignIngressClass,
+}
+
+impl ProblemKind {
+    pub const ALL: [ProblemKind; 17] = [
+        ProblemKind::ParseError,
+        ProblemKind::DuplicateObject,
+        ProblemKind::InvalidObject,
+        ProblemKind::InvalidRule,
+        ProblemKind::InvalidAnnotation,
+        ProblemKind::UnsupportedBackend,
+        ProblemKind::MissingService,
+        ProblemKind::MissingServicePort,
+        ProblemKind::MissingSecret,
+        ProblemKind::InvalidCertificate,
+        ProblemKind::KeyMismatch,
+        ProblemKind::CertificateHostMismatch,
+        ProblemKind::CertificateExpired,
+        ProblemKind::CertificateNotYetValid,
+        ProblemKind::RuleConflict,
+        ProblemKind::TlsHostConflict,
+        ProblemKind::ForeignIngressClass,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::ParseError => "parse-error",
+            ProblemKind::DuplicateObject => "duplicate-object",
+            ProblemKind::InvalidObject => "invalid-object",
+            ProblemKind::InvalidRule => "invalid-rule",
+            ProblemKind::InvalidAnnotation => "invalid-annotation",
+            ProblemKind::UnsupportedBackend => "unsupported-backend",
+            ProblemKind::MissingService => "missing-service",
+            ProblemKind::MissingServicePort => "missing-service-port",
+            ProblemKind::MissingSecret => "missing-secret",
+            ProblemKind::InvalidCertificate => "invalid-certificate",
+            ProblemKind::KeyMismatch => "key-mismatch",
+            ProblemKind::CertificateHostMismatch => "certificate-host-mismatch",
+            ProblemKind::CertificateExpired => "certificate-expired",
+            ProblemKind::CertificateNotYetValid => "certificate-not-yet-valid",
+            ProblemKind::RuleConflict => "rule-conflict",
+            ProblemKind::TlsHostConflict => "tls-host-conflict",
+            ProblemKind::ForeignIngressClass => "foreign-ingress-class",
+        }
+    }
+
+    /// The Event reason, in the CamelCase Kubernetes uses.
+    pub fn reason(self) -> String {
+        self.as_str()
+            .split('-')
+            .map(|w| {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+}
+
+/// Something wrong with one object (or one file, in manifest mode). The object, or the part of it that
+/// is wrong, is left out; everything else is served.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Problem {
+    /// The object it concerns; `None` for a file that yielded no object.
+    pub object: Option<ObjectRef>,
+    /// In manifest mode, the file the object came from.
+    pub file: Option<Arc<str>>,
+    pub kind: ProblemKind,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn object(object: ObjectRef, kind: ProblemKind, message: impl Into<String>) -> Problem {
+        Problem {
+            object: Some(object),
+            file: None,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn file(file: Arc<str>, kind: ProblemKind, message: impl Into<String>) -> Problem {
+        Problem {
+            object: None,
+            file: Some(file),
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.object, &self.file) {
+            (Some(o), Some(file)) => write!(f, "{o} (in {file}): {}", self.message),
+            (Some(o), None) => write!(f, "{o}: {}", self.message),
+            (None, Some(file)) => write!(f, "{file}: {}", self.message),
+            (None, None) => f.write_str(&self.message),
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! Manifest mode: Kubernetes objects read from `*.yaml`/`*.yml` files in one directory, re-read whenever
+//! the directory changes (inotify, with a periodic rescan as a safety net).
+//!
+//! A file that fails to parse keeps contributing the objects of its last good version, so a half-saved
+//! edit never takes a route down.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::model::{Object, ObjectRef, Problem, ProblemKind, Snapshot};
+
+/// Files larger than this are refused rather than read into memory.
+const MAX_FILE_BYTES: u64 = 64 << 20;
+/// How long to wait after a change notification for the rest of a burst (an editor's save, a `cp -r`).
+const DEBOUNCE: Duration = Duration::from_millis(15);
+/// Rescan this often even without notifications (network filesystems, missed events).
+const RESCAN: Duration = Duration::from_secs(2);
+
+/// Parses every YAML document of one file. Objects of other kinds are ignored; a document that cannot
+/// be read as its kind is reported and skipped. `kind: List` is unpacked.
+pub fn parse_documents(text: &str, file: &Arc<str>) -> (Vec<Object>, Vec<Problem>) {
+    let mut objects = Vec::new();
+    let mut problems = Vec::new();
+    for (n, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        match serde_yaml::Value::deserialize(document) {
+            Ok(value) => parse_value(
+                value,
+                &format!("document {}", n + 1),
+                file,
+                &mut objects,
+                &mut problems,
+            ),
+            Err(e) => {
+                problems.push(Problem::file(
+                    file.clone(),
+                    ProblemKind::ParseError,
+                    format!("document {}: {e}", n + 1),
+                ));
+                // After a syntax error the stream cannot be resynchronised.
+                break;
+            }
+        }
+    }
+    (objects, problems)
+}
+
+fn parse_value(
+    value: serde_yaml::Value,
+    at: &str,
+    file: &Arc<str>,
+    objects: &mut Vec<Object>,
+    problems: &mut Vec<Problem>,
+) {
+    if value.is_null() {
+        return; // an empty document, e.g. a trailing `---`
+    }
+    let field = |name: &str| {
+        value
+            .get(name)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (api_version, kind) = (field("apiVersion"), field("kind"));
+    let name = value
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
+    let describe = format!("{at} ({kind} {name:?})");
+    let mut push = |result: Result<Object, String>| match result {
+        Ok(object) => objects.push(object),
+        Err(e) => problems.push(Problem::file(
+            file.clone(),
+            ProblemKind::ParseError,
+            format!("{describe}: {e}"),
+        )),
+    };
+    match (api_version.as_str(), kind.as_str()) {
+        ("v1", "List") => match value.get("items").and_then(|i| i.as_sequence()) {
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    parse_value(
+                        item.clone(),
+                        &format!("{at} item {}", i + 1),
+                        file,
+                        objects,
+                        problems,
+                    );
+                }
+            }
+            None => push(Err("a List needs an items array".into())),
+        },
+        ("networking.k8s.io/v1", "Ingress") => push(typed(value, true).map(Object::Ingress)),
+        ("networking.k8s.io/v1", "IngressClass") => {
+            push(typed(value, false).map(Object::IngressClass))
+        }
+        ("v1", "Secret") => push(typed(value, true).map(Object::Secret)),
+        ("v1", "Service") => push(typed(value, true).map(Object::Service)),
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            push(typed(value, true).map(Object::EndpointSlice))
+        }
+        (_, "Ingress" | "IngressClass" | "Secret" | "Service" | "EndpointSlice") => {
+            push(Err(format!(
+                "apiVersion {api_version:?} is not supported for {kind} (use networking.k8s.io/v1, v1 or discovery.k8s.io/v1)"
+            )))
+        }
+        ("", _) | (_, "") => push(Err(
+            "not a Kubernetes object (apiVersion and kind are required)".into(),
+        )),
+        _ => {} // another kind: not ours to read
+    }
+}
+
+/// Reads a value as a typed object; namespaced objects without a namespace go to `default`.
+fn typed<T: DeserializeOwned + HasMeta>(
+    value: serde_yaml::Value,
+    namespaced: bool,
+) -> Result<Arc<T>, String> {
+    let mut object: T = serde_yaml::from_value(value).map_err(|e| e.to_string())?;
+    let meta = object.meta_mut();
+    if meta.name.as_deref().unwrap_or("").is_empty() {
+        return Err("metadata.name is required".into());
+    }
+    if namespaced && meta.namespace.as_deref().unwrap_or("").is_empty() {
+        meta.namespace = Some("default".into());
+    }
+    Ok(Arc::new(object))
+}
+
+trait HasMeta {
+    fn meta_mut(&mut self) -> &mut ObjectMeta;
+}
+
+macro_rules! has_meta {
+    ($($t:ty),*) => { $(impl HasMeta for $t { fn meta_mut(&mut self) -> &mut ObjectMeta { &mut self.metadata } })* };
+}
+has_meta!(Ingress, IngressClass, Secret, Service, EndpointSlice);
+
+/// What one file contributed last time it was read.
+struct FileState {
+    /// Changes when the file is replaced or edited; checked before reading the file again.
+    stamp: (SystemTime, u64),
+    content_hash: u64,
+    objects: Vec<Object>,
+    /// Whether `objects` come from a version of the file that parsed without problems.
+    good: bool,
+    problems: Vec<Problem>,
+}
+
+/// The files of one directory and the objects they hold.
+pub struct ManifestDir {
+    dir: PathBuf,
+    files: BTreeMap<PathBuf, FileState>,
+}
+
+impl ManifestDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        ManifestDir {
+            dir: dir.into(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// Re-reads files that changed; returns whether anything did.
+    pub fn rescan(&mut self) -> std::io::Result<bool> {
+        let mut seen = HashSet::new();
+        let mut changed = false;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if !is_manifest(&path) {
+                continue;
+            }
+            // Follow symlinks (ConfigMap volumes link every file through `..data`).
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            seen.insert(path.clone());
+            let stamp = (
+                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                meta.len(),
+            );
+            if self.files.get(&path).is_some_and(|f| f.stamp == stamp) {
+                continue;
+            }
+            changed |= self.read_file(&path, stamp, meta.len());
+        }
+        let before = self.files.len();
+        self.files.retain(|path, _| seen.contains(path));
+        Ok(changed || self.files.len() != before)
+    }
+
+    fn read_file(&mut self, path: &Path, stamp: (SystemTime, u64), len: u64) -> bool {
+        let name: Arc<str> = path.display().to_string().into();
+        let text = if len > MAX_FILE_BYTES {
+            Err(format!(
+                "file is {len} bytes, more than the {MAX_FILE_BYTES} allowed"
+            ))
+        } else {
+            std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    String::from_utf8(bytes).map_err(|_| "file is not UTF-8 text".to_string())
+                })
+        };
+        let (content_hash, parsed) = match text {
+            Ok(text) => {
+                let mut h = DefaultHasher::new();
+                text.hash(&mut h);
+                let hash = h.finish();
+                if self.files.get(path).is_some_and(|f| f.content_hash == hash) {
+                    if let Some(f) = self.files.get_mut(path) {
+                        f.stamp = stamp;
+                    }
+                    return false;
+                }
+                (hash, parse_documents(&text, &name))
+            }
+            Err(e) => (
+                0,
+                (
+                    Vec::new(),
+                    vec![Problem::file(name.clone(), ProblemKind::ParseError, e)],
+                ),
+            ),
+        };
+        let (mut objects, problems) = parsed;
+        let mut good = problems.is_empty();
+        if !good && let Some(previous) = self.files.get(path).filter(|f| f.good) {
+            // Keep serving the last good version of this file.
+            objects = previous.objects.clone();
+            good = true;
+        }
+        self.files.insert(
+            path.to_path_buf(),
+            FileState {
+                stamp,
+                content_hash,
+                objects,
+                good,
+                problems,
+            },
+        );
+        true
+    }
+
+    /// All objects of all files, the first definition of an object winning over later duplicates.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        let mut origins: HashMap<ObjectRef, Arc<str>> = HashMap::new();
+        for (path, file) in &self.files {
+            let name: Arc<str> = path.display().to_string().into();
+            snapshot.problems.extend(file.problems.iter().cloned());
+            for object in &file.objects {
+                let id = object.object_ref();
+                if let Some(first) = origins.get(&id) {
+                    snapshot.problems.push(Problem {
+                        object: Some(id.clone()),
+                        file: Some(name.clone()),
+                        kind: ProblemKind::DuplicateObject,
+                        message: format!("is also defined in {first}; that definition is used"),
+                    });
+                    continue;
+                }
+                origins.insert(id, name.clone());
+                snapshot.push(object.clone());
+            }
+        }
+        snapshot.origins = origins;
+        snapshot
+    }
+}
+
+fn is_manifest(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'));
+    let yaml = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+    !hidden && yaml
+}
+
+/// Watches `dir` and publishes a new snapshot whenever its manifests change. Returns only on error.
+pub async fn watch_dir(
+    dir: PathBuf,
+    tx: watch::Sender<Option<Arc<Snapshot>>>,
+) -> anyhow::Result<()> {
+    use notify::Watcher;
+    let (notify_tx, mut notify_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = notify_tx.send(());
+        }
+    })?;
+    watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+
+    let mut manifests = ManifestDir::new(&dir);
+    manifests.rescan()?;
+    tx.send_replace(Some(Arc::new(manifests.snapshot())));
+    tracing::info!(dir = %dir.display(), "reading manifests");
+
+    let mut rescan = tokio::time::interval(RESCAN);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            event = notify_rx.recv() => {
+                if event.is_none() {
+                    anyhow::bail!("file watcher for {} stopped", dir.display());
+                }
+                tokio::time::sleep(DEBOUNCE).await;
+                while notify_rx.try_recv().is_ok() {}
+            }
+            _ = rescan.tick() => {}
+        }
+        match manifests.rescan() {
+            Ok(true) => {
+                tx.send_replace(Some(Arc::new(manifests.snapshot())));
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot read manifest directory; keeping the last configuration")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (Vec<Object>, Vec<Problem>) {
+        parse_documents(text, &Arc::from("test.yaml"))
+    }
+
+    #[test]
+    fn reads_known_kinds_and_ignores_others() {
+        let (objects, problems) = parse(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n---\n---\n\
+             apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: portcullis}\nspec: {controller: portcullis.io/ingress-controller}\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let ids: Vec<String> = objects.iter().map(|o| o.object_ref().to_string()).collect();
+        assert_eq!(ids, ["Service default/web", "IngressClass portcullis"]);
+    }
+
+    #[test]
+    fn secret_data_is_base64_and_string_data_is_text() {
+        let (objects, problems) = parse(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: n}\ndata: {a: aGVsbG8=}\nstringData: {b: world}\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let Object::Secret(s) = &objects[0] else {
+            panic!("not a secret")
+        };
+        assert_eq!(s.data.as_ref().unwrap()["a"].0, b"hello");
+        assert_eq!(s.string_data.as_ref().unwrap()["b"], "world");
+    }
+
+    #[test]
+    fn wrong_shape_is_reported_with_document_and_name() {
+        let (objects, problems) = parse(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: ok}\n---\n\
+             apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: bad}\nspec: {rules: 42}\n",
+        );
+        assert_eq!(objects.len(), 1);
+        assert_eq!(problems.len(), 1);
+        let msg = problems[0].to_string();
+        assert!(
+            msg.contains("test.yaml") && msg.contains("document 2") && msg.contains("\"bad\""),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn old_api_versions_and_nameless_objects_are_reported() {
+        let (objects, problems) = parse(
+            "apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: old}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {}\n",
+        );
+        assert!(objects.is_empty());
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].message.contains("apiVersion"));
+        assert!(problems[1].message.contains("metadata.name"));
+    }
+
+    #[test]
+    fn syntax_error_is_reported() {
+        let (_, problems) = parse("apiVersion: v1\nkind: Service\nmetadata: {name: [unclosed\n");
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].kind, ProblemKind::ParseError);
+    }
+
+    #[test]
+    fn lists_are_unpacked() {
+        let (objects, problems) = parse(
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: b}\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(objects.len(), 2);
+    }
+
+    #[test]
+    fn broken_edit_keeps_last_good_file_and_duplicates_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.yaml");
+        std::fs::write(&a, "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: api}\n").unwrap();
+        std::fs::write(
+            dir.path().join("b.yml"),
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(".hidden.yaml"), "not: [yaml").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not: [yaml").unwrap();
+        let mut m = ManifestDir::new(dir.path());
+        assert!(m.rescan().unwrap());
+        let s = m.snapshot();
+        assert_eq!(s.services.len(), 2);
+        assert_eq!(s.problems.len(), 1);
+        assert_eq!(s.problems[0].kind, ProblemKind::DuplicateObject);
+
+        std::fs::write(
+            &a,
+            "apiVersion: v1\nkind: Service\nmetadata: {name: [broken\n",
+        )
+        .unwrap();
+        assert!(m.rescan().unwrap());
+        let s = m.snapshot();
+        assert_eq!(
+            s.services.len(),
+            2,
+            "the last good version of a.yaml still counts"
+        );
+        assert!(s.problems.iter().any(|p| p.kind == ProblemKind::ParseError));
+        std::fs::write(
+            &a,
+            "apiVersion: v1\nkind: Service\nmetadata: {name: [still broken\n",
+        )
+        .unwrap();
+        assert!(m.rescan().unwrap());
+        assert_eq!(
+            m.snapshot().services.len(),
+            2,
+            "a second bad edit still keeps the last good version"
+        );
+
+        std::fs::remove_file(&a).unwrap();
+        assert!(m.rescan().unwrap());
+        assert!(!m.rescan().unwrap(), "nothing changed");
+        let s = m.snapshot();
+        assert_eq!(s.services.len(), 1, "b.yml now defines the Service");
+        assert!(s.problems.is_empty());
+    }
+}

@@ -1,0 +1,126 @@
+//! TLS termination: the certificate table of one configuration generation, the SNI resolver that reads
+//! it without locks, and the rustls server configuration shared by every connection.
+
+pub mod certs;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::model::{ConfigHandle, matching::normalize_host};
+
+pub use certs::{CertError, CertLoad, CertStore, LoadedCert};
+
+/// The name the generated default certificate is issued for; `.invalid` can never be a real host.
+pub const DEFAULT_CERT_NAME: &str = "portcullis.invalid";
+
+/// Certificates by server name for one configuration generation.
+#[derive(Debug, Clone)]
+pub struct CertTable {
+    exact: HashMap<Box<str>, Arc<CertifiedKey>>,
+    /// `*.example.com` is stored under `example.com`.
+    wildcard: HashMap<Box<str>, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl CertTable {
+    pub fn new(default: Arc<CertifiedKey>) -> Self {
+        CertTable {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            default,
+        }
+    }
+
+    /// Adds a certificate for a TLS host (`name` or `*.suffix`, lower-case). The first one added for a
+    /// name stays; returns false if the name was taken.
+    pub fn insert(&mut self, host: &str, key: Arc<CertifiedKey>) -> bool {
+        let (map, name) = match host.strip_prefix("*.") {
+            Some(suffix) => (&mut self.wildcard, suffix),
+            None => (&mut self.exact, host),
+        };
+        match map.entry(name.into()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(key);
+                true
+            }
+        }
+    }
+
+    /// The certificate for a server name: exact, then wildcard for exactly one label; `None` if neither.
+    pub fn find(&self, server_name: &str) -> Option<&Arc<CertifiedKey>> {
+        let name = normalize_host(server_name);
+        self.exact.get(name.as_ref()).or_else(|| {
+            name.split_once('.')
+                .and_then(|(_, suffix)| self.wildcard.get(suffix))
+        })
+    }
+
+    pub fn default_cert(&self) -> &Arc<CertifiedKey> {
+        &self.default
+    }
+
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.wildcard.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Picks the certificate for each handshake from the live configuration: exact name, wildcard, then the
+/// default certificate (or nothing, which fails the handshake, under `strict_sni`).
+#[derive(Debug)]
+pub struct SniResolver {
+    config: ConfigHandle,
+    strict_sni: bool,
+}
+
+impl SniResolver {
+    pub fn new(config: ConfigHandle, strict_sni: bool) -> Self {
+        SniResolver { config, strict_sni }
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let config = self.config.load();
+        let certs = &config.certs;
+        match hello.server_name().and_then(|name| certs.find(name)) {
+            Some(key) => Some(key.clone()),
+            None if self.strict_sni => None,
+            None => Some(certs.default.clone()),
+        }
+    }
+}
+
+/// Generates the self-signed certificate served for unknown names (`portcullis.invalid`).
+pub fn generate_default_cert(provider: &CryptoProvider) -> anyhow::Result<Arc<CertifiedKey>> {
+    let generated = rcgen::generate_simple_self_signed(vec![DEFAULT_CERT_NAME.to_string()])?;
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
+    Ok(Arc::new(CertifiedKey::from_der(
+        vec![generated.cert.der().clone()],
+        key,
+        provider,
+    )?))
+}
+
+/// The one rustls server configuration: TLS 1.2 and 1.3, ALPN h2 and http/1.1, certificates by SNI.
+pub fn server_config(
+    provider: Arc<CryptoProvider>,
+    resolver: Arc<SniResolver>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    Ok(Arc::new(config))
+}
