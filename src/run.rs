@@ -43,6 +43,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let admin = listener::bind(args.admin_addr)
         .with_context(|| format!("cannot listen on {} (--admin-addr)", args.admin_addr))?;
 
+    let (https_local, http_local, admin_local) =
+        (https.local_addr()?, http.local_addr()?, admin.local_addr()?);
+
     let resolver = Arc::new(SniResolver::new(config.clone(), args.strict_sni));
     let acceptor = TlsAcceptor::from(tls::server_config(provider.clone(), resolver)?);
     let proxy = Arc::new(Proxy::new(config.clone(), UpstreamTimeouts::default()));
@@ -90,7 +93,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .run(graceful.clone(), stop),
         ),
     ];
-    tracing::info!(https = %args.https_addr, http = %args.http_addr, admin = %args.admin_addr, "listening");
+    tracing::info!(https = %https_local, http = %http_local, admin = %admin_local, "listening");
 
     tokio::select! {
         signal = shutdown_signal() => tracing::info!(signal, "shutting down"),
