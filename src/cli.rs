@@ -21,6 +21,47 @@ pub struct Args {
     #[arg(long, env = "PORTCULLIS_MANIFESTS", value_name = "DIR")]
     pub manifests: Option<PathBuf>,
 
+    /// Kubeconfig for cluster mode; without it, the in-cluster service account, then `KUBECONFIG`.
+    #[arg(
+        long,
+        env = "PORTCULLIS_KUBECONFIG",
+        value_name = "FILE",
+        conflicts_with = "manifests"
+    )]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Watch only this namespace (IngressClasses are cluster-scoped and always watched).
+    #[arg(long, env = "PORTCULLIS_WATCH_NAMESPACE", value_name = "NS")]
+    pub watch_namespace: Option<String>,
+
+    /// Write this Service's address (load balancer, else external IPs, else cluster IP) into the status
+    /// of every Ingress served.
+    #[arg(long, env = "PORTCULLIS_PUBLISH_SERVICE", value_name = "NS/NAME")]
+    pub publish_service: Option<NamespacedName>,
+
+    /// Write these IPs or host names into the status of every Ingress served.
+    #[arg(
+        long,
+        env = "PORTCULLIS_PUBLISH_STATUS_ADDRESS",
+        value_name = "ADDR,...",
+        value_delimiter = ',',
+        conflicts_with = "publish_service"
+    )]
+    pub publish_status_address: Vec<String>,
+
+    /// Name of the Lease used to elect the replica that writes status and Events.
+    #[arg(
+        long,
+        env = "PORTCULLIS_ELECTION_ID",
+        default_value = "portcullis-leader"
+    )]
+    pub election_id: String,
+
+    /// The controller's own namespace, for its Lease (default: `POD_NAMESPACE`, then the service
+    /// account's namespace, then `default`).
+    #[arg(long, env = "PORTCULLIS_NAMESPACE", value_name = "NS")]
+    pub namespace: Option<String>,
+
     /// HTTPS listener.
     #[arg(long, env = "PORTCULLIS_HTTPS_ADDR", default_value = "0.0.0.0:443")]
     pub https_addr: SocketAddr,

@@ -7,9 +7,12 @@
 
 pub mod admin;
 pub mod cli;
+pub mod events;
+pub mod leader;
 pub mod metrics;
 pub mod model;
 pub mod proxy;
 pub mod run;
 pub mod source;
+pub mod status;
 pub mod tls;

@@ -14,6 +14,8 @@ pub struct Metrics {
     config_build_duration: Histogram,
     config_last_build: Gauge,
     problems: IntGaugeVec,
+    watch_events: IntCounterVec,
+    leader: IntGauge,
 }
 
 impl Metrics {
@@ -51,8 +53,21 @@ impl Metrics {
                 ),
                 &["kind"],
             )?,
+            watch_events: IntCounterVec::new(
+                Opts::new(
+                    "portcullis_watch_events_total",
+                    "Events received from Kubernetes watches, by kind of object and event type",
+                ),
+                &["kind", "type"],
+            )?,
+            leader: IntGauge::new(
+                "portcullis_leader",
+                "1 while this replica holds the leader Lease",
+            )?,
             registry,
         };
+        m.registry.register(Box::new(m.leader.clone()))?;
+        m.registry.register(Box::new(m.watch_events.clone()))?;
         m.registry.register(Box::new(m.config_generation.clone()))?;
         m.registry.register(Box::new(m.config_builds.clone()))?;
         m.registry
@@ -97,6 +112,14 @@ impl Metrics {
     /// Records a build that could not produce a configuration (the previous one stays live).
     pub fn config_failed(&self) {
         self.config_builds.with_label_values(&["failure"]).inc();
+    }
+
+    pub fn watch_event(&self, kind: &str, event: &str) {
+        self.watch_events.with_label_values(&[kind, event]).inc();
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     pub fn render(&self) -> String {

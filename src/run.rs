@@ -8,16 +8,20 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use hyper_util::server::graceful::GracefulShutdown;
+use kube::Api;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, Health};
 use crate::cli::Args;
+use crate::events::EventPublisher;
+use crate::leader::LeaderElection;
 use crate::metrics::Metrics;
 use crate::model::{BuildOptions, Config, ConfigHandle, Problem, Snapshot, build};
 use crate::proxy::listener::{self, Listener};
 use crate::proxy::{Proxy, UpstreamTimeouts};
-use crate::source::manifests;
+use crate::source::{cluster, manifests};
+use crate::status::{PublishAddress, StatusWriter};
 use crate::tls::{self, CertStore, CertTable, SniResolver};
 
 /// Coalesces bursts of object changes into one build.
@@ -51,11 +55,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let proxy = Arc::new(Proxy::new(config.clone(), UpstreamTimeouts::default()));
 
     let (snapshots_tx, snapshots) = watch::channel(None);
+    let (published_tx, published) = watch::channel(config.load_full());
+    let (stop_tx, stop) = watch::channel(false);
     let source = match &args.manifests {
         Some(dir) => tokio::spawn(manifests::watch_dir(dir.clone(), snapshots_tx)),
-        None => anyhow::bail!(
-            "--manifests DIR is required: cluster mode is not available in this build"
-        ),
+        None => {
+            start_cluster_mode(
+                &args,
+                snapshots_tx,
+                published,
+                stop.clone(),
+                metrics.clone(),
+            )
+            .await?
+        }
     };
     let options = BuildOptions {
         ingress_class: args.ingress_class.clone(),
@@ -67,6 +80,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         options,
         certs: Arc::new(Mutex::new(CertStore::new(provider))),
         live: config.clone(),
+        published: published_tx,
         metrics: metrics.clone(),
         health: health.clone(),
     };
@@ -74,7 +88,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(admin::serve(admin, health.clone(), metrics.clone()));
 
     let graceful = Arc::new(GracefulShutdown::new());
-    let (stop_tx, stop) = watch::channel(false);
     let listeners = [
         tokio::spawn(
             Listener {
@@ -124,6 +137,90 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the watchers, leader election, the status writer and Events; returns the task that publishes
+/// snapshots.
+async fn start_cluster_mode(
+    args: &Args,
+    snapshots: watch::Sender<Option<Arc<Snapshot>>>,
+    published: watch::Receiver<Arc<Config>>,
+    stop: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let client = cluster::client(args.kubeconfig.as_deref())
+        .await
+        .context("cannot configure the Kubernetes client")?;
+    let (stores, changed) = cluster::start(
+        client.clone(),
+        args.watch_namespace.as_deref(),
+        metrics.clone(),
+    );
+
+    let namespace = own_namespace(args);
+    let identity = identity();
+    let (leader_tx, leader) = watch::channel(false);
+    let election = LeaderElection::new(
+        Api::namespaced(client.clone(), &namespace),
+        args.election_id.clone(),
+        identity.clone(),
+    );
+    tokio::spawn(election.run(leader_tx, stop));
+    tracing::info!(%namespace, lease = %args.election_id, %identity, "campaigning for leadership");
+
+    let mut leader_metric = leader.clone();
+    tokio::spawn(async move {
+        loop {
+            metrics.set_leader(*leader_metric.borrow_and_update());
+            if leader_metric.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+
+    let publish = match (
+        &args.publish_service,
+        args.publish_status_address.is_empty(),
+    ) {
+        (Some(service), _) => Some(PublishAddress::Service(service.clone())),
+        (None, false) => Some(PublishAddress::Fixed(args.publish_status_address.clone())),
+        (None, true) => None,
+    };
+    if let Some(source) = publish {
+        let writer = StatusWriter {
+            client: client.clone(),
+            source,
+            ingresses: stores.ingresses.clone(),
+        };
+        tokio::spawn(writer.run(published.clone(), leader.clone()));
+    }
+    tokio::spawn(EventPublisher::new(client, identity, stores.clone()).run(published, leader));
+    Ok(tokio::spawn(cluster::publish(stores, changed, snapshots)))
+}
+
+/// `--namespace`, else `POD_NAMESPACE`, else the service account's namespace, else `default`.
+fn own_namespace(args: &Args) -> String {
+    args.namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok()
+        })
+        .map(|ns| ns.trim().to_string())
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| "default".into())
+}
+
+/// `POD_NAME` in a cluster; the host name and process id elsewhere.
+fn identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_else(|_| "portcullis".into());
+            format!("{}-{}", host.trim(), std::process::id())
+        })
+}
+
 async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut term) = signal(SignalKind::terminate()) else {
@@ -141,6 +238,8 @@ struct Publisher {
     options: BuildOptions,
     certs: Arc<Mutex<CertStore>>,
     live: ConfigHandle,
+    /// The same configuration, for the tasks that act on changes (status, Events).
+    published: watch::Sender<Arc<Config>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 }
@@ -203,7 +302,9 @@ impl Publisher {
             );
             self.metrics
                 .config_published(&config, elapsed.as_secs_f64(), unix_now());
-            self.live.store(Arc::new(config));
+            let config = Arc::new(config);
+            self.live.store(config.clone());
+            self.published.send_replace(config);
             self.health.set_configured();
         }
     }

@@ -4,7 +4,7 @@
 //! and returns the routes, certificates, redirect decisions and problems of one generation.
 
 pub mod annotations;
-mod build;
+pub mod build;
 pub mod matching;
 mod objects;
 pub mod validation;

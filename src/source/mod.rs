@@ -2,4 +2,5 @@
 //! whole [`Snapshot`](crate::model::Snapshot)s on a watch channel; the builder turns the latest one into
 //! the live configuration.
 
+pub mod cluster;
 pub mod manifests;
