@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::model::NamespacedName;
+use crate::settings::Settings;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -82,7 +83,13 @@ pub struct Args {
     #[arg(long, env = "PORTCULLIS_WATCH_INGRESS_WITHOUT_CLASS")]
     pub watch_ingress_without_class: bool,
 
-    /// Secret (NAMESPACE/NAME) served for unknown server names instead of a generated certificate.
+    /// Global settings (YAML): redirects, HSTS, TLS, trusted proxies, upstream defaults, limits.
+    /// Re-read on change; a bad file at start is an error (exit code 2), on reload it is ignored.
+    #[arg(long, env = "PORTCULLIS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Secret (NAMESPACE/NAME) served for unknown server names instead of a generated certificate
+    /// (overrides `tls.default-certificate` in --config).
     #[arg(
         long,
         env = "PORTCULLIS_DEFAULT_SSL_CERTIFICATE",
@@ -90,7 +97,8 @@ pub struct Args {
     )]
     pub default_ssl_certificate: Option<NamespacedName>,
 
-    /// Refuse TLS handshakes whose server name matches no certificate, instead of serving the default one.
+    /// Refuse TLS handshakes whose server name matches no certificate, instead of serving the default
+    /// one (overrides `tls.strict-sni` in --config).
     #[arg(long, env = "PORTCULLIS_STRICT_SNI")]
     pub strict_sni: bool,
 
@@ -110,6 +118,18 @@ pub struct Args {
     /// Log filter, e.g. `info` or `portcullis=debug` (`RUST_LOG` is used when this is not set).
     #[arg(long, env = "PORTCULLIS_LOG_LEVEL")]
     pub log_level: Option<String>,
+}
+
+impl Args {
+    /// Applies the command-line flags that override the configuration file.
+    pub fn override_settings(&self, settings: &mut Settings) {
+        if self.strict_sni {
+            settings.tls.strict_sni = true;
+        }
+        if let Some(secret) = &self.default_ssl_certificate {
+            settings.tls.default_certificate = Some(secret.clone());
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

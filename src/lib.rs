@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod model;
 pub mod proxy;
 pub mod run;
+pub mod settings;
 pub mod source;
 pub mod status;
 pub mod tls;

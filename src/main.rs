@@ -17,6 +17,10 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(portcullis::run::run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.is::<portcullis::run::ConfigFileError>() => {
+            tracing::error!("{e:#}");
+            std::process::ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!("{e:#}");
             std::process::ExitCode::FAILURE

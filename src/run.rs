@@ -10,7 +10,6 @@ use arc_swap::ArcSwap;
 use hyper_util::server::graceful::GracefulShutdown;
 use kube::Api;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, Health};
 use crate::cli::Args;
@@ -19,7 +18,8 @@ use crate::leader::LeaderElection;
 use crate::metrics::Metrics;
 use crate::model::{BuildOptions, Config, ConfigHandle, Problem, Snapshot, build};
 use crate::proxy::listener::{self, Listener};
-use crate::proxy::{Proxy, UpstreamTimeouts};
+use crate::proxy::{Proxy, Upstream};
+use crate::settings::Settings;
 use crate::source::{cluster, manifests};
 use crate::status::{PublishAddress, StatusWriter};
 use crate::tls::{self, CertStore, CertTable, SniResolver};
@@ -27,16 +27,29 @@ use crate::tls::{self, CertStore, CertTable, SniResolver};
 /// Coalesces bursts of object changes into one build.
 const BUILD_DEBOUNCE: Duration = Duration::from_millis(10);
 
+/// A configuration file that cannot be used at start (the process exits with code 2).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ConfigFileError(#[from] crate::settings::SettingsError);
+
 /// Runs the controller until SIGTERM or SIGINT, then drains and returns.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let mut settings = match &args.config {
+        Some(path) => Settings::load(path).map_err(ConfigFileError)?,
+        None => Settings::default(),
+    };
+    args.override_settings(&mut settings);
+    let settings = Arc::new(settings);
+
     // One crypto provider for the whole process: rustls, tokio-rustls and the kube client all use it.
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
     let default_cert = tls::generate_default_cert(&provider)?;
-    let config: ConfigHandle = Arc::new(ArcSwap::from_pointee(Config::empty(CertTable::new(
-        default_cert.clone(),
-    ))));
+    let config: ConfigHandle = Arc::new(ArcSwap::from_pointee(Config::empty(
+        CertTable::new(default_cert.clone()),
+        settings.clone(),
+    )));
     let metrics = Arc::new(Metrics::new()?);
     let health = Arc::new(Health::default());
 
@@ -46,14 +59,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (--http-addr)", args.http_addr))?;
     let admin = listener::bind(args.admin_addr)
         .with_context(|| format!("cannot listen on {} (--admin-addr)", args.admin_addr))?;
-
     let (https_local, http_local, admin_local) =
         (https.local_addr()?, http.local_addr()?, admin.local_addr()?);
 
-    let resolver = Arc::new(SniResolver::new(config.clone(), args.strict_sni));
-    let acceptor = TlsAcceptor::from(tls::server_config(provider.clone(), resolver)?);
-    let proxy = Arc::new(Proxy::new(config.clone(), UpstreamTimeouts::default()));
+    let resolver = Arc::new(SniResolver::new(config.clone()));
+    let server_config = Arc::new(ArcSwap::from_pointee(tls::server_config(
+        provider.clone(),
+        resolver.clone(),
+        &settings.tls,
+    )?));
+    let upstream = Upstream::new(provider.clone())?;
+    let proxy = Arc::new(Proxy::new(config.clone(), upstream, https_local.port()));
 
+    let (settings_tx, settings_rx) = watch::channel(settings.clone());
+    if let Some(path) = &args.config {
+        let overrides = args.clone();
+        tokio::spawn(crate::settings::watch_file(
+            path.clone(),
+            move |s| overrides.override_settings(s),
+            settings_tx,
+        ));
+    }
     let (snapshots_tx, snapshots) = watch::channel(None);
     let (published_tx, published) = watch::channel(config.load_full());
     let (stop_tx, stop) = watch::channel(false);
@@ -70,42 +96,40 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await?
         }
     };
-    let options = BuildOptions {
+    let publisher = Publisher {
         ingress_class: args.ingress_class.clone(),
         watch_without_class: args.watch_ingress_without_class,
         default_cert,
-        default_cert_secret: args.default_ssl_certificate.clone(),
-    };
-    let publisher = Publisher {
-        options,
-        certs: Arc::new(Mutex::new(CertStore::new(provider))),
+        certs: Arc::new(Mutex::new(CertStore::new(provider.clone()))),
         live: config.clone(),
         published: published_tx,
+        tls: TlsReloader {
+            provider,
+            resolver,
+            current: server_config.clone(),
+        },
         metrics: metrics.clone(),
         health: health.clone(),
     };
-    tokio::spawn(publisher.run(snapshots));
+    tokio::spawn(publisher.run(snapshots, settings_rx));
     tokio::spawn(admin::serve(admin, health.clone(), metrics.clone()));
 
     let graceful = Arc::new(GracefulShutdown::new());
     let listeners = [
-        tokio::spawn(
-            Listener {
-                listener: https,
-                tls: Some(acceptor),
-                proxy: proxy.clone(),
-            }
-            .run(graceful.clone(), stop.clone()),
-        ),
-        tokio::spawn(
-            Listener {
-                listener: http,
-                tls: None,
-                proxy,
-            }
-            .run(graceful.clone(), stop),
-        ),
-    ];
+        Listener {
+            listener: https,
+            tls: Some(server_config),
+            proxy: proxy.clone(),
+            config: config.clone(),
+        },
+        Listener {
+            listener: http,
+            tls: None,
+            proxy,
+            config,
+        },
+    ]
+    .map(|l| tokio::spawn(l.run(graceful.clone(), stop.clone())));
     tracing::info!(https = %https_local, http = %http_local, admin = %admin_local, "listening");
 
     tokio::select! {
@@ -233,31 +257,72 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-/// Builds a configuration from each new snapshot and makes it live.
+/// Rebuilds the TLS server configuration when the TLS settings change.
+struct TlsReloader {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    resolver: Arc<SniResolver>,
+    current: Arc<ArcSwap<rustls::ServerConfig>>,
+}
+
+/// Builds a configuration from each new snapshot (or new settings) and makes it live.
 struct Publisher {
-    options: BuildOptions,
+    ingress_class: String,
+    watch_without_class: bool,
+    default_cert: Arc<rustls::sign::CertifiedKey>,
     certs: Arc<Mutex<CertStore>>,
     live: ConfigHandle,
     /// The same configuration, for the tasks that act on changes (status, Events).
     published: watch::Sender<Arc<Config>>,
+    tls: TlsReloader,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 }
 
 impl Publisher {
-    async fn run(self, mut snapshots: watch::Receiver<Option<Arc<Snapshot>>>) {
+    async fn run(
+        self,
+        mut snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+        mut settings: watch::Receiver<Arc<Settings>>,
+    ) {
         let mut generation = 0;
         let mut reported: HashSet<Problem> = HashSet::new();
-        while snapshots.changed().await.is_ok() {
+        let mut tls_settings = settings.borrow().tls.clone();
+        loop {
+            tokio::select! {
+                changed = snapshots.changed() => if changed.is_err() { return },
+                changed = settings.changed() => if changed.is_err() { return },
+            }
             if generation > 0 {
                 tokio::time::sleep(BUILD_DEBOUNCE).await;
             }
             let Some(snapshot) = snapshots.borrow_and_update().clone() else {
                 continue;
             };
+            let current_settings = settings.borrow_and_update().clone();
+            if current_settings.tls != tls_settings {
+                match tls::server_config(
+                    self.tls.provider.clone(),
+                    self.tls.resolver.clone(),
+                    &current_settings.tls,
+                ) {
+                    Ok(config) => {
+                        self.tls.current.store(Arc::new(config));
+                        tls_settings = current_settings.tls.clone();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot apply the new TLS settings; keeping the previous ones")
+                    }
+                }
+            }
             generation += 1;
             let started = Instant::now();
-            let (options, certs) = (self.options.clone(), self.certs.clone());
+            let options = BuildOptions {
+                ingress_class: self.ingress_class.clone(),
+                watch_without_class: self.watch_without_class,
+                default_cert: self.default_cert.clone(),
+                settings: current_settings,
+            };
+            let certs = self.certs.clone();
             let built = tokio::task::spawn_blocking(move || {
                 let mut certs = certs
                     .lock()
@@ -281,7 +346,6 @@ impl Publisher {
             };
             let elapsed = started.elapsed();
 
-            let current: HashSet<Problem> = config.problems.iter().cloned().collect();
             for problem in config.problems.iter().filter(|p| !reported.contains(*p)) {
                 tracing::warn!(
                     kind = problem.kind.as_str(),
@@ -290,7 +354,7 @@ impl Publisher {
                     "{problem}"
                 );
             }
-            reported = current;
+            reported = config.problems.iter().cloned().collect();
 
             tracing::info!(
                 generation,

@@ -1,19 +1,111 @@
 //! Typed Ingress annotations, read under `portcullis.io/` and, for the same meaning, under
-//! `nginx.ingress.kubernetes.io/` (ours wins when both are set). An invalid value is reported and the
-//! default applies.
+//! `nginx.ingress.kubernetes.io/` (ours wins when both are set). Each annotation is parsed in one place
+//! into one type; an invalid value is reported and its default applies, except for the source-range
+//! allowlist, which fails closed (an invalid list denies every client).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::settings::{ByteSize, Cidr, RedirectCode};
 
 pub const OWN_PREFIX: &str = "portcullis.io/";
 pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
-/// The policy an Ingress's annotations ask for.
+/// Annotation names (without prefix) Portcullis implements.
+pub const SUPPORTED: &[&str] = &[
+    "ssl-redirect",
+    "force-ssl-redirect",
+    "permanent-redirect",
+    "permanent-redirect-code",
+    "temporal-redirect",
+    "temporal-redirect-code",
+    "app-root",
+    "from-to-www-redirect",
+    "preserve-trailing-slash",
+    "use-port-in-redirects",
+    "hsts",
+    "hsts-max-age",
+    "hsts-include-subdomains",
+    "hsts-preload",
+    "backend-protocol",
+    "proxy-connect-timeout",
+    "proxy-read-timeout",
+    "proxy-send-timeout",
+    "proxy-body-size",
+    "upstream-vhost",
+    "x-forwarded-prefix",
+    "rewrite-target",
+    "use-regex",
+    "allowlist-source-range",
+    "whitelist-source-range",
+    "default-backend",
+];
+
+/// ingress-nginx annotations that inject raw configuration; refused by design (they were the source of
+/// several critical ingress-nginx vulnerabilities).
+const SNIPPETS: &[&str] = &[
+    "configuration-snippet",
+    "server-snippet",
+    "auth-snippet",
+    "stream-snippet",
+    "modsecurity-snippet",
+];
+
+/// How Portcullis talks to the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum BackendProtocol {
+    /// HTTP/1.1 over TCP.
+    #[default]
+    Http,
+    /// HTTP/1.1 over TLS.
+    Https,
+    /// HTTP/2 over TLS (gRPC over TLS is the same on the wire).
+    Grpcs,
+    /// HTTP/2 without TLS, prior knowledge (`GRPC` and `H2C`).
+    H2c,
+}
+
+/// A redirect that answers every request of the Ingress (`permanent-redirect`, `temporal-redirect`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FixedRedirect {
+    pub url: String,
+    pub code: RedirectCode,
+}
+
+/// Which clients may use the Ingress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceRange {
+    Allow(Vec<Cidr>),
+    /// The annotation was invalid: nobody is allowed rather than everybody.
+    DenyAll,
+}
+
+/// The policy an Ingress's annotations ask for. `None` means "the global default".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngressAnnotations {
-    /// Redirect plain HTTP to HTTPS for hosts in the Ingress's `tls` section (`ssl-redirect`, default true).
     pub ssl_redirect: bool,
-    /// Redirect plain HTTP to HTTPS even for hosts without TLS (`force-ssl-redirect`, default false).
     pub force_ssl_redirect: bool,
+    pub fixed_redirect: Option<FixedRedirect>,
+    pub app_root: Option<String>,
+    pub from_to_www_redirect: bool,
+    pub preserve_trailing_slash: bool,
+    pub use_port_in_redirects: bool,
+    pub hsts: Option<bool>,
+    pub hsts_max_age: Option<u64>,
+    pub hsts_include_subdomains: Option<bool>,
+    pub hsts_preload: Option<bool>,
+    pub backend_protocol: BackendProtocol,
+    pub proxy_connect_timeout: Option<Duration>,
+    pub proxy_read_timeout: Option<Duration>,
+    pub proxy_send_timeout: Option<Duration>,
+    pub proxy_body_size: Option<ByteSize>,
+    pub upstream_vhost: Option<String>,
+    pub x_forwarded_prefix: Option<String>,
+    pub rewrite_target: Option<String>,
+    /// Paths of this Ingress (other than `Exact`) are regular expressions; implied by `rewrite-target`.
+    pub use_regex: bool,
+    pub source_range: Option<SourceRange>,
+    pub default_backend: Option<String>,
 }
 
 impl Default for IngressAnnotations {
@@ -21,28 +113,115 @@ impl Default for IngressAnnotations {
         IngressAnnotations {
             ssl_redirect: true,
             force_ssl_redirect: false,
+            fixed_redirect: None,
+            app_root: None,
+            from_to_www_redirect: false,
+            preserve_trailing_slash: false,
+            use_port_in_redirects: false,
+            hsts: None,
+            hsts_max_age: None,
+            hsts_include_subdomains: None,
+            hsts_preload: None,
+            backend_protocol: BackendProtocol::Http,
+            proxy_connect_timeout: None,
+            proxy_read_timeout: None,
+            proxy_send_timeout: None,
+            proxy_body_size: None,
+            upstream_vhost: None,
+            x_forwarded_prefix: None,
+            rewrite_target: None,
+            use_regex: false,
+            source_range: None,
+            default_backend: None,
         }
     }
 }
 
-/// One annotation whose value could not be used.
+/// One annotation Portcullis cannot honour.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("annotation {key}: {reason}")]
-pub struct AnnotationError {
-    pub key: String,
-    pub reason: String,
+pub enum AnnotationError {
+    #[error("annotation {key}: {reason}")]
+    Invalid { key: String, reason: String },
+    #[error("annotation {key} is not supported by Portcullis and is ignored{hint}")]
+    Unsupported { key: String, hint: &'static str },
 }
 
-/// Reads every annotation Portcullis understands; errors name the annotation and the expected form.
+/// Reads every annotation Portcullis understands and reports the ones it cannot honour.
 pub fn parse(
     annotations: Option<&BTreeMap<String, String>>,
 ) -> (IngressAnnotations, Vec<AnnotationError>) {
     let empty = BTreeMap::new();
-    let reader = Reader {
-        all: annotations.unwrap_or(&empty),
+    let all = annotations.unwrap_or(&empty);
+    let mut r = Reader {
+        all,
         errors: Vec::new(),
     };
-    reader.read()
+    let d = IngressAnnotations::default();
+
+    let temporal = r.fixed_redirect("temporal-redirect", "temporal-redirect-code", 302);
+    let permanent = r.fixed_redirect("permanent-redirect", "permanent-redirect-code", 301);
+    let rewrite_target = r.string("rewrite-target");
+    let parsed = IngressAnnotations {
+        ssl_redirect: r.bool("ssl-redirect").unwrap_or(d.ssl_redirect),
+        force_ssl_redirect: r.bool("force-ssl-redirect").unwrap_or(d.force_ssl_redirect),
+        // ingress-nginx checks the temporal redirect first.
+        fixed_redirect: temporal.or(permanent),
+        app_root: r.parse("app-root", |v| {
+            match v.starts_with('/') && !v.contains(char::is_whitespace) {
+                true => Ok(v.to_string()),
+                false => Err(format!("{v:?} must be an absolute path like /app")),
+            }
+        }),
+        from_to_www_redirect: r.bool("from-to-www-redirect").unwrap_or(false),
+        preserve_trailing_slash: r.bool("preserve-trailing-slash").unwrap_or(false),
+        use_port_in_redirects: r.bool("use-port-in-redirects").unwrap_or(false),
+        hsts: r.bool("hsts"),
+        hsts_max_age: r.parse("hsts-max-age", |v| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{v:?} is not a number of seconds"))
+        }),
+        hsts_include_subdomains: r.bool("hsts-include-subdomains"),
+        hsts_preload: r.bool("hsts-preload"),
+        backend_protocol: r
+            .parse("backend-protocol", |v| {
+                match v.to_ascii_uppercase().as_str() {
+                    "HTTP" => Ok(BackendProtocol::Http),
+                    "HTTPS" => Ok(BackendProtocol::Https),
+                    "GRPCS" => Ok(BackendProtocol::Grpcs),
+                    "GRPC" | "H2C" => Ok(BackendProtocol::H2c),
+                    _ => Err(format!("{v:?} is not one of HTTP, HTTPS, GRPC, GRPCS, H2C")),
+                }
+            })
+            .unwrap_or_default(),
+        proxy_connect_timeout: r.duration("proxy-connect-timeout"),
+        proxy_read_timeout: r.duration("proxy-read-timeout"),
+        proxy_send_timeout: r.duration("proxy-send-timeout"),
+        proxy_body_size: r.parse("proxy-body-size", ByteSize::parse),
+        upstream_vhost: r.parse("upstream-vhost", |v| match http::HeaderValue::from_str(v) {
+            Ok(_) if !v.is_empty() && !v.contains(['/', ' ']) => Ok(v.to_string()),
+            _ => Err(format!("{v:?} is not a host name")),
+        }),
+        x_forwarded_prefix: r.parse(
+            "x-forwarded-prefix",
+            |v| match http::HeaderValue::from_str(v) {
+                Ok(_) => Ok(v.to_string()),
+                Err(_) => Err(format!("{v:?} cannot be sent as a header value")),
+            },
+        ),
+        use_regex: r.bool("use-regex").unwrap_or(false) || rewrite_target.is_some(),
+        rewrite_target,
+        source_range: r.source_range(),
+        default_backend: r.parse("default-backend", |v| {
+            match super::validation::check_host(v) {
+                Ok(()) if !v.contains('.') => Ok(v.to_string()),
+                _ => Err(format!(
+                    "{v:?} is not the name of a Service in the Ingress's namespace"
+                )),
+            }
+        }),
+    };
+    r.report_unknown();
+    (parsed, r.errors)
 }
 
 struct Reader<'a> {
@@ -51,84 +230,143 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn read(mut self) -> (IngressAnnotations, Vec<AnnotationError>) {
-        let defaults = IngressAnnotations::default();
-        let parsed = IngressAnnotations {
-            ssl_redirect: self.bool("ssl-redirect").unwrap_or(defaults.ssl_redirect),
-            force_ssl_redirect: self
-                .bool("force-ssl-redirect")
-                .unwrap_or(defaults.force_ssl_redirect),
-        };
-        (parsed, self.errors)
-    }
-
     /// The value under our prefix, else under the ingress-nginx prefix, with the full key it came from.
     fn get(&self, name: &str) -> Option<(String, &str)> {
         [OWN_PREFIX, NGINX_PREFIX].iter().find_map(|prefix| {
             let key = format!("{prefix}{name}");
-            self.all.get(&key).map(|v| (key, v.as_str()))
+            self.all.get(&key).map(|v| (key, v.trim()))
+        })
+    }
+
+    fn parse<T>(&mut self, name: &str, f: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+        let (key, value) = self.get(name)?;
+        match f(value) {
+            Ok(v) => Some(v),
+            Err(reason) => {
+                self.errors.push(AnnotationError::Invalid { key, reason });
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, name: &str) -> Option<String> {
+        self.parse(name, |v| match v.is_empty() {
+            true => Err("must not be empty".into()),
+            false => Ok(v.to_string()),
         })
     }
 
     fn bool(&mut self, name: &str) -> Option<bool> {
-        let (key, value) = self.get(name)?;
         // The forms Go's strconv.ParseBool accepts, which ingress-nginx users have written for years.
-        match value.trim() {
-            "true" | "True" | "TRUE" | "t" | "T" | "1" => Some(true),
-            "false" | "False" | "FALSE" | "f" | "F" | "0" => Some(false),
-            other => {
-                self.errors.push(AnnotationError {
-                    key,
-                    reason: format!("{other:?} is not a boolean (use \"true\" or \"false\")"),
-                });
-                None
+        self.parse(name, |v| match v {
+            "true" | "True" | "TRUE" | "t" | "T" | "1" => Ok(true),
+            "false" | "False" | "FALSE" | "f" | "F" | "0" => Ok(false),
+            other => Err(format!(
+                "{other:?} is not a boolean (use \"true\" or \"false\")"
+            )),
+        })
+    }
+
+    /// ingress-nginx writes timeouts as whole seconds; `500ms`, `30s`, `2m` work too.
+    fn duration(&mut self, name: &str) -> Option<Duration> {
+        self.parse(name, |v| {
+            let d = crate::cli::parse_duration(v)?;
+            if d.is_zero() {
+                Err("must be greater than zero".into())
+            } else {
+                Ok(d)
             }
+        })
+    }
+
+    fn fixed_redirect(
+        &mut self,
+        url_name: &str,
+        code_name: &str,
+        default_code: u16,
+    ) -> Option<FixedRedirect> {
+        let code = self
+            .parse(code_name, |v| {
+                v.parse::<u16>()
+                    .map_err(|_| format!("{v:?} is not a status code"))
+                    .and_then(RedirectCode::parse)
+            })
+            .unwrap_or(RedirectCode(default_code));
+        let url = self.parse(url_name, |v| {
+            let uri: http::Uri = v.parse().map_err(|_| format!("{v:?} is not a URL"))?;
+            match (uri.scheme_str(), uri.authority()) {
+                (Some("http" | "https"), Some(_)) => Ok(v.to_string()),
+                _ => Err(format!("{v:?} must be an absolute http:// or https:// URL")),
+            }
+        })?;
+        Some(FixedRedirect { url, code })
+    }
+
+    /// `allowlist-source-range`, or its older name `whitelist-source-range`.
+    fn source_range(&mut self) -> Option<SourceRange> {
+        let name = if self.get("allowlist-source-range").is_some() {
+            "allowlist-source-range"
+        } else {
+            "whitelist-source-range"
+        };
+        let (key, value) = self.get(name)?;
+        let parsed: Result<Vec<Cidr>, String> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(Cidr::parse)
+            .collect();
+        match parsed {
+            Ok(list) if !list.is_empty() => Some(SourceRange::Allow(list)),
+            Ok(_) => {
+                self.errors.push(AnnotationError::Invalid {
+                    key,
+                    reason: "is empty; every client is denied".into(),
+                });
+                Some(SourceRange::DenyAll)
+            }
+            Err(reason) => {
+                self.errors.push(AnnotationError::Invalid {
+                    key,
+                    reason: format!("{reason}; every client is denied"),
+                });
+                Some(SourceRange::DenyAll)
+            }
+        }
+    }
+
+    /// Every other annotation under either prefix is reported: nothing is silently ignored.
+    fn report_unknown(&mut self) {
+        for key in self.all.keys() {
+            let Some((prefix, name)) = [OWN_PREFIX, NGINX_PREFIX]
+                .iter()
+                .find_map(|p| key.strip_prefix(p).map(|n| (*p, n)))
+            else {
+                continue;
+            };
+            if SUPPORTED.contains(&name) {
+                continue;
+            }
+            let error = if prefix == OWN_PREFIX {
+                AnnotationError::Invalid {
+                    key: key.clone(),
+                    reason: "is not a Portcullis annotation (see docs/annotations.md)".into(),
+                }
+            } else if SNIPPETS.contains(&name) {
+                AnnotationError::Unsupported {
+                    key: key.clone(),
+                    hint: ": snippets inject raw proxy configuration and are refused by design",
+                }
+            } else {
+                AnnotationError::Unsupported {
+                    key: key.clone(),
+                    hint: " (see docs/migrating-from-ingress-nginx.md)",
+                }
+            };
+            self.errors.push(error);
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse_map(pairs: &[(&str, &str)]) -> (IngressAnnotations, Vec<AnnotationError>) {
-        let map: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        parse(Some(&map))
-    }
-
-    #[test]
-    fn defaults_without_annotations() {
-        assert_eq!(parse(None), (IngressAnnotations::default(), vec![]));
-        let d = IngressAnnotations::default();
-        assert!(d.ssl_redirect && !d.force_ssl_redirect);
-    }
-
-    #[test]
-    fn reads_both_prefixes_and_ours_wins() {
-        let (a, _) = parse_map(&[("nginx.ingress.kubernetes.io/ssl-redirect", "false")]);
-        assert!(!a.ssl_redirect);
-        let (a, _) = parse_map(&[
-            ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
-            ("portcullis.io/ssl-redirect", "true"),
-        ]);
-        assert!(a.ssl_redirect);
-        let (a, _) = parse_map(&[("portcullis.io/force-ssl-redirect", "True")]);
-        assert!(a.force_ssl_redirect);
-    }
-
-    #[test]
-    fn invalid_boolean_is_reported_and_default_kept() {
-        let (a, errors) = parse_map(&[("portcullis.io/ssl-redirect", "yes please")]);
-        assert!(a.ssl_redirect);
-        assert_eq!(errors.len(), 1);
-        assert_eq!(errors[0].key, "portcullis.io/ssl-redirect");
-        assert!(
-            errors[0].to_string().contains("not a boolean"),
-            "{}",
-            errors[0]
-        );
-    }
-}
+mod tests;

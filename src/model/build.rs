@@ -9,13 +9,14 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use rustls::sign::CertifiedKey;
 
-use super::annotations;
+use super::annotations::{self, AnnotationError};
 use super::matching::{HostKey, PathKind, RouteTable, host_covered_by};
 use super::validation::{check_host, check_path};
 use super::{
-    Backend, CertificateInfo, Config, Kind, NamespacedName, ObjectRef, Problem, ProblemKind, Route,
-    Snapshot,
+    Backend, CertificateInfo, Config, Kind, NamespacedName, ObjectRef, Policy, Problem,
+    ProblemKind, Route, Snapshot,
 };
+use crate::settings::Settings;
 use crate::tls::{CertStore, CertTable, LoadedCert};
 
 /// The IngressClass `spec.controller` value that names Portcullis.
@@ -31,10 +32,10 @@ pub struct BuildOptions {
     pub ingress_class: String,
     /// Also take Ingresses that name no class (`--watch-ingress-without-class`).
     pub watch_without_class: bool,
-    /// Served for unknown server names when no `default_cert_secret` is usable.
+    /// Served for unknown server names unless `settings.tls.default_certificate` names a usable Secret.
     pub default_cert: Arc<CertifiedKey>,
-    /// `--default-ssl-certificate`.
-    pub default_cert_secret: Option<NamespacedName>,
+    /// Global policy (`--config`, with command-line overrides applied).
+    pub settings: Arc<Settings>,
 }
 
 /// Translates all objects into one configuration. `now` (seconds since the Unix epoch) is only used to
@@ -58,6 +59,8 @@ pub fn build(
         certificates: Vec::new(),
         backends: HashMap::new(),
         used_secrets: HashSet::new(),
+        settings: &options.settings,
+        www_aliases: Vec::new(),
     };
     b.default_certificate(options);
 
@@ -65,6 +68,7 @@ pub fn build(
     for ingress in &ours {
         b.ingress(ingress);
     }
+    b.www_aliases();
 
     let Builder {
         mut problems,
@@ -93,6 +97,7 @@ pub fn build(
         ingresses: ours.iter().map(|i| name_of(i)).collect(),
         certificates,
         problems,
+        settings: options.settings.clone(),
     }
 }
 
@@ -172,11 +177,14 @@ struct Builder<'a> {
     certificates: Vec<CertificateInfo>,
     backends: HashMap<(NamespacedName, String), Arc<Backend>>,
     used_secrets: HashSet<NamespacedName>,
+    settings: &'a Settings,
+    /// Hosts of `from-to-www-redirect` Ingresses, with what their alias route needs.
+    www_aliases: Vec<(Box<str>, NamespacedName, Arc<Policy>, bool)>,
 }
 
 impl Builder<'_> {
     fn default_certificate(&mut self, options: &BuildOptions) {
-        let Some(id) = &options.default_cert_secret else {
+        let Some(id) = &options.settings.tls.default_certificate else {
             return;
         };
         let object = ObjectRef::new(Kind::Secret, &id.namespace, &id.name);
@@ -252,13 +260,14 @@ impl Builder<'_> {
     fn ingress(&mut self, ingress: &Ingress) {
         let id = name_of(ingress);
         let object = ObjectRef::new(Kind::Ingress, &id.namespace, &id.name);
-        let (policy, errors) = annotations::parse(ingress.metadata.annotations.as_ref());
+        let (annotations, errors) = annotations::parse(ingress.metadata.annotations.as_ref());
         for e in errors {
-            self.problems.push(Problem::object(
-                object.clone(),
-                ProblemKind::InvalidAnnotation,
-                e.to_string(),
-            ));
+            let kind = match e {
+                AnnotationError::Invalid { .. } => ProblemKind::InvalidAnnotation,
+                AnnotationError::Unsupported { .. } => ProblemKind::UnsupportedAnnotation,
+            };
+            self.problems
+                .push(Problem::object(object.clone(), kind, e.to_string()));
         }
         let Some(spec) = &ingress.spec else {
             self.problems.push(Problem::object(
@@ -268,6 +277,11 @@ impl Builder<'_> {
             ));
             return;
         };
+        let policy = Arc::new(Policy::new(&annotations, self.settings));
+        let fallback = annotations
+            .default_backend
+            .as_deref()
+            .and_then(|service| self.first_port_backend(&object, &id.namespace, service));
 
         // TLS hosts first: they decide which rules redirect to HTTPS.
         let mut tls_hosts: Vec<String> = Vec::new();
@@ -297,7 +311,8 @@ impl Builder<'_> {
         };
 
         for (r, rule) in spec.rules.iter().flatten().enumerate() {
-            if let Some(host) = rule.host.as_deref().filter(|h| !h.is_empty())
+            let rule_host = rule.host.as_deref().filter(|h| !h.is_empty());
+            if let Some(host) = rule_host
                 && let Err(e) = check_host(host)
             {
                 self.problems.push(Problem::object(
@@ -307,9 +322,16 @@ impl Builder<'_> {
                 ));
                 continue;
             }
-            let host = HostKey::from_rule_host(rule.host.as_deref());
-            let https_redirect =
-                policy.force_ssl_redirect || (policy.ssl_redirect && covered_by_tls(&host));
+            let host = HostKey::from_rule_host(rule_host);
+            let https_redirect = annotations.force_ssl_redirect
+                || (annotations.ssl_redirect && covered_by_tls(&host));
+            let host_label: Option<Box<str>> = rule_host.map(|h| h.to_ascii_lowercase().into());
+            if annotations.from_to_www_redirect
+                && let HostKey::Exact(h) = &host
+            {
+                self.www_aliases
+                    .push((h.clone(), id.clone(), policy.clone(), https_redirect));
+            }
             for (p, path) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
                 let at = format!("spec.rules[{r}].http.paths[{p}]");
                 let kind = match path.path_type.as_str() {
@@ -325,31 +347,44 @@ impl Builder<'_> {
                     }
                 };
                 let path_str = path.path.as_deref().unwrap_or("/");
-                if let Err(e) = check_path(path_str) {
-                    self.problems.push(Problem::object(
-                        object.clone(),
-                        ProblemKind::InvalidRule,
-                        format!("{at}: {e}"),
-                    ));
-                    continue;
-                }
+                let regex = kind == PathKind::Prefix && annotations.use_regex;
+                let checked = if regex {
+                    compile_path_regex(path_str).map(Some)
+                } else {
+                    check_path(path_str).map(|()| None)
+                };
+                let path_regex = match checked {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.problems.push(Problem::object(
+                            object.clone(),
+                            ProblemKind::InvalidRule,
+                            format!("{at}: {e}"),
+                        ));
+                        continue;
+                    }
+                };
                 let Some(backend) = self.backend(&object, &id.namespace, &path.backend, &at) else {
                     continue;
                 };
                 let route = Arc::new(Route {
                     ingress: id.clone(),
-                    host: rule
-                        .host
-                        .as_deref()
-                        .filter(|h| !h.is_empty())
-                        .map(|h| h.to_ascii_lowercase().into()),
+                    host: host_label.clone(),
                     backend,
+                    fallback: fallback.clone(),
                     https_redirect,
+                    redirect_host: None,
+                    path_regex: path_regex.clone(),
+                    policy: policy.clone(),
                 });
-                if let Err((_, winner)) = self.routes.insert(&host, kind, path_str, route) {
+                let inserted = match path_regex {
+                    Some(re) => self.routes.insert_regex(&host, re, route),
+                    None => self.routes.insert(&host, kind, path_str, route),
+                };
+                if let Err((_, winner)) = inserted {
                     let message = format!(
                         "{at}: host {:?} path {path_str:?} ({}) is already served by the older Ingress {}; this rule is ignored",
-                        rule.host.as_deref().unwrap_or("*"),
+                        rule_host.unwrap_or("*"),
                         path.path_type,
                         winner.ingress
                     );
@@ -370,7 +405,11 @@ impl Builder<'_> {
                 ingress: id.clone(),
                 host: None,
                 backend,
-                https_redirect: policy.force_ssl_redirect,
+                fallback,
+                https_redirect: annotations.force_ssl_redirect,
+                redirect_host: None,
+                path_regex: None,
+                policy,
             });
             if let Err((_, winner)) = self.routes.set_default(route) {
                 let message = format!(
@@ -381,6 +420,81 @@ impl Builder<'_> {
                     .push(Problem::object(object, ProblemKind::RuleConflict, message));
             }
         }
+    }
+
+    /// `from-to-www-redirect`: `www.example.com` redirects to `example.com` (or the other way round)
+    /// unless some Ingress has rules for it. Done after every Ingress, so real rules always win.
+    fn www_aliases(&mut self) {
+        for (host, ingress, policy, https_redirect) in std::mem::take(&mut self.www_aliases) {
+            let alias = match host.strip_prefix("www.") {
+                Some(bare) => bare.to_string(),
+                None => format!("www.{host}"),
+            };
+            if self.routes.has_exact_host(&alias) {
+                continue;
+            }
+            let route = Arc::new(Route {
+                ingress,
+                host: Some(alias.clone().into()),
+                backend: Arc::new(Backend::new(
+                    NamespacedName::new("", ""),
+                    String::new(),
+                    Vec::new(),
+                )),
+                fallback: None,
+                https_redirect,
+                redirect_host: Some(host),
+                path_regex: None,
+                policy,
+            });
+            // A second Ingress asking for the same alias keeps the first one; nothing to report.
+            let _ = self
+                .routes
+                .insert(&HostKey::Exact(alias.into()), PathKind::Prefix, "/", route);
+        }
+    }
+
+    /// The `default-backend` annotation: a Service in the Ingress's namespace, on its first port.
+    fn first_port_backend(
+        &mut self,
+        object: &ObjectRef,
+        namespace: &str,
+        service: &str,
+    ) -> Option<Arc<Backend>> {
+        let at = "annotation default-backend";
+        let Some(svc) = self.index.services.get(&(namespace, service)) else {
+            self.problems.push(Problem::object(
+                object.clone(),
+                ProblemKind::MissingService,
+                format!("{at}: Service {namespace}/{service} does not exist"),
+            ));
+            return None;
+        };
+        let Some(port) = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .and_then(|p| p.first())
+            .map(|p| p.port)
+        else {
+            self.problems.push(Problem::object(
+                object.clone(),
+                ProblemKind::MissingServicePort,
+                format!("{at}: Service {namespace}/{service} has no ports"),
+            ));
+            return None;
+        };
+        let backend = IngressBackend {
+            service: Some(k8s_openapi::api::networking::v1::IngressServiceBackend {
+                name: service.to_string(),
+                port: Some(k8s_openapi::api::networking::v1::ServiceBackendPort {
+                    number: Some(port),
+                    name: None,
+                }),
+            }),
+            resource: None,
+        };
+        self.backend(object, namespace, &backend, at)
     }
 
     /// Loads the Secret of one `spec.tls` entry and enters its certificate for each host it covers.
@@ -612,6 +726,25 @@ impl Builder<'_> {
         }
         addrs.into_keys().collect()
     }
+}
+
+/// A `use-regex` path: anchored at the start and case-insensitive as in ingress-nginx, and bounded in
+/// size (the regex engine runs in linear time, so no pattern can stall a request).
+fn compile_path_regex(path: &str) -> Result<regex::Regex, String> {
+    if !path.starts_with('/') {
+        return Err(format!("path {path:?} must begin with '/'"));
+    }
+    regex::RegexBuilder::new(&format!("^{path}"))
+        .case_insensitive(true)
+        .size_limit(1 << 20)
+        .dfa_size_limit(1 << 20)
+        .build()
+        .map_err(|e| {
+            format!(
+                "path {path:?} is not a valid regular expression: {}",
+                e.to_string().replace('\n', " ")
+            )
+        })
 }
 
 /// The class an Ingress asks for: `spec.ingressClassName`, else the legacy annotation.

@@ -23,6 +23,8 @@ pub enum PathKind {
 pub struct PathTable<T> {
     exact: HashMap<Box<str>, T>,
     prefix: HashMap<Box<str>, T>,
+    /// `use-regex` paths, longest pattern first; consulted after exact and before prefix paths.
+    regex: Vec<(regex::Regex, T)>,
 }
 
 impl<T> Default for PathTable<T> {
@@ -30,6 +32,7 @@ impl<T> Default for PathTable<T> {
         PathTable {
             exact: HashMap::new(),
             prefix: HashMap::new(),
+            regex: Vec::new(),
         }
     }
 }
@@ -51,8 +54,30 @@ impl<T> PathTable<T> {
         }
     }
 
+    /// Adds a regular-expression path (already anchored); a second rule with the same pattern loses.
+    pub fn insert_regex(&mut self, pattern: regex::Regex, value: T) -> Result<(), (T, &T)> {
+        match self
+            .regex
+            .iter()
+            .position(|(r, _)| r.as_str() == pattern.as_str())
+        {
+            Some(i) => Err((value, &self.regex[i].1)),
+            None => {
+                // Stable: among patterns of equal length the older rule stays first.
+                let at = self
+                    .regex
+                    .partition_point(|(r, _)| r.as_str().len() >= pattern.as_str().len());
+                self.regex.insert(at, (pattern, value));
+                Ok(())
+            }
+        }
+    }
+
     pub fn lookup(&self, path: &str) -> Option<&T> {
         if let Some(found) = self.exact.get(path) {
+            return Some(found);
+        }
+        if let Some((_, found)) = self.regex.iter().find(|(r, _)| r.is_match(path)) {
             return Some(found);
         }
         if self.prefix.is_empty() {
@@ -73,7 +98,7 @@ impl<T> PathTable<T> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.prefix.is_empty()
+        self.exact.is_empty() && self.prefix.is_empty() && self.regex.is_empty()
     }
 }
 
@@ -142,6 +167,28 @@ impl<T> RouteTable<T> {
             HostKey::Any => &mut self.any,
         };
         table.insert(kind, path, value)
+    }
+
+    pub fn insert_regex(
+        &mut self,
+        host: &HostKey,
+        pattern: regex::Regex,
+        value: T,
+    ) -> Result<(), (T, &T)> {
+        self.host_table_mut(host).insert_regex(pattern, value)
+    }
+
+    fn host_table_mut(&mut self, host: &HostKey) -> &mut PathTable<T> {
+        match host {
+            HostKey::Exact(h) => self.exact.entry(h.clone()).or_default(),
+            HostKey::Wildcard(h) => self.wildcard.entry(h.clone()).or_default(),
+            HostKey::Any => &mut self.any,
+        }
+    }
+
+    /// Whether any rule names exactly this (lower-case) host.
+    pub fn has_exact_host(&self, host: &str) -> bool {
+        self.exact.contains_key(host)
     }
 
     /// Sets the backend for unmatched requests unless one is set already (the oldest Ingress wins).
@@ -419,6 +466,27 @@ mod tests {
             Some("default")
         );
         assert!(t.set_default("second".to_string()).is_err());
+    }
+
+    #[test]
+    fn regex_paths_come_after_exact_and_before_prefix_longest_first() {
+        let mut t = table(&[(Exact, "/api/v1"), (Prefix, "/api")]);
+        let re = |p: &str| regex::Regex::new(&format!("(?i)^{p}")).unwrap();
+        t.insert_regex(re("/api(/|$)(.*)"), "short".into()).unwrap();
+        t.insert_regex(re("/api/v[0-9]+/(.*)"), "long".into())
+            .unwrap();
+        assert!(t.insert_regex(re("/api(/|$)(.*)"), "dup".into()).is_err());
+        assert_eq!(
+            t.lookup("/api/v1").map(String::as_str),
+            Some("Exact /api/v1")
+        );
+        assert_eq!(t.lookup("/api/v2/users").map(String::as_str), Some("long"));
+        assert_eq!(
+            t.lookup("/API/x").map(String::as_str),
+            Some("short"),
+            "regex paths ignore case, as in ingress-nginx"
+        );
+        assert_eq!(t.lookup("/apix").map(String::as_str), None);
     }
 
     #[test]

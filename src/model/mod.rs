@@ -7,6 +7,7 @@ pub mod annotations;
 pub mod build;
 pub mod matching;
 mod objects;
+pub mod policy;
 pub mod validation;
 
 use std::fmt;
@@ -19,7 +20,9 @@ use arc_swap::ArcSwap;
 pub use build::{BuildOptions, build};
 pub use matching::{PathKind, RouteTable};
 pub use objects::{Kind, NamespacedName, Object, ObjectRef, Snapshot};
+pub use policy::{Policy, UpstreamPolicy};
 
+use crate::settings::Settings;
 use crate::tls::CertTable;
 
 /// The live configuration, swapped atomically as a whole; readers `load()` it without locking.
@@ -36,11 +39,13 @@ pub struct Config {
     /// One entry per TLS host that has a certificate from a Secret.
     pub certificates: Vec<CertificateInfo>,
     pub problems: Vec<Problem>,
+    /// The global settings this generation was built with.
+    pub settings: Arc<Settings>,
 }
 
 impl Config {
     /// The configuration before the first build: no routes, the default certificate only.
-    pub fn empty(certs: CertTable) -> Config {
+    pub fn empty(certs: CertTable, settings: Arc<Settings>) -> Config {
         Config {
             generation: 0,
             routes: RouteTable::default(),
@@ -48,6 +53,7 @@ impl Config {
             ingresses: Vec::new(),
             certificates: Vec::new(),
             problems: Vec::new(),
+            settings,
         }
     }
 }
@@ -59,8 +65,15 @@ pub struct Route {
     /// The rule's host as configured (lower-case); `None` for rules without a host and default backends.
     pub host: Option<Box<str>>,
     pub backend: Arc<Backend>,
+    /// Serves the request when `backend` has no ready endpoint (`default-backend` annotation).
+    pub fallback: Option<Arc<Backend>>,
     /// On the plain-HTTP listener, answer with a redirect to `https://` instead of proxying.
     pub https_redirect: bool,
+    /// `from-to-www-redirect`: this route only redirects to the same URI on this host.
+    pub redirect_host: Option<Box<str>>,
+    /// The path's regular expression, when it is one (`use-regex`); its captures feed `rewrite-target`.
+    pub path_regex: Option<regex::Regex>,
+    pub policy: Arc<Policy>,
 }
 
 /// A Service port and its ready endpoints.
@@ -111,6 +124,7 @@ pub enum ProblemKind {
     InvalidObject,
     InvalidRule,
     InvalidAnnotation,
+    UnsupportedAnnotation,
     UnsupportedBackend,
     MissingService,
     MissingServicePort,
@@ -126,12 +140,13 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 17] = [
+    pub const ALL: [ProblemKind; 18] = [
         ProblemKind::ParseError,
         ProblemKind::DuplicateObject,
         ProblemKind::InvalidObject,
         ProblemKind::InvalidRule,
         ProblemKind::InvalidAnnotation,
+        ProblemKind::UnsupportedAnnotation,
         ProblemKind::UnsupportedBackend,
         ProblemKind::MissingService,
         ProblemKind::MissingServicePort,
@@ -153,6 +168,7 @@ impl ProblemKind {
             ProblemKind::InvalidObject => "invalid-object",
             ProblemKind::InvalidRule => "invalid-rule",
             ProblemKind::InvalidAnnotation => "invalid-annotation",
+            ProblemKind::UnsupportedAnnotation => "unsupported-annotation",
             ProblemKind::UnsupportedBackend => "unsupported-backend",
             ProblemKind::MissingService => "missing-service",
             ProblemKind::MissingServicePort => "missing-service-port",

@@ -1,20 +1,35 @@
-//! Forwarding one request to one endpoint over pooled keep-alive HTTP/1.1 connections, streaming
-//! bodies both ways, and passing WebSocket (and other) upgrades through.
+//! Forwarding one request to one endpoint over pooled keep-alive connections (HTTP/1.1, HTTP/1.1 over
+//! TLS, HTTP/2 over TLS or cleartext), streaming bodies both ways, passing upgrades through.
 
-use std::error::Error as _;
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme as UriScheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use super::body::{BodyError, Guarded, body_error};
+use super::client::{
+    ClientView, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PORT, X_FORWARDED_PROTO, first_value,
+};
 use super::response::{Body, SERVER};
-use super::{Connection, UpstreamTimeouts, request_host};
+use super::{Connection, request_host};
+use crate::model::UpstreamPolicy;
+use crate::model::annotations::BackendProtocol;
+
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+/// Idle upstream connections are closed after this long (backends often close at 60-120 s).
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
 /// Why a request could not be forwarded, and so which status the client gets.
 #[derive(Debug, thiserror::Error)]
@@ -24,9 +39,13 @@ pub enum UpstreamError {
     #[error("connecting to the endpoint timed out")]
     ConnectTimeout,
     #[error("the endpoint did not answer within {0:?}")]
-    ResponseTimeout(std::time::Duration),
+    ResponseTimeout(Duration),
     #[error("the endpoint broke the exchange: {0}")]
     Exchange(String),
+    #[error("the request body is larger than {0} bytes")]
+    BodyTooLarge(u64),
+    #[error("the client stopped sending the request body for {0:?}")]
+    ClientIdle(Duration),
     #[error("the request cannot be forwarded: {0}")]
     BadRequest(String),
 }
@@ -38,6 +57,8 @@ impl UpstreamError {
             UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
+            UpstreamError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            UpstreamError::ClientIdle(_) => StatusCode::REQUEST_TIMEOUT,
             UpstreamError::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -49,49 +70,133 @@ impl UpstreamError {
             UpstreamError::ConnectTimeout => "timed out connecting to the backend",
             UpstreamError::ResponseTimeout(_) => "the backend did not answer in time",
             UpstreamError::Exchange(_) => "the backend closed the connection unexpectedly",
+            UpstreamError::BodyTooLarge(_) => "the request body is too large",
+            UpstreamError::ClientIdle(_) => "the request body did not arrive in time",
             UpstreamError::BadRequest(_) => "the request cannot be forwarded",
         }
     }
 }
 
-/// The client side: one pool of keep-alive connections per endpoint.
+type RequestBody = Guarded<Incoming>;
+
+/// One connection pool per protocol and connect timeout.
+enum Pool {
+    Plain(Client<HttpConnector, RequestBody>),
+    Tls(Client<HttpsConnector<HttpConnector>, RequestBody>),
+}
+
+impl Pool {
+    fn new(
+        protocol: BackendProtocol,
+        connect_timeout: Duration,
+        tls: &rustls::ClientConfig,
+    ) -> Pool {
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(connect_timeout));
+        tcp.enforce_http(false);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .set_host(false)
+            .http2_only(matches!(
+                protocol,
+                BackendProtocol::H2c | BackendProtocol::Grpcs
+            ));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
+            .https_only();
+        match protocol {
+            BackendProtocol::Http | BackendProtocol::H2c => Pool::Plain(builder.build(tcp)),
+            BackendProtocol::Https => {
+                Pool::Tls(builder.build(https.enable_http1().wrap_connector(tcp)))
+            }
+            BackendProtocol::Grpcs => {
+                Pool::Tls(builder.build(https.enable_http2().wrap_connector(tcp)))
+            }
+        }
+    }
+
+    async fn request(
+        &self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        match self {
+            Pool::Plain(c) => c.request(req).await,
+            Pool::Tls(c) => c.request(req).await,
+        }
+    }
+}
+
+/// The client side of the proxy.
 pub struct Upstream {
-    client: Client<HttpConnector, Incoming>,
-    timeouts: UpstreamTimeouts,
+    pools: ArcSwap<HashMap<(BackendProtocol, Duration), Arc<Pool>>>,
+    tls: rustls::ClientConfig,
+}
+
+/// Everything about one forwarded request besides the request itself.
+pub struct Forward<'a> {
+    pub conn: &'a Connection,
+    pub client: ClientView,
+    pub endpoint: SocketAddr,
+    pub policy: &'a UpstreamPolicy,
+    /// Replaces the request's path (query kept) when `rewrite-target` applies.
+    pub path: Option<String>,
+    /// The longest a client may pause while sending the request body.
+    pub body_idle_timeout: Duration,
 }
 
 impl Upstream {
-    pub fn new(timeouts: UpstreamTimeouts) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeouts.connect));
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(60))
-            .set_host(false)
-            .build(connector);
-        Upstream { client, timeouts }
+    pub fn new(provider: Arc<rustls::crypto::CryptoProvider>) -> anyhow::Result<Self> {
+        // Like ingress-nginx (proxy_ssl_verify off), backends' certificates are not verified: they are
+        // reached by IP inside the cluster and are usually self-signed.
+        let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyBackendCert(provider)))
+            .with_no_client_auth();
+        Ok(Upstream {
+            pools: ArcSwap::from_pointee(HashMap::new()),
+            tls,
+        })
+    }
+
+    fn pool(&self, protocol: BackendProtocol, connect_timeout: Duration) -> Arc<Pool> {
+        let key = (protocol, connect_timeout);
+        if let Some(pool) = self.pools.load().get(&key) {
+            return pool.clone();
+        }
+        let created = Arc::new(Pool::new(protocol, connect_timeout, &self.tls));
+        self.pools.rcu(|pools| {
+            let mut pools = HashMap::clone(pools);
+            pools.entry(key).or_insert_with(|| created.clone());
+            pools
+        });
+        self.pools.load().get(&key).cloned().unwrap_or(created)
     }
 
     pub async fn send(
         &self,
-        conn: &Connection,
-        endpoint: SocketAddr,
+        f: Forward<'_>,
         req: Request<Incoming>,
     ) -> Result<Response<Body>, UpstreamError> {
         let mut req = req;
-        let upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
-        let upstream_req = upstream_request(conn, endpoint, req, upgrade.is_some())?;
+        let h1 = matches!(
+            f.policy.protocol,
+            BackendProtocol::Http | BackendProtocol::Https
+        );
+        let upgrade = (h1 && wants_upgrade(&req)).then(|| hyper::upgrade::on(&mut req));
+        let read_timeout = f.policy.read_timeout;
+        let pool = self.pool(f.policy.protocol, f.policy.connect_timeout);
+        let upstream_req = upstream_request(&f, req, upgrade.is_some())?;
 
-        let mut resp =
-            match tokio::time::timeout(self.timeouts.response, self.client.request(upstream_req))
-                .await
-            {
-                Err(_) => return Err(UpstreamError::ResponseTimeout(self.timeouts.response)),
-                Ok(Err(e)) => return Err(classify(&e)),
-                Ok(Ok(resp)) => resp,
-            };
+        let mut resp = match tokio::time::timeout(read_timeout, pool.request(upstream_req)).await {
+            Err(_) => return Err(UpstreamError::ResponseTimeout(read_timeout)),
+            Ok(Err(e)) => return Err(classify(&e)),
+            Ok(Ok(resp)) => resp,
+        };
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_side) = upgrade
@@ -114,16 +219,23 @@ impl Upstream {
         }
 
         let (mut parts, body) = resp.into_parts();
-        if parts.status != StatusCode::SWITCHING_PROTOCOLS {
-            strip_hop_by_hop(&mut parts.headers);
-        }
+        strip_hop_by_hop(&mut parts.headers);
         parts.headers.entry(header::SERVER).or_insert(SERVER);
-        Ok(Response::from_parts(parts, Either::Left(body)))
+        parts.version = Version::HTTP_11;
+        Ok(Response::from_parts(
+            parts,
+            Either::Left(Guarded::new(body, read_timeout, None)),
+        ))
     }
 }
 
 fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
-    let mut source = e.source();
+    match body_error(e) {
+        Some(BodyError::TooLarge(limit)) => return UpstreamError::BodyTooLarge(limit),
+        Some(BodyError::Idle(d)) => return UpstreamError::ClientIdle(d),
+        None => {}
+    }
+    let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut
@@ -132,7 +244,7 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
         }
         source = s.source();
     }
-    let detail = match e.source() {
+    let detail = match std::error::Error::source(e) {
         Some(s) => format!("{e}: {s}"),
         None => e.to_string(),
     };
@@ -162,11 +274,13 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1), plus any the
 /// `Connection` header lists.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = connection_tokens(headers)
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
     }
     for name in [
         header::CONNECTION,
@@ -182,36 +296,40 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-
-/// The request as the backend receives it: origin-form URI on the chosen endpoint, HTTP/1.1, the
-/// client's `Host` kept, hop-by-hop headers removed (unless upgrading), forwarding headers set.
+/// The request as the backend receives it: origin-form URI on the chosen endpoint, the client's `Host`
+/// kept (unless `upstream-vhost`), hop-by-hop headers removed (unless upgrading), forwarding headers set.
 fn upstream_request(
-    conn: &Connection,
-    endpoint: SocketAddr,
+    f: &Forward<'_>,
     req: Request<Incoming>,
     upgrading: bool,
-) -> Result<Request<Incoming>, UpstreamError> {
+) -> Result<Request<RequestBody>, UpstreamError> {
     let host = request_host(&req).to_string();
     let (mut parts, body) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let authority = Authority::try_from(endpoint.to_string())
+    let path = match (&f.path, parts.uri.query()) {
+        (Some(p), Some(q)) if !p.contains('?') => PathAndQuery::try_from(format!("{p}?{q}")),
+        (Some(p), _) => PathAndQuery::try_from(p.as_str()),
+        (None, _) => Ok(parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"))),
+    }
+    .map_err(|e| UpstreamError::BadRequest(format!("rewritten path: {e}")))?;
+    let (scheme, version) = match f.policy.protocol {
+        BackendProtocol::Http => (UriScheme::HTTP, Version::HTTP_11),
+        BackendProtocol::Https => (UriScheme::HTTPS, Version::HTTP_11),
+        BackendProtocol::H2c => (UriScheme::HTTP, Version::HTTP_2),
+        BackendProtocol::Grpcs => (UriScheme::HTTPS, Version::HTTP_2),
+    };
+    let authority = Authority::try_from(f.endpoint.to_string())
         .map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
     parts.uri = Uri::builder()
-        .scheme(UriScheme::HTTP)
+        .scheme(scheme)
         .authority(authority)
         .path_and_query(path)
         .build()
         .map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
-    parts.version = Version::HTTP_11;
+    parts.version = version;
 
     let headers = &mut parts.headers;
     let upgrade = if upgrading {
@@ -224,22 +342,110 @@ fn upstream_request(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
     }
+    if version == Version::HTTP_2 {
+        // gRPC needs trailers; `te: trailers` is the one TE value HTTP/2 allows.
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     let host_value = HeaderValue::from_str(&host)
         .map_err(|_| UpstreamError::BadRequest("invalid host".into()))?;
-    if !headers.contains_key(header::HOST) && !host.is_empty() {
-        headers.insert(header::HOST, host_value.clone());
+    match &f.policy.host {
+        Some(vhost) => {
+            headers.insert(header::HOST, vhost.clone());
+        }
+        None if !host.is_empty() => {
+            headers.entry(header::HOST).or_insert(host_value.clone());
+        }
+        None => {}
     }
-    let client_ip = HeaderValue::from_str(&conn.peer.ip().to_string())
-        .map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
-    headers.insert(X_FORWARDED_FOR, client_ip.clone());
-    headers.insert(X_REAL_IP, client_ip);
+    let ip = |ip: std::net::IpAddr| {
+        HeaderValue::from_str(&ip.to_string()).map_err(|e| UpstreamError::BadRequest(e.to_string()))
+    };
+    let client = f.client;
+    let xff = match (
+        client.trusted_peer,
+        headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()),
+    ) {
+        (true, Some(chain)) => {
+            HeaderValue::from_str(&format!("{chain}, {}", f.conn.peer.ip().to_canonical()))
+                .map_err(|e| UpstreamError::BadRequest(e.to_string()))?
+        }
+        _ => ip(f.conn.peer.ip().to_canonical())?,
+    };
+    headers.insert(X_FORWARDED_FOR, xff);
+    headers.insert(X_REAL_IP, ip(client.ip)?);
     headers.insert(
         X_FORWARDED_PROTO,
-        HeaderValue::from_static(conn.scheme.as_str()),
+        HeaderValue::from_static(client.scheme.as_str()),
     );
-    if !host.is_empty() {
+    let trusted_port = client
+        .trusted_peer
+        .then(|| first_value(headers, &X_FORWARDED_PORT))
+        .flatten();
+    let port = match trusted_port.and_then(|p| HeaderValue::from_str(&p).ok()) {
+        Some(p) => p,
+        None => HeaderValue::from(f.conn.local.port()),
+    };
+    headers.insert(X_FORWARDED_PORT, port);
+    let keep_forwarded_host = client.trusted_peer && headers.contains_key(&X_FORWARDED_HOST);
+    if !keep_forwarded_host && !host.is_empty() {
         headers.insert(X_FORWARDED_HOST, host_value);
     }
-    headers.insert(X_FORWARDED_PORT, HeaderValue::from(conn.local.port()));
+    if let Some(prefix) = &f.policy.forwarded_prefix {
+        headers.insert(X_FORWARDED_PREFIX, prefix.clone());
+    }
+    let body = Guarded::new(
+        body,
+        f.body_idle_timeout.min(f.policy.send_timeout),
+        f.policy.max_body_size,
+    );
     Ok(Request::from_parts(parts, body))
+}
+
+/// Accepts any backend certificate (see [`Upstream::new`]) while still checking handshake signatures.
+#[derive(Debug)]
+struct AcceptAnyBackendCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyBackendCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

@@ -1,25 +1,28 @@
 //! Accept loops for the plain-HTTP and TLS listeners. Each connection is served by hyper (HTTP/1.1 with
-//! upgrades, HTTP/2 by ALPN or prior knowledge) and tracked so shutdown can drain it.
+//! upgrades, HTTP/2 by ALPN or prior knowledge) with the limits of the live settings, and tracked so
+//! shutdown can drain it. Settings and certificates change under a running listener; the socket never
+//! closes.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::{Connection, Proxy, Scheme};
+use crate::model::ConfigHandle;
+use crate::settings::Limits;
 
-/// How long a client may take to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to send a complete request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// hyper refuses read buffers smaller than this.
+const MIN_BUF_SIZE: usize = 8192;
 
 /// Binds a listening socket with `SO_REUSEADDR`, so a restarted controller can bind at once.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -35,8 +38,10 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// One listener: where it is, whether it terminates TLS, and the proxy behind it.
 pub struct Listener {
     pub listener: TcpListener,
-    pub tls: Option<TlsAcceptor>,
+    /// The TLS configuration, replaced when TLS settings change; `None` for plain HTTP.
+    pub tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
     pub proxy: Arc<Proxy>,
+    pub config: ConfigHandle,
 }
 
 impl Listener {
@@ -55,8 +60,19 @@ impl Listener {
         } else {
             Scheme::Http
         };
-        let builder = Arc::new(http_builder());
+        let mut limits = self.config.load().settings.limits.clone();
+        // When this many connections are open, stop accepting: new clients wait in the kernel's
+        // backlog instead of costing memory here.
+        let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        let mut builder = Arc::new(http_builder(&limits));
         loop {
+            let permit = tokio::select! {
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = async { let _ = stop.wait_for(|stopped| *stopped).await; } => return,
+            };
             let (tcp, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok(a) => a,
@@ -70,87 +86,114 @@ impl Listener {
                 _ = async { let _ = stop.wait_for(|stopped| *stopped).await; } => return,
             };
             let _ = tcp.set_nodelay(true);
-            let conn = Arc::new(Connection {
-                peer,
-                local,
-                scheme,
-            });
-            let task = serve(
-                tcp,
-                conn,
-                self.tls.clone(),
-                self.proxy.clone(),
-                builder.clone(),
-                graceful.watcher(),
-            );
-            tokio::spawn(task);
+            let settings = self.config.load().settings.clone();
+            if settings.limits != limits {
+                limits = settings.limits.clone();
+                builder = Arc::new(http_builder(&limits));
+            }
+            let accepted = Accepted {
+                conn: Arc::new(Connection {
+                    peer,
+                    local,
+                    scheme,
+                }),
+                tls: self.tls.as_ref().map(|t| TlsAcceptor::from(t.load_full())),
+                handshake_timeout: limits.handshake_timeout.0,
+                proxy: self.proxy.clone(),
+                builder: builder.clone(),
+                watcher: graceful.watcher(),
+                _permit: permit,
+            };
+            tokio::spawn(accepted.serve(tcp));
         }
     }
 }
 
-fn http_builder() -> auto::Builder<TokioExecutor> {
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let header_bytes = usize::try_from(limits.max_header_bytes.0).unwrap_or(usize::MAX);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true);
+        .header_read_timeout(limits.header_read_timeout.0)
+        .keep_alive(true)
+        .max_headers(limits.max_headers)
+        .max_buf_size(header_bytes.max(MIN_BUF_SIZE));
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(250)
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(limits.http2_max_pending_reset_streams)
+        .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Duration::from_secs(30));
     builder
 }
 
-async fn serve(
-    tcp: TcpStream,
+/// One accepted connection and what serving it needs.
+struct Accepted {
     conn: Arc<Connection>,
     tls: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: hyper_util::server::graceful::Watcher,
-) {
-    let service = {
-        let conn = conn.clone();
-        service_fn(move |req| {
-            let proxy = proxy.clone();
+    watcher: Watcher,
+    /// Held for the connection's lifetime: one of `max-connections`.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Accepted {
+    async fn serve(self, tcp: TcpStream) {
+        let Accepted {
+            conn,
+            tls,
+            handshake_timeout,
+            proxy,
+            builder,
+            watcher,
+            _permit,
+        } = self;
+        let service = {
             let conn = conn.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(&conn, req).await) }
-        })
-    };
-    let result = match tls {
-        None => {
-            watcher
-                .watch(
-                    builder
-                        .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-                        .into_owned(),
-                )
-                .await
+            service_fn(move |req| {
+                let proxy = proxy.clone();
+                let conn = conn.clone();
+                async move { Ok::<_, Infallible>(proxy.handle(&conn, req).await) }
+            })
+        };
+        let result = match tls {
+            None => {
+                watcher
+                    .watch(
+                        builder
+                            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                            .into_owned(),
+                    )
+                    .await
+            }
+            Some(acceptor) => {
+                let stream =
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %conn.peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                watcher
+                    .watch(
+                        builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned(),
+                    )
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
         }
-        Some(acceptor) => {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(peer = %conn.peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            watcher
-                .watch(
-                    builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned(),
-                )
-                .await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
     }
 }

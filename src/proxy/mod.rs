@@ -1,18 +1,23 @@
 //! The data plane: accepting connections on :80 and :443, choosing a route for each request, answering
 //! redirects and errors, and forwarding everything else to a backend endpoint.
 
+mod body;
+mod client;
 mod forward;
 pub mod listener;
 mod response;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
-use crate::model::{ConfigHandle, Route};
+use crate::model::annotations::SourceRange;
+use crate::model::matching::normalize_host;
+use crate::model::{ConfigHandle, Policy, Route};
+pub use client::ClientView;
+use forward::Forward;
 pub use forward::Upstream;
 pub use response::Body;
 
@@ -40,24 +45,6 @@ pub struct Connection {
     pub scheme: Scheme,
 }
 
-/// Limits for talking to backends.
-#[derive(Debug, Clone, Copy)]
-pub struct UpstreamTimeouts {
-    /// Establishing a TCP connection to an endpoint.
-    pub connect: Duration,
-    /// From sending the request until the response head arrives.
-    pub response: Duration,
-}
-
-impl Default for UpstreamTimeouts {
-    fn default() -> Self {
-        UpstreamTimeouts {
-            connect: Duration::from_secs(5),
-            response: Duration::from_secs(60),
-        }
-    }
-}
-
 /// ACME HTTP-01 challenges must reach the solver over plain HTTP, so they are never redirected.
 const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
@@ -65,54 +52,160 @@ const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 pub struct Proxy {
     config: ConfigHandle,
     upstream: Upstream,
+    /// The HTTPS listener's port, for `use-port-in-redirects`.
+    https_port: u16,
 }
 
 impl Proxy {
-    pub fn new(config: ConfigHandle, timeouts: UpstreamTimeouts) -> Self {
+    pub fn new(config: ConfigHandle, upstream: Upstream, https_port: u16) -> Self {
         Proxy {
             config,
-            upstream: Upstream::new(timeouts),
+            upstream,
+            https_port,
         }
     }
 
+    /// Answers one request. The order follows ingress-nginx, whose users depend on it: redirects
+    /// (fixed, HTTPS, www, app-root) first, then the source-range check, the body-size check, and the
+    /// backend; HSTS is added to HTTPS responses for hosts that have a certificate.
     pub async fn handle(&self, conn: &Connection, req: Request<Incoming>) -> Response<Body> {
-        let route = {
-            let config = self.config.load();
-            config
-                .routes
-                .lookup(request_host(&req), req.uri().path())
-                .cloned()
-        };
-        let Some(route) = route else {
+        let config = self.config.load_full();
+        let client = ClientView::new(conn, req.headers(), &config.settings.trusted_proxies);
+        let host = request_host(&req);
+        let Some(route) = config.routes.lookup(host, req.uri().path()).cloned() else {
             return response::error(StatusCode::NOT_FOUND, "no route for this host and path");
         };
-        if conn.scheme == Scheme::Http
-            && route.https_redirect
-            && !req.uri().path().starts_with(ACME_CHALLENGE_PREFIX)
-        {
-            return https_redirect(&req);
+        let hsts = route
+            .policy
+            .hsts
+            .as_ref()
+            .filter(|_| conn.scheme == Scheme::Https && config.certs.find(host).is_some())
+            .cloned();
+        let mut resp = match self.answer_locally(&client, &route, &req) {
+            Some(resp) => resp,
+            None => {
+                let body_idle_timeout = config.settings.limits.request_body_timeout.0;
+                drop(config);
+                self.forward(conn, client, &route, req, body_idle_timeout)
+                    .await
+            }
+        };
+        if let Some(value) = hsts {
+            resp.headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, value);
         }
-        self.forward(conn, &route, req).await
+        resp
+    }
+
+    /// The responses Portcullis gives without asking a backend, if any applies.
+    fn answer_locally(
+        &self,
+        client: &ClientView,
+        route: &Route,
+        req: &Request<Incoming>,
+    ) -> Option<Response<Body>> {
+        let policy = &route.policy;
+        let path = req.uri().path();
+        if let Some(fixed) = &policy.fixed_redirect {
+            return Some(response::redirect(fixed.code.status(), &fixed.url));
+        }
+        if client.scheme == Scheme::Http
+            && route.https_redirect
+            && !path.starts_with(ACME_CHALLENGE_PREFIX)
+        {
+            return Some(self.https_redirect(req, policy));
+        }
+        if let Some(target) = &route.redirect_host {
+            let location = format!(
+                "{}://{target}{}",
+                client.scheme.as_str(),
+                path_and_query(req)
+            );
+            return Some(response::redirect(
+                StatusCode::PERMANENT_REDIRECT,
+                &location,
+            ));
+        }
+        if let Some(root) = &policy.app_root
+            && path == "/"
+        {
+            let location = format!("{}://{}{root}", client.scheme.as_str(), request_host(req));
+            return Some(response::redirect(StatusCode::FOUND, &location));
+        }
+        match &policy.source_range {
+            Some(SourceRange::Allow(list)) if list.iter().any(|c| c.0.contains(&client.ip)) => {}
+            Some(_) => {
+                return Some(response::error(
+                    StatusCode::FORBIDDEN,
+                    "your address is not allowed",
+                ));
+            }
+            None => {}
+        }
+        if let Some(max) = policy.upstream.max_body_size
+            && content_length(req).is_some_and(|len| len > max)
+        {
+            return Some(response::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is too large",
+            ));
+        }
+        None
+    }
+
+    /// The HTTPS redirect: same host (port dropped unless `use-port-in-redirects`) and URI, a trailing
+    /// slash removed unless `preserve-trailing-slash`, as ingress-nginx does.
+    fn https_redirect(&self, req: &Request<Incoming>, policy: &Policy) -> Response<Body> {
+        let host = normalize_host(request_host(req));
+        let mut uri = path_and_query(req);
+        if !policy.preserve_trailing_slash && uri.len() > 1 && uri.ends_with('/') {
+            uri = &uri[..uri.len() - 1];
+        }
+        let location = if policy.use_port_in_redirects && self.https_port != 443 {
+            format!("https://{host}:{}{uri}", self.https_port)
+        } else {
+            format!("https://{host}{uri}")
+        };
+        response::redirect(policy.redirect_code.status(), &location)
     }
 
     async fn forward(
         &self,
         conn: &Connection,
+        client: ClientView,
         route: &Arc<Route>,
         req: Request<Incoming>,
+        body_idle_timeout: std::time::Duration,
     ) -> Response<Body> {
-        let Some(endpoint) = route.backend.pick() else {
+        let backend = match &route.fallback {
+            Some(fallback) if route.backend.endpoints.is_empty() => fallback,
+            _ => &route.backend,
+        };
+        let Some(endpoint) = backend.pick() else {
             return response::error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no ready endpoint for this service",
             );
         };
-        match self.upstream.send(conn, endpoint, req).await {
+        let policy = &route.policy.upstream;
+        let path = policy
+            .rewrite_target
+            .as_deref()
+            .map(|target| rewrite(route, req.uri().path(), target));
+        let forward = Forward {
+            conn,
+            client,
+            endpoint,
+            policy,
+            path,
+            body_idle_timeout,
+        };
+        match self.upstream.send(forward, req).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(
                     ingress = %route.ingress,
-                    service = %route.backend.service,
+                    service = %backend.service,
                     %endpoint,
                     error = %e,
                     "upstream request failed"
@@ -123,6 +216,45 @@ impl Proxy {
     }
 }
 
+/// `rewrite-target`: the target with `$1`, `$2`… replaced by the path regex's captures.
+fn rewrite(route: &Route, path: &str, target: &str) -> String {
+    let Some(captures) = route.path_regex.as_ref().and_then(|re| re.captures(path)) else {
+        return target.to_string();
+    };
+    let mut out = String::with_capacity(target.len() + path.len());
+    let mut rest = target;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let digits = rest[i + 1..].bytes().take_while(u8::is_ascii_digit).count();
+        match rest[i + 1..i + 1 + digits].parse::<usize>() {
+            Ok(n) => out.push_str(captures.get(n).map_or("", |m| m.as_str())),
+            Err(_) => out.push('$'),
+        }
+        rest = &rest[i + 1 + digits..];
+    }
+    out.push_str(rest);
+    if !out.starts_with('/') {
+        out.insert(0, '/');
+    }
+    out
+}
+
+fn content_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn path_and_query<B>(req: &Request<B>) -> &str {
+    req.uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+}
+
 /// The host a request is for: `:authority` (HTTP/2, absolute-form) or the `Host` header.
 pub fn request_host<B>(req: &Request<B>) -> &str {
     req.uri()
@@ -130,22 +262,50 @@ pub fn request_host<B>(req: &Request<B>) -> &str {
         .map(|a| a.as_str())
         .or_else(|| {
             req.headers()
-                .get(http::header::HOST)
+                .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
         })
         .unwrap_or("")
 }
 
-/// `308` to the same host and URI on `https://`, the port dropped as ingress-nginx does.
-fn https_redirect<B>(req: &Request<B>) -> Response<Body> {
-    let host = crate::model::matching::normalize_host(request_host(req));
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    response::redirect(
-        StatusCode::PERMANENT_REDIRECT,
-        &format!("https://{host}{path_and_query}"),
-    )
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Backend, NamespacedName};
+
+    fn route_with_regex(pattern: &str) -> Route {
+        Route {
+            ingress: NamespacedName::new("ns", "i"),
+            host: None,
+            backend: Arc::new(Backend::new(
+                NamespacedName::new("ns", "s"),
+                "80".into(),
+                vec![],
+            )),
+            fallback: None,
+            https_redirect: false,
+            redirect_host: None,
+            path_regex: Some(regex::Regex::new(&format!("(?i)^{pattern}")).unwrap()),
+            policy: Arc::new(Policy::new(&Default::default(), &Default::default())),
+        }
+    }
+
+    #[test]
+    fn rewrite_expands_captures() {
+        let r = route_with_regex("/something(/|$)(.*)");
+        assert_eq!(rewrite(&r, "/something/new/path", "/$2"), "/new/path");
+        assert_eq!(rewrite(&r, "/something", "/$2"), "/");
+        assert_eq!(rewrite(&r, "/something/x", "/api/$2/end"), "/api/x/end");
+        assert_eq!(
+            rewrite(&r, "/something/x", "/$9"),
+            "/",
+            "a missing group is empty"
+        );
+        assert_eq!(rewrite(&r, "/something/x", "/cost$"), "/cost$");
+        assert_eq!(
+            rewrite(&r, "/other", "/$2"),
+            "/$2",
+            "no match: the target as written"
+        );
+    }
 }

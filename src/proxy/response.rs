@@ -5,8 +5,10 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
+use super::body::Guarded;
+
 /// A response body: streamed from a backend, or written by Portcullis.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub type Body = Either<Guarded<Incoming>, Full<Bytes>>;
 
 pub const SERVER: HeaderValue = HeaderValue::from_static("portcullis");
 

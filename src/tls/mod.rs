@@ -11,6 +11,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use crate::model::{ConfigHandle, matching::normalize_host};
+use crate::settings::{TlsSettings, TlsVersion};
 
 pub use certs::{CertError, CertLoad, CertStore, LoadedCert};
 
@@ -78,12 +79,11 @@ impl CertTable {
 #[derive(Debug)]
 pub struct SniResolver {
     config: ConfigHandle,
-    strict_sni: bool,
 }
 
 impl SniResolver {
-    pub fn new(config: ConfigHandle, strict_sni: bool) -> Self {
-        SniResolver { config, strict_sni }
+    pub fn new(config: ConfigHandle) -> Self {
+        SniResolver { config }
     }
 }
 
@@ -93,7 +93,7 @@ impl ResolvesServerCert for SniResolver {
         let certs = &config.certs;
         match hello.server_name().and_then(|name| certs.find(name)) {
             Some(key) => Some(key.clone()),
-            None if self.strict_sni => None,
+            None if config.settings.tls.strict_sni => None,
             None => Some(certs.default.clone()),
         }
     }
@@ -110,17 +110,28 @@ pub fn generate_default_cert(provider: &CryptoProvider) -> anyhow::Result<Arc<Ce
     )?))
 }
 
-/// The one rustls server configuration: TLS 1.2 and 1.3, ALPN h2 and http/1.1, certificates by SNI.
+/// The rustls server configuration: TLS 1.3 (and 1.2 unless `min-version` is 1.3), the provider's
+/// default (strong, AEAD-only) cipher suites, ALPN h2 and http/1.1, certificates by SNI.
 pub fn server_config(
     provider: Arc<CryptoProvider>,
     resolver: Arc<SniResolver>,
-) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    settings: &TlsSettings,
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    let versions: &[&rustls::SupportedProtocolVersion] = match settings.min_version {
+        TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::V1_3 => &[&rustls::version::TLS13],
+    };
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_protocol_versions(versions)?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    config.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
-    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
-    Ok(Arc::new(config))
+    config.session_storage = match settings.session_cache_size {
+        0 => Arc::new(rustls::server::NoServerSessionStorage {}),
+        n => rustls::server::ServerSessionMemoryCache::new(n),
+    };
+    if settings.session_tickets {
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    }
+    Ok(config)
 }

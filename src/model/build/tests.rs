@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::model::Object;
+use crate::settings::Settings;
 use crate::source::manifests::parse_documents;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -13,7 +14,7 @@ fn options() -> BuildOptions {
         ingress_class: "portcullis".into(),
         watch_without_class: false,
         default_cert: crate::tls::generate_default_cert(&provider()).unwrap(),
-        default_cert_secret: None,
+        settings: Arc::new(Settings::default()),
     }
 }
 
@@ -643,7 +644,12 @@ fn expired_certificates_are_reported_but_served() {
 fn default_ssl_certificate_replaces_the_generated_one() {
     let yaml = tls_secret("fallback", &["fallback.example.com"]);
     let mut opts = options();
-    opts.default_cert_secret = Some(NamespacedName::new("ns", "fallback"));
+    let with_default = |name: &str| {
+        let mut settings = Settings::default();
+        settings.tls.default_certificate = Some(NamespacedName::new("ns", name));
+        Arc::new(settings)
+    };
+    opts.settings = with_default("fallback");
     let config = build_with(&yaml, &opts);
     assert!(config.problems.is_empty(), "{:?}", config.problems);
     assert!(!Arc::ptr_eq(
@@ -651,7 +657,7 @@ fn default_ssl_certificate_replaces_the_generated_one() {
         &opts.default_cert
     ));
 
-    opts.default_cert_secret = Some(NamespacedName::new("ns", "absent"));
+    opts.settings = with_default("absent");
     let config = build_with(&yaml, &opts);
     assert_eq!(kinds(&config), [ProblemKind::MissingSecret]);
     assert!(Arc::ptr_eq(config.certs.default_cert(), &opts.default_cert));

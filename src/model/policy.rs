@@ -1,0 +1,150 @@
+//! What applies to the requests of one Ingress: its annotations resolved against the global settings.
+
+use std::time::Duration;
+
+use http::HeaderValue;
+
+use super::annotations::{BackendProtocol, FixedRedirect, IngressAnnotations, SourceRange};
+use crate::settings::{RedirectCode, Settings};
+
+/// Per-Ingress policy, shared by all its routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Status of HTTP to HTTPS redirects (global setting).
+    pub redirect_code: RedirectCode,
+    pub fixed_redirect: Option<FixedRedirect>,
+    pub app_root: Option<String>,
+    pub preserve_trailing_slash: bool,
+    pub use_port_in_redirects: bool,
+    /// The `Strict-Transport-Security` value, if HSTS is on for this Ingress.
+    pub hsts: Option<HeaderValue>,
+    pub source_range: Option<SourceRange>,
+    pub upstream: UpstreamPolicy,
+}
+
+/// How requests of one Ingress are sent to its backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamPolicy {
+    pub protocol: BackendProtocol,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub send_timeout: Duration,
+    /// `None`: no limit.
+    pub max_body_size: Option<u64>,
+    /// Replaces the `Host` header sent upstream (`upstream-vhost`).
+    pub host: Option<HeaderValue>,
+    /// `X-Forwarded-Prefix` sent upstream.
+    pub forwarded_prefix: Option<HeaderValue>,
+    /// `rewrite-target`: the path sent upstream, with `$1`… replaced by the path regex's captures.
+    pub rewrite_target: Option<String>,
+}
+
+impl Policy {
+    pub fn new(a: &IngressAnnotations, settings: &Settings) -> Policy {
+        let hsts = a.hsts.unwrap_or(settings.hsts.enabled).then(|| {
+            let mut value = format!(
+                "max-age={}",
+                a.hsts_max_age.unwrap_or(settings.hsts.max_age)
+            );
+            if a.hsts_include_subdomains
+                .unwrap_or(settings.hsts.include_subdomains)
+            {
+                value.push_str("; includeSubDomains");
+            }
+            if a.hsts_preload.unwrap_or(settings.hsts.preload) {
+                value.push_str("; preload");
+            }
+            HeaderValue::from_str(&value)
+                .unwrap_or_else(|_| HeaderValue::from_static("max-age=31536000"))
+        });
+        let u = &settings.upstream;
+        Policy {
+            redirect_code: settings.redirect.code,
+            fixed_redirect: a.fixed_redirect.clone(),
+            app_root: a.app_root.clone(),
+            preserve_trailing_slash: a.preserve_trailing_slash,
+            use_port_in_redirects: a.use_port_in_redirects,
+            hsts,
+            source_range: a.source_range.clone(),
+            upstream: UpstreamPolicy {
+                protocol: a.backend_protocol,
+                connect_timeout: a.proxy_connect_timeout.unwrap_or(u.connect_timeout.0),
+                read_timeout: a.proxy_read_timeout.unwrap_or(u.read_timeout.0),
+                send_timeout: a.proxy_send_timeout.unwrap_or(u.send_timeout.0),
+                max_body_size: a.proxy_body_size.unwrap_or(u.max_body_size).limit(),
+                host: a
+                    .upstream_vhost
+                    .as_deref()
+                    .and_then(|h| HeaderValue::from_str(h).ok()),
+                forwarded_prefix: a
+                    .x_forwarded_prefix
+                    .as_deref()
+                    .and_then(|p| HeaderValue::from_str(p).ok()),
+                rewrite_target: a.rewrite_target.clone(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::ByteSize;
+
+    #[test]
+    fn hsts_defaults_and_overrides() {
+        let settings = Settings::default();
+        let p = Policy::new(&IngressAnnotations::default(), &settings);
+        assert_eq!(p.hsts.unwrap(), "max-age=31536000; includeSubDomains");
+
+        let a = IngressAnnotations {
+            hsts_max_age: Some(60),
+            hsts_include_subdomains: Some(false),
+            hsts_preload: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(
+            Policy::new(&a, &settings).hsts.unwrap(),
+            "max-age=60; preload"
+        );
+
+        let off = IngressAnnotations {
+            hsts: Some(false),
+            ..Default::default()
+        };
+        assert!(Policy::new(&off, &settings).hsts.is_none());
+
+        let mut global_off = Settings::default();
+        global_off.hsts.enabled = false;
+        assert!(
+            Policy::new(&IngressAnnotations::default(), &global_off)
+                .hsts
+                .is_none()
+        );
+        let on = IngressAnnotations {
+            hsts: Some(true),
+            ..Default::default()
+        };
+        assert!(
+            Policy::new(&on, &global_off).hsts.is_some(),
+            "an Ingress can turn HSTS on when it is off globally"
+        );
+    }
+
+    #[test]
+    fn upstream_defaults_come_from_settings_and_annotations_override() {
+        let mut settings = Settings::default();
+        settings.upstream.max_body_size = ByteSize(1024);
+        let p = Policy::new(&IngressAnnotations::default(), &settings);
+        assert_eq!(p.upstream.connect_timeout, Duration::from_secs(5));
+        assert_eq!(p.upstream.max_body_size, Some(1024));
+        let a = IngressAnnotations {
+            proxy_read_timeout: Some(Duration::from_secs(1)),
+            proxy_body_size: Some(ByteSize(0)),
+            ..Default::default()
+        };
+        let p = Policy::new(&a, &settings);
+        assert_eq!(p.upstream.read_timeout, Duration::from_secs(1));
+        assert_eq!(p.upstream.max_body_size, None, "0 lifts the limit");
+    }
+}

@@ -1,0 +1,159 @@
+//! A body wrapper that enforces a size limit and an idle timeout (the longest wait for the next chunk),
+//! used on request bodies (client → backend) and response bodies (backend → client).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a guarded body stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("body larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("no body data for {0:?}")]
+    Idle(Duration),
+}
+
+pub struct Guarded<B> {
+    inner: B,
+    idle_timeout: Duration,
+    /// Created on the first wait, so bodies that are already complete cost no timer.
+    idle: Option<Pin<Box<Sleep>>>,
+    limit: Option<u64>,
+    seen: u64,
+}
+
+impl<B> Guarded<B> {
+    pub fn new(inner: B, idle_timeout: Duration, limit: Option<u64>) -> Self {
+        Guarded {
+            inner,
+            idle_timeout,
+            idle: None,
+            limit,
+            seen: 0,
+        }
+    }
+}
+
+impl<B> Body for Guarded<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    if let Some(limit) = this.limit
+                        && this.seen > limit
+                    {
+                        return Poll::Ready(Some(Err(BodyError::TooLarge(limit).into())));
+                    }
+                }
+                if let Some(idle) = this.idle.as_mut() {
+                    idle.as_mut().reset(Instant::now() + this.idle_timeout);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let timeout = this.idle_timeout;
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match idle.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Idle(timeout).into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The first [`BodyError`] in an error's source chain, if the failure was one of ours.
+pub fn body_error(error: &(dyn std::error::Error + 'static)) -> Option<BodyError> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<BodyError>() {
+            return Some(*found);
+        }
+        current = e.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, StreamBody};
+
+    type Frames = futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, BoxError>>>;
+
+    fn chunks(sizes: &[usize]) -> StreamBody<Frames> {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = sizes
+            .iter()
+            .map(|n| Ok(Frame::data(Bytes::from(vec![0u8; *n]))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn passes_bodies_within_the_limit() {
+        let body = Guarded::new(chunks(&[10, 20]), Duration::from_secs(1), Some(30));
+        assert_eq!(body.collect().await.unwrap().to_bytes().len(), 30);
+    }
+
+    #[tokio::test]
+    async fn stops_at_the_limit() {
+        let body = Guarded::new(chunks(&[10, 21]), Duration::from_secs(1), Some(30));
+        let err = body.collect().await.unwrap_err();
+        assert_eq!(body_error(err.as_ref()), Some(BodyError::TooLarge(30)));
+    }
+
+    #[tokio::test]
+    async fn stops_when_idle() {
+        let body = Guarded::new(Never, Duration::from_millis(50), None);
+        let err = body.collect().await.unwrap_err();
+        assert_eq!(
+            body_error(err.as_ref()),
+            Some(BodyError::Idle(Duration::from_millis(50)))
+        );
+    }
+
+    /// A body that never yields a frame, like a client that stopped sending.
+    struct Never;
+    impl Body for Never {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Pending
+        }
+    }
+}
