@@ -688,3 +688,198 @@ fn invalid_annotation_values_are_reported() {
         "the default applies"
     );
 }
+
+fn annotated_ingress(
+    name: &str,
+    annotations: &str,
+    host: &str,
+    paths: &[(&str, &str)],
+    service: &str,
+) -> String {
+    let paths: String = paths
+        .iter()
+        .map(|(p, t)| format!("      - {{path: \"{p}\", pathType: {t}, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}\n"))
+        .collect();
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: ns, annotations: {{{annotations}}}}}\n\
+         spec:\n  ingressClassName: portcullis\n  rules:\n  - host: {host}\n    http:\n      paths:\n{paths}---\n"
+    )
+}
+
+#[test]
+fn use_regex_paths_match_as_anchored_case_insensitive_regexes() {
+    let yaml = [
+        annotated_ingress(
+            "re",
+            "nginx.ingress.kubernetes.io/use-regex: \"true\"",
+            "a.example.com",
+            &[
+                ("/api/v[0-9]+", "ImplementationSpecific"),
+                ("/exact", "Exact"),
+            ],
+            "svc",
+        ),
+        service("svc"),
+    ]
+    .concat();
+    let config = build_yaml(&yaml);
+    assert!(config.problems.is_empty(), "{:?}", config.problems);
+    assert!(route(&config, "a.example.com", "/API/V2/users").is_some());
+    assert!(
+        route(&config, "a.example.com", "/x/api/v2").is_none(),
+        "anchored at the start"
+    );
+    assert!(route(&config, "a.example.com", "/exact").is_some());
+    assert!(
+        route(&config, "a.example.com", "/exact/more").is_none(),
+        "Exact paths stay exact"
+    );
+    let r = config.routes.lookup("a.example.com", "/api/v1").unwrap();
+    assert!(r.path_regex.is_some());
+}
+
+#[test]
+fn invalid_or_huge_regexes_are_reported_not_served() {
+    let huge = format!("/(a{{1000}}){{1000}}");
+    let yaml = [
+        annotated_ingress(
+            "re",
+            "nginx.ingress.kubernetes.io/rewrite-target: /$1",
+            "a.example.com",
+            &[
+                ("/ok/(.*)", "Prefix"),
+                ("/broken/(", "Prefix"),
+                (&huge, "Prefix"),
+            ],
+            "svc",
+        ),
+        service("svc"),
+    ]
+    .concat();
+    let config = build_yaml(&yaml);
+    assert_eq!(
+        kinds(&config),
+        [ProblemKind::InvalidRule, ProblemKind::InvalidRule]
+    );
+    assert!(
+        config
+            .problems
+            .iter()
+            .any(|p| p.message.contains("not a valid regular expression"))
+    );
+    let r = config.routes.lookup("a.example.com", "/ok/x").unwrap();
+    assert_eq!(r.policy.upstream.rewrite_target.as_deref(), Some("/$1"));
+}
+
+#[test]
+fn default_backend_annotation_is_the_fallback_when_a_service_has_no_endpoints() {
+    let yaml = [
+        annotated_ingress("a", "nginx.ingress.kubernetes.io/default-backend: fallback", "a.example.com", &[("/", "Prefix")], "empty"),
+        service("empty"),
+        service("fallback"),
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: f, namespace: ns, labels: {kubernetes.io/service-name: fallback}}\naddressType: IPv4\nports: [{port: 8080}]\nendpoints: [{addresses: [10.0.0.9]}]\n---\n".into(),
+    ]
+    .concat();
+    let config = build_yaml(&yaml);
+    assert!(config.problems.is_empty(), "{:?}", config.problems);
+    let r = config.routes.lookup("a.example.com", "/").unwrap();
+    assert!(r.backend.endpoints.is_empty());
+    assert_eq!(
+        r.fallback.as_ref().unwrap().pick().unwrap().to_string(),
+        "10.0.0.9:8080"
+    );
+
+    let missing = annotated_ingress(
+        "b",
+        "nginx.ingress.kubernetes.io/default-backend: nope",
+        "b.example.com",
+        &[("/", "Prefix")],
+        "fallback",
+    );
+    let config = build_yaml(&[missing, service("fallback")].concat());
+    assert_eq!(kinds(&config), [ProblemKind::MissingService]);
+}
+
+#[test]
+fn from_to_www_redirect_adds_the_other_host_unless_it_has_rules() {
+    let yaml = [
+        annotated_ingress(
+            "a",
+            "portcullis.io/from-to-www-redirect: \"true\"",
+            "example.com",
+            &[("/", "Prefix")],
+            "svc",
+        ),
+        annotated_ingress(
+            "b",
+            "portcullis.io/from-to-www-redirect: \"true\"",
+            "www.other.com",
+            &[("/", "Prefix")],
+            "svc",
+        ),
+        annotated_ingress("c", "", "other.com", &[("/", "Prefix")], "svc"),
+        service("svc"),
+    ]
+    .concat();
+    let config = build_yaml(&yaml);
+    assert!(config.problems.is_empty(), "{:?}", config.problems);
+    let www = config.routes.lookup("www.example.com", "/x").unwrap();
+    assert_eq!(www.redirect_host.as_deref(), Some("example.com"));
+    assert!(
+        config
+            .routes
+            .lookup("example.com", "/")
+            .unwrap()
+            .redirect_host
+            .is_none()
+    );
+    let other = config.routes.lookup("other.com", "/").unwrap();
+    assert_eq!(other.ingress.name, "c", "real rules win over the alias");
+}
+
+#[test]
+fn unsupported_ingress_nginx_annotations_are_reported_once_per_ingress() {
+    let yaml = [
+        annotated_ingress("a", "nginx.ingress.kubernetes.io/enable-cors: \"true\", nginx.ingress.kubernetes.io/server-snippet: x", "a.example.com", &[("/", "Prefix"), ("/b", "Prefix")], "svc"),
+        service("svc"),
+    ]
+    .concat();
+    let config = build_yaml(&yaml);
+    assert_eq!(
+        kinds(&config),
+        [
+            ProblemKind::UnsupportedAnnotation,
+            ProblemKind::UnsupportedAnnotation
+        ]
+    );
+    assert!(
+        config.routes.lookup("a.example.com", "/").is_some(),
+        "the Ingress is still served"
+    );
+}
+
+#[test]
+fn policy_is_per_ingress() {
+    let yaml = [
+        annotated_ingress("slow", "nginx.ingress.kubernetes.io/proxy-read-timeout: \"300\", portcullis.io/hsts: \"false\"", "a.example.com", &[("/slow", "Prefix")], "svc"),
+        annotated_ingress("fast", "", "a.example.com", &[("/", "Prefix")], "svc"),
+        service("svc"),
+    ]
+    .concat();
+    let config = build_yaml(&yaml);
+    let slow = config.routes.lookup("a.example.com", "/slow/x").unwrap();
+    let fast = config.routes.lookup("a.example.com", "/other").unwrap();
+    assert_eq!(
+        slow.policy.upstream.read_timeout,
+        std::time::Duration::from_secs(300)
+    );
+    assert_eq!(
+        fast.policy.upstream.read_timeout,
+        std::time::Duration::from_secs(60)
+    );
+    assert!(slow.policy.hsts.is_none() && fast.policy.hsts.is_some());
+    assert!(
+        Arc::ptr_eq(&slow.backend, &fast.backend),
+        "one Service port, one backend"
+    );
+}
