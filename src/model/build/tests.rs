@@ -740,7 +740,7 @@ fn use_regex_paths_match_as_anchored_case_insensitive_regexes() {
 
 #[test]
 fn invalid_or_huge_regexes_are_reported_not_served() {
-    let huge = format!("/(a{{1000}}){{1000}}");
+    let huge = "/(a{1000}){1000}".to_string();
     let yaml = [
         annotated_ingress(
             "re",
