@@ -1,0 +1,87 @@
+//! External clients (`curl`, `openssl s_client`): independent TLS and HTTP stacks, so the controller
+//! is not only ever checked by the same libraries it is built on.
+//!
+//! They run on the blocking pool: the test's runtime must stay free to serve the echo backends the
+//! controller forwards to while the tool waits for an answer.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Output {
+    pub success: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `program` with `args` and stdin closed, killing it after `timeout`. Panics if the program
+/// cannot be started (a missing tool is a broken test environment, not a pass).
+pub async fn run(program: &str, args: &[String], timeout: Duration) -> Output {
+    let program = program.to_string();
+    let args = args.to_vec();
+    tokio::task::spawn_blocking(move || run_blocking(&program, &args, timeout))
+        .await
+        .expect("tool task")
+}
+
+fn run_blocking(program: &str, args: &[String], timeout: Duration) -> Output {
+    let dir = tempfile::tempdir().expect("temp dir for tool output");
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} (.ci/run installs it): {e}");
+        });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll the tool") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{program} {args:?} did not finish within {timeout:?}; stderr: {}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        success: status.success(),
+        code: status.code(),
+        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
+    }
+}
+
+/// `openssl s_client` to `addr` with `servername` (SNI) and extra flags (e.g. `-tls1_2`).
+pub async fn s_client(addr: std::net::SocketAddr, servername: &str, flags: &[&str]) -> Output {
+    let mut args: Vec<String> = vec![
+        "s_client".into(),
+        "-connect".into(),
+        addr.to_string(),
+        "-servername".into(),
+        servername.into(),
+    ];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    run("openssl", &args, Duration::from_secs(15)).await
+}
+
+/// `curl` with `args`, bounded by `--max-time`.
+pub async fn curl(args: &[&str]) -> Output {
+    let mut all: Vec<String> = vec![
+        "--silent".into(),
+        "--show-error".into(),
+        "--max-time".into(),
+        "10".into(),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    run("curl", &all, Duration::from_secs(15)).await
+}
