@@ -101,10 +101,20 @@ impl ResolvesServerCert for SniResolver {
 
 /// Generates the self-signed certificate served for unknown names (`portcullis.invalid`).
 pub fn generate_default_cert(provider: &CryptoProvider) -> anyhow::Result<Arc<CertifiedKey>> {
-    let generated = rcgen::generate_simple_self_signed(vec![DEFAULT_CERT_NAME.to_string()])?;
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
+    let mut params = rcgen::CertificateParams::new(vec![DEFAULT_CERT_NAME.to_string()])?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, DEFAULT_CERT_NAME);
+    params.distinguished_name.push(
+        rcgen::DnType::OrganizationName,
+        "Portcullis default certificate",
+    );
+    let signing_key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&signing_key)?;
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
     Ok(Arc::new(CertifiedKey::from_der(
-        vec![generated.cert.der().clone()],
+        vec![cert.der().clone()],
         key,
         provider,
     )?))

@@ -1,0 +1,532 @@
+//! The world of the cluster tests: a private network namespace, a real etcd + kube-apiserver
+//! (`tests/e2e/control-plane`), kubectl, echo backends on non-loopback addresses, Portcullis processes
+//! running with a ServiceAccount token of exactly the RBAC the controller needs, and real clients.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+const NETNS_MARKER: &str = "PORTCULLIS_TEST_NETNS";
+/// Backends live here: local to the namespace, and acceptable to the API server in EndpointSlices.
+pub const BACKEND_NET: &str = "10.244.0.0/16";
+
+/// Re-runs this test binary inside a private network namespace (where 10.244.0.0/16 is local), unless
+/// already inside one. Returns only inside the namespace.
+pub fn enter_private_network() {
+    if std::env::var_os(NETNS_MARKER).is_some() {
+        for args in [
+            &["link", "set", "lo", "up"][..],
+            &["route", "add", "local", BACKEND_NET, "dev", "lo"],
+        ] {
+            let status = Command::new("ip").args(args).status();
+            assert!(
+                matches!(status, Ok(s) if s.success()),
+                "ip {args:?} failed in the test network namespace"
+            );
+        }
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let root = nix_is_root();
+    let mut unshare = Command::new("unshare");
+    if !root {
+        unshare.args(["--user", "--map-root-user"]);
+    }
+    let status = unshare
+        .args(["--net", "--"])
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .env(NETNS_MARKER, "1")
+        .status()
+        .expect("run unshare (util-linux) to create a network namespace");
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or fails after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The control plane, shared by every test of the binary.
+pub struct ControlPlane {
+    dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    bin_dir: PathBuf,
+    counter: AtomicU32,
+}
+
+impl ControlPlane {
+    /// Starts a control plane; `name` keeps several of one test run apart.
+    pub fn up(name: &str) -> Result<ControlPlane> {
+        let dir = std::env::temp_dir().join(format!("portcullis-{name}-{}", std::process::id()));
+        let status = Command::new(format!("{REPO}/tests/e2e/control-plane"))
+            .arg("up")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .status()
+            .context("run tests/e2e/control-plane")?;
+        if !status.success() {
+            bail!(
+                "tests/e2e/control-plane up failed (see {}/kube-apiserver.log)",
+                dir.display()
+            );
+        }
+        let state = std::fs::read_to_string(dir.join("state"))?;
+        let get = |key: &str| -> Result<String> {
+            state
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .map(|v| v.trim_matches('\'').to_string())
+                .with_context(|| format!("{key} missing from the control plane state"))
+        };
+        Ok(ControlPlane {
+            kubeconfig: PathBuf::from(get("KUBECONFIG")?),
+            bin_dir: PathBuf::from(get("BIN_DIR")?),
+            dir,
+            counter: AtomicU32::new(0),
+        })
+    }
+
+    pub fn down(&self) {
+        let _ = Command::new(format!("{REPO}/tests/e2e/control-plane"))
+            .arg("down")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    pub fn control_plane_command(&self, command: &str) -> Result<()> {
+        let status = Command::new(format!("{REPO}/tests/e2e/control-plane"))
+            .arg(command)
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("control-plane {command} failed");
+        }
+        Ok(())
+    }
+
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
+    /// Runs kubectl as cluster admin; fails with its stderr when it fails.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        self.kubectl_stdin(args, None)
+    }
+
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+        run_with_stdin(
+            Command::new(self.bin("kubectl"))
+                .args(args)
+                .env("KUBECONFIG", &self.kubeconfig),
+            stdin,
+        )
+        .with_context(|| format!("kubectl {}", args.join(" ")))
+    }
+
+    pub fn apply(&self, yaml: &str) -> Result<()> {
+        self.kubectl_stdin(&["apply", "-f", "-"], Some(yaml))
+            .map(|_| ())
+    }
+
+    /// A fresh namespace (the API server has no namespace controller, so namespaces are never reused).
+    pub fn namespace(&self, prefix: &str) -> Result<String> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let ns = format!("{prefix}-{n}");
+        self.kubectl(&["create", "namespace", &ns])?;
+        Ok(ns)
+    }
+
+    /// A kubeconfig for a ServiceAccount in `namespace` bound to exactly the controller's RBAC
+    /// (tests/cluster/rbac.yaml): every test runs the controller under it.
+    pub fn controller_identity(&self, namespace: &str) -> Result<PathBuf> {
+        let rbac = std::fs::read_to_string(format!("{REPO}/tests/cluster/rbac.yaml"))?
+            .replace("NAMESPACE", namespace);
+        self.apply(&rbac)?;
+        let token = self.kubectl(&[
+            "-n",
+            namespace,
+            "create",
+            "token",
+            "portcullis",
+            "--duration=2h",
+        ])?;
+        let server = self.kubectl(&[
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ])?;
+        let ca = self.dir.join("pki/ca.crt");
+        let kubeconfig = self.dir.join(format!("{namespace}.kubeconfig"));
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters: [{{name: t, cluster: {{server: \"{server}\", certificate-authority: \"{}\"}}}}]\n\
+                 users: [{{name: portcullis, user: {{token: \"{}\"}}}}]\ncontexts: [{{name: t, context: {{cluster: t, user: portcullis, namespace: {namespace}}}}}]\ncurrent-context: t\n",
+                ca.display(),
+                token.trim()
+            ),
+        )?;
+        Ok(kubeconfig)
+    }
+}
+
+fn run_with_stdin(cmd: &mut Command, stdin: Option<&str>) -> Result<String> {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(input) = stdin
+        && let Some(mut pipe) = child.stdin.take()
+    {
+        pipe.write_all(input.as_bytes())?;
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A running `portcullis` in cluster mode; killed when dropped.
+pub struct Controller {
+    child: Child,
+    pub ip: IpAddr,
+    pub log: PathBuf,
+}
+
+impl Controller {
+    /// Starts the controller on `ip` (ports 80, 443, 10254 there) and waits until it is ready.
+    pub async fn start(
+        kubeconfig: &Path,
+        namespace: &str,
+        ip: IpAddr,
+        extra: &[&str],
+    ) -> Result<Controller> {
+        let log = std::env::temp_dir().join(format!("portcullis-{namespace}-{ip}.log"));
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--watch-namespace", namespace, "--namespace", namespace])
+            .args([
+                "--https-addr",
+                &format!("{ip}:443"),
+                "--http-addr",
+                &format!("{ip}:80"),
+                "--admin-addr",
+                &format!("{ip}:10254"),
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info,portcullis=debug")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()?;
+        let controller = Controller { child, ip, log };
+        eventually(
+            "the controller to become ready",
+            Duration::from_secs(30),
+            || controller.ready(),
+        )
+        .await
+        .with_context(|| format!("controller log: {}", controller.log.display()))?;
+        Ok(controller)
+    }
+
+    async fn ready(&self) -> Option<()> {
+        let (status, _) = http_get(SocketAddr::new(self.ip, 10254), "admin", "/readyz")
+            .await
+            .ok()?;
+        (status == 200).then_some(())
+    }
+
+    pub fn http(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, 80)
+    }
+
+    pub fn https(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, 443)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An HTTP echo server that reports which Service and pod answered, like the conformance echo server.
+pub struct Backend {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    pub async fn start(addr: SocketAddr, service: &str, pod: &str) -> Result<Backend> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind backend {addr}"))?;
+        let identity = Arc::new((service.to_string(), pod.to_string()));
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let identity = identity.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: Request<hyper::body::Incoming>| {
+                            let identity = identity.clone();
+                            async move {
+                                let body = serde_json::json!({
+                                    "service": identity.0,
+                                    "pod": identity.1,
+                                    "path": req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+                                    "host": req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or(""),
+                                    "method": req.method().as_str(),
+                                });
+                                Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                                    Bytes::from(body.to_string()),
+                                )))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Backend { addr, task })
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Plain-HTTP GET with a given Host header; returns status and body.
+pub async fn http_get(addr: SocketAddr, host: &str, path: &str) -> Result<(u16, String)> {
+    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await??;
+    request(TokioIo::new(tcp), host, path).await
+}
+
+async fn request<T>(io: TokioIo<T>, host: &str, path: &str) -> Result<(u16, String)>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", host)
+        .body(Full::new(Bytes::new()))?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req)).await??;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// HTTPS GET with SNI and Host `host`; returns status, body and the SHA-256 of the certificate the
+/// server presented (checked by nobody: the tests compare it with what they expect).
+pub async fn https_get(addr: SocketAddr, host: &str, path: &str) -> Result<(u16, String, String)> {
+    let (tls, fingerprint) = tls_connect(addr, host).await?;
+    let (status, body) = request(TokioIo::new(tls), host, path).await?;
+    Ok((status, body, fingerprint))
+}
+
+/// Completes a TLS handshake with SNI `host` and returns the stream and the served certificate's
+/// fingerprint.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    host: &str,
+) -> Result<(
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    String,
+)> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await??;
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await?;
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .context("no certificate")?;
+    let fingerprint = fingerprint(leaf.as_ref());
+    Ok((tls, fingerprint))
+}
+
+pub fn fingerprint(der: &[u8]) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A self-signed certificate for `names` as a `kubernetes.io/tls` Secret manifest, and its fingerprint.
+pub fn tls_secret(namespace: &str, name: &str, names: &[&str]) -> (String, String) {
+    let ck =
+        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("rcgen");
+    let fp = fingerprint(ck.cert.der());
+    (
+        secret_manifest(
+            namespace,
+            name,
+            &ck.cert.pem(),
+            &ck.signing_key.serialize_pem(),
+        ),
+        fp,
+    )
+}
+
+pub fn secret_manifest(namespace: &str, name: &str, crt: &str, key: &str) -> String {
+    let mut data = BTreeMap::new();
+    data.insert("tls.crt", crt);
+    data.insert("tls.key", key);
+    let string_data = serde_json::to_string(&data).expect("json");
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\ntype: kubernetes.io/tls\nstringData: {string_data}\n"
+    )
+}
+
+/// A Service with one port (80, named `http`) and an EndpointSlice with the given ready endpoints.
+pub fn service_with_endpoints(namespace: &str, name: &str, endpoints: &[SocketAddr]) -> String {
+    let port = endpoints.first().map(|e| e.port()).unwrap_or(8080);
+    let addresses: Vec<String> = endpoints
+        .iter()
+        .map(|e| {
+            format!(
+                "{{addresses: [\"{}\"], conditions: {{ready: true}}}}",
+                e.ip()
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {{ports: [{{name: http, port: 80, targetPort: {port}}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: {namespace}, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints: [{}]\n",
+        addresses.join(", ")
+    )
+}
+
+/// An Ingress of class `portcullis` routing `host` `/` to `service` port `http`, with optional TLS.
+pub fn ingress(
+    namespace: &str,
+    name: &str,
+    host: &str,
+    service: &str,
+    tls_secret: Option<&str>,
+) -> String {
+    let tls = tls_secret
+        .map(|s| format!("  tls: [{{hosts: [\"{host}\"], secretName: {s}}}]\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  ingressClassName: portcullis\n{tls}\
+         \x20 rules:\n  - host: \"{host}\"\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{name: http}}}}}}}}]}}\n"
+    )
+}
+
+/// The IngressClass `portcullis`, optionally the cluster default (cluster-scoped: applied once).
+pub fn ingress_class(default: bool) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: portcullis\n  annotations: {{ingressclass.kubernetes.io/is-default-class: \"{default}\"}}\nspec: {{controller: portcullis.io/ingress-controller}}\n"
+    )
+}
