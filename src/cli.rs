@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::model::NamespacedName;
 use crate::settings::Settings;
@@ -17,6 +17,10 @@ use crate::settings::Settings;
     max_term_width = 100
 )]
 pub struct Args {
+    /// Without a command, the controller runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Read Ingress, IngressClass, Secret, Service and EndpointSlice objects from the YAML files in DIR
     /// (re-read on every change) instead of watching a cluster.
     #[arg(long, env = "PORTCULLIS_MANIFESTS", value_name = "DIR")]
@@ -118,6 +122,11 @@ pub struct Args {
     /// Log filter, e.g. `info` or `portcullis=debug` (`RUST_LOG` is used when this is not set).
     #[arg(long, env = "PORTCULLIS_LOG_LEVEL")]
     pub log_level: Option<String>,
+
+    /// Write one line per request (route, status, addresses, bytes, durations) at INFO on the log target
+    /// `portcullis::access`.
+    #[arg(long, env = "PORTCULLIS_ACCESS_LOG")]
+    pub access_log: bool,
 }
 
 impl Args {
@@ -130,6 +139,22 @@ impl Args {
             settings.tls.default_certificate = Some(secret.clone());
         }
     }
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Print a JSON Schema: of the Helm chart's values (charts/portcullis/values.schema.json), or of
+    /// the --config file.
+    Schema {
+        #[arg(value_enum, default_value_t = SchemaKind::ChartValues)]
+        of: SchemaKind,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    ChartValues,
+    Config,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

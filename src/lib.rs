@@ -5,7 +5,9 @@
 //! [`tls`] SNI resolver read without locks. [`run`] wires these together.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
+pub mod chart;
 pub mod cli;
 pub mod events;
 pub mod leader;

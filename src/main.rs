@@ -1,9 +1,21 @@
 use clap::Parser;
-use portcullis::cli::{Args, LogFormat};
+use portcullis::cli::{Args, Command, LogFormat, SchemaKind};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(Command::Schema { of }) = args.command {
+        let schema = match of {
+            SchemaKind::ChartValues => portcullis::chart::values_schema_json(),
+            SchemaKind::Config => {
+                serde_json::to_string_pretty(&portcullis::settings::Settings::schema())
+                    .unwrap_or_default()
+                    + "\n"
+            }
+        };
+        print!("{schema}");
+        return std::process::ExitCode::SUCCESS;
+    }
     init_logging(&args);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -33,9 +45,19 @@ fn init_logging(args: &Args) {
         Some(level) => EnvFilter::new(level),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    // `--access-log` is heard whatever the level, unless the filter says otherwise for its target.
+    let access = portcullis::access_log::TARGET;
+    let filter = match format!("{access}=info").parse() {
+        Ok(directive) if args.access_log && !filter.to_string().contains(access) => {
+            filter.add_directive(directive)
+        }
+        _ => filter,
+    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match args.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

@@ -1,14 +1,48 @@
 //! Prometheus metrics in an owned registry (no globals), rendered on the admin listener.
+//!
+//! [`Metrics`] owns every metric family. The data plane records through pre-resolved handles:
+//! per-request series come from the per-generation table in [`traffic`], listener and TLS series are
+//! resolved once when a listener starts. Everything derived from a configuration (routes, certificates,
+//! endpoints, problems) is refreshed in [`Metrics::config_published`], which also removes the series of
+//! objects that are gone. `docs/metrics.md` lists every metric.
 
+pub mod traffic;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use http::StatusCode;
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use rustls::ProtocolVersion;
 
 use crate::model::{Config, ProblemKind};
+pub use traffic::{Exchange, Measured};
+use traffic::{Families, Requests};
+
+/// Buckets for durations of work the controller does itself (TLS handshakes, configuration builds).
+const FAST_SECONDS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The kinds of series a metric family exposes, to list the names a scrape can contain.
+#[derive(Clone, Copy)]
+enum Shape {
+    Single,
+    Histogram,
+}
+
+/// The label value of a TLS handshake that did not complete (its version is not known).
+pub const UNKNOWN_TLS_VERSION: &str = "unknown";
 
 pub struct Metrics {
     registry: Registry,
+    /// Every family name a scrape can contain, including `_bucket`/`_sum`/`_count`.
+    names: BTreeSet<String>,
     config_generation: IntGauge,
     config_builds: IntCounterVec,
     config_build_duration: Histogram,
@@ -16,85 +50,327 @@ pub struct Metrics {
     problems: IntGaugeVec,
     watch_events: IntCounterVec,
     leader: IntGauge,
+    open_connections: IntGaugeVec,
+    accepted_connections: IntCounterVec,
+    tls: TlsHandles,
+    redirects: IntCounterVec,
+    /// Redirect counters for 300..=308, resolved on first use.
+    redirect_codes: [OnceLock<IntCounter>; 9],
+    certificate_expiry: GaugeVec,
+    certificate_not_before: GaugeVec,
+    certificate_info: IntGaugeVec,
+    backend_endpoints: IntGaugeVec,
+    requests: Requests,
+    /// Label sets of the series derived from the live configuration, to remove the ones that go away.
+    published: Mutex<Published>,
+}
+
+/// TLS handshake series, resolved at start: there are only three.
+struct TlsHandles {
+    tls13: IntCounter,
+    tls12: IntCounter,
+    failed: IntCounter,
+    other_versions: IntCounterVec,
+    succeeded_seconds: Histogram,
+    failed_seconds: Histogram,
+}
+
+#[derive(Default)]
+struct Published {
+    certificates: HashSet<[String; 3]>,
+    certificate_info: HashSet<[String; 4]>,
+    backends: HashSet<[String; 3]>,
+}
+
+/// The open-connection gauge and accepted counter of one listener.
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    open: IntGauge,
+    accepted: IntCounter,
+}
+
+impl ListenerMetrics {
+    /// Counts a newly accepted connection; it stays open until the returned guard is dropped.
+    pub fn accepted(&self) -> OpenConnection {
+        self.accepted.inc();
+        self.open.inc();
+        OpenConnection(self.open.clone())
+    }
+}
+
+/// Held for as long as a connection is open.
+pub struct OpenConnection(IntGauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+struct Builder {
+    registry: Registry,
+    names: BTreeSet<String>,
+}
+
+impl Builder {
+    fn add<C: Collector + Clone + 'static>(
+        &mut self,
+        collector: C,
+        shape: Shape,
+    ) -> prometheus::Result<C> {
+        self.register(Box::new(collector.clone()), shape)?;
+        Ok(collector)
+    }
+
+    fn register(&mut self, collector: Box<dyn Collector>, shape: Shape) -> prometheus::Result<()> {
+        for desc in collector.desc() {
+            match shape {
+                Shape::Single => {
+                    self.names.insert(desc.fq_name.clone());
+                }
+                Shape::Histogram => {
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        self.names.insert(format!("{}{suffix}", desc.fq_name));
+                    }
+                }
+            }
+        }
+        self.registry.register(collector)
+    }
+
+    fn counter_vec(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntCounterVec> {
+        self.add(
+            IntCounterVec::new(Opts::new(name, help), labels)?,
+            Shape::Single,
+        )
+    }
+
+    fn gauge_vec(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntGaugeVec> {
+        self.add(
+            IntGaugeVec::new(Opts::new(name, help), labels)?,
+            Shape::Single,
+        )
+    }
+
+    fn histogram_vec(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: &[f64],
+    ) -> prometheus::Result<HistogramVec> {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(HistogramVec::new(opts, labels)?, Shape::Histogram)
+    }
 }
 
 impl Metrics {
     pub fn new() -> prometheus::Result<Self> {
-        let registry = Registry::new();
-        let m = Metrics {
-            config_generation: IntGauge::new(
+        let mut b = Builder {
+            registry: Registry::new(),
+            names: BTreeSet::new(),
+        };
+        let config_generation = b.add(
+            IntGauge::new(
                 "portcullis_config_generation",
                 "Generation of the live configuration",
             )?,
-            config_builds: IntCounterVec::new(
-                Opts::new(
-                    "portcullis_config_builds_total",
-                    "Configuration builds, by result",
-                ),
-                &["result"],
-            )?,
-            config_build_duration: Histogram::with_opts(
+            Shape::Single,
+        )?;
+        let config_builds = b.counter_vec(
+            "portcullis_config_builds_total",
+            "Configuration builds, by result (success: it went live; failure: the previous one stays)",
+            &["result"],
+        )?;
+        let config_build_duration = b.add(
+            Histogram::with_opts(
                 HistogramOpts::new(
                     "portcullis_config_build_duration_seconds",
                     "Time to build a configuration from all objects",
                 )
-                .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                ]),
+                .buckets(FAST_SECONDS.to_vec()),
             )?,
-            config_last_build: Gauge::new(
+            Shape::Histogram,
+        )?;
+        let config_last_build = b.add(
+            Gauge::new(
                 "portcullis_config_last_build_timestamp_seconds",
                 "Unix time of the last configuration that went live",
             )?,
-            problems: IntGaugeVec::new(
-                Opts::new(
-                    "portcullis_problems",
-                    "Problems in the live configuration, by kind",
-                ),
-                &["kind"],
-            )?,
-            watch_events: IntCounterVec::new(
-                Opts::new(
-                    "portcullis_watch_events_total",
-                    "Events received from Kubernetes watches, by kind of object and event type",
-                ),
-                &["kind", "type"],
-            )?,
-            leader: IntGauge::new(
+            Shape::Single,
+        )?;
+        let problems = b.gauge_vec(
+            "portcullis_problems",
+            "Problems in the live configuration, by kind",
+            &["kind"],
+        )?;
+        let watch_events = b.counter_vec(
+            "portcullis_watch_events_total",
+            "Events received from Kubernetes watches, by kind of object and event type",
+            &["kind", "type"],
+        )?;
+        let leader = b.add(
+            IntGauge::new(
                 "portcullis_leader",
                 "1 while this replica holds the leader Lease",
             )?,
-            registry,
-        };
-        m.registry.register(Box::new(m.leader.clone()))?;
-        m.registry.register(Box::new(m.watch_events.clone()))?;
-        m.registry.register(Box::new(m.config_generation.clone()))?;
-        m.registry.register(Box::new(m.config_builds.clone()))?;
-        m.registry
-            .register(Box::new(m.config_build_duration.clone()))?;
-        m.registry.register(Box::new(m.config_last_build.clone()))?;
-        m.registry.register(Box::new(m.problems.clone()))?;
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "portcullis_build_info",
-                "Version of the running controller; always 1",
-            ),
-            &["version"],
+            Shape::Single,
+        )?;
+        let build_info = b.gauge_vec(
+            "portcullis_build_info",
+            "Version of the running controller and the compiler that built it; always 1",
+            &["version", "rustc"],
         )?;
         build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("PORTCULLIS_RUSTC_VERSION")])
             .set(1);
-        m.registry.register(Box::new(build_info))?;
-        m.registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        let open_connections = b.gauge_vec(
+            "portcullis_open_connections",
+            "Client connections open now, by listener (http, https)",
+            &["listener"],
+        )?;
+        let accepted_connections = b.counter_vec(
+            "portcullis_connections_accepted_total",
+            "Client connections accepted, by listener (http, https)",
+            &["listener"],
+        )?;
+        let handshakes = b.counter_vec(
+            "portcullis_tls_handshakes_total",
+            "TLS handshakes on the HTTPS listener, by result and negotiated protocol version",
+            &["result", "version"],
+        )?;
+        let handshake_seconds = b.histogram_vec(
+            "portcullis_tls_handshake_duration_seconds",
+            "Time from accepting a connection to the end of its TLS handshake, by result",
+            &["result"],
+            &FAST_SECONDS,
+        )?;
+        let tls = TlsHandles {
+            tls13: handshakes.with_label_values(&["success", "TLSv1.3"]),
+            tls12: handshakes.with_label_values(&["success", "TLSv1.2"]),
+            failed: handshakes.with_label_values(&["failure", UNKNOWN_TLS_VERSION]),
+            other_versions: handshakes,
+            succeeded_seconds: handshake_seconds.with_label_values(&["success"]),
+            failed_seconds: handshake_seconds.with_label_values(&["failure"]),
+        };
+        let redirects = b.counter_vec(
+            "portcullis_redirects_total",
+            "Redirects Portcullis answered itself (HTTPS, www, app-root, permanent/temporal-redirect), by status code",
+            &["code"],
+        )?;
+        let certificate_expiry = b.add(
+            GaugeVec::new(
+                Opts::new(
+                    "portcullis_certificate_expiry_timestamp_seconds",
+                    "Unix time at which a live certificate expires (notAfter), by Secret and TLS host",
+                ),
+                &["namespace", "secret", "host"],
+            )?,
+            Shape::Single,
+        )?;
+        let certificate_not_before = b.add(
+            GaugeVec::new(
+                Opts::new(
+                    "portcullis_certificate_not_before_timestamp_seconds",
+                    "Unix time from which a live certificate is valid (notBefore), by Secret and TLS host",
+                ),
+                &["namespace", "secret", "host"],
+            )?,
+            Shape::Single,
+        )?;
+        let certificate_info = b.gauge_vec(
+            "portcullis_certificate_info",
+            "A live certificate and the SHA-256 fingerprint of its leaf; always 1",
+            &["namespace", "secret", "host", "fingerprint_sha256"],
+        )?;
+        let backend_endpoints = b.gauge_vec(
+            "portcullis_backend_endpoints",
+            "Ready endpoints of each Service an Ingress routes to (the fewest over its ports)",
+            &["namespace", "ingress", "service"],
+        )?;
+        let families = Families {
+            requests: b.counter_vec(
+                "portcullis_requests_total",
+                "Requests answered, by route (namespace, ingress, service, host), method and status class",
+                &traffic::OUTCOME_LABELS,
+            )?,
+            duration: b.histogram_vec(
+                "portcullis_request_duration_seconds",
+                "Time from receiving a request to sending the last byte of its response",
+                &traffic::OUTCOME_LABELS,
+                &traffic::REQUEST_SECONDS,
+            )?,
+            upstream: b.histogram_vec(
+                "portcullis_upstream_duration_seconds",
+                "Time from sending a request to a backend to receiving its response head",
+                &traffic::ROUTE_LABELS,
+                &traffic::REQUEST_SECONDS,
+            )?,
+            request_size: b.histogram_vec(
+                "portcullis_request_size_bytes",
+                "Request body sizes (Content-Length, else the bytes read)",
+                &traffic::ROUTE_LABELS,
+                &traffic::SIZE_BYTES,
+            )?,
+            response_size: b.histogram_vec(
+                "portcullis_response_size_bytes",
+                "Response body bytes sent to clients",
+                &traffic::ROUTE_LABELS,
+                &traffic::SIZE_BYTES,
+            )?,
+        };
+        b.register(
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+            Shape::Single,
+        )?;
         for kind in ProblemKind::ALL {
-            m.problems.with_label_values(&[kind.as_str()]).set(0);
+            problems.with_label_values(&[kind.as_str()]).set(0);
         }
-        Ok(m)
+        for result in ["success", "failure"] {
+            config_builds.with_label_values(&[result]);
+        }
+        Ok(Metrics {
+            registry: b.registry,
+            names: b.names,
+            config_generation,
+            config_builds,
+            config_build_duration,
+            config_last_build,
+            problems,
+            watch_events,
+            leader,
+            open_connections,
+            accepted_connections,
+            tls,
+            redirects,
+            redirect_codes: std::array::from_fn(|_| OnceLock::new()),
+            certificate_expiry,
+            certificate_not_before,
+            certificate_info,
+            backend_endpoints,
+            requests: Requests::new(families),
+            published: Mutex::new(Published::default()),
+        })
     }
 
-    /// Records a configuration that just went live.
+    /// Writes one access-log line per request (target `portcullis::access`) from now on.
+    pub fn with_access_log(mut self, enabled: bool) -> Self {
+        self.requests.set_access_log(enabled);
+        self
+    }
+
+    /// Records a configuration that just went live. Call it before the configuration is stored, so
+    /// requests routed by it find their series already resolved.
     pub fn config_published(&self, config: &Config, build_seconds: f64, unix_now: f64) {
         self.config_builds.with_label_values(&["success"]).inc();
         self.config_build_duration.observe(build_seconds);
@@ -107,6 +383,73 @@ impl Metrics {
                 .with_label_values(&[kind.as_str()])
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
+        self.requests.publish(config);
+        let mut published = self
+            .published
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.publish_certificates(config, &mut published);
+        self.publish_backends(config, &mut published);
+    }
+
+    fn publish_certificates(&self, config: &Config, published: &mut Published) {
+        let mut certificates = HashSet::new();
+        let mut info = HashSet::new();
+        for cert in &config.certificates {
+            let key = [
+                cert.secret.namespace.to_string(),
+                cert.secret.name.to_string(),
+                cert.host.clone(),
+            ];
+            self.certificate_expiry
+                .with_label_values(&key)
+                .set(cert.not_after as f64);
+            self.certificate_not_before
+                .with_label_values(&key)
+                .set(cert.not_before as f64);
+            let [namespace, secret, host] = key.clone();
+            let info_key = [namespace, secret, host, cert.fingerprint.clone()];
+            self.certificate_info.with_label_values(&info_key).set(1);
+            certificates.insert(key);
+            info.insert(info_key);
+        }
+        for gone in published.certificates.difference(&certificates) {
+            let _ = self.certificate_expiry.remove_label_values(gone);
+            let _ = self.certificate_not_before.remove_label_values(gone);
+        }
+        for gone in published.certificate_info.difference(&info) {
+            let _ = self.certificate_info.remove_label_values(gone);
+        }
+        published.certificates = certificates;
+        published.certificate_info = info;
+    }
+
+    fn publish_backends(&self, config: &Config, published: &mut Published) {
+        let mut endpoints: HashMap<[String; 3], usize> = HashMap::new();
+        for route in config.routes.values() {
+            if route.redirect_host.is_some() {
+                continue; // a www alias: redirects only, no backend
+            }
+            for backend in std::iter::once(&route.backend).chain(&route.fallback) {
+                let key = [
+                    route.ingress.namespace.to_string(),
+                    route.ingress.name.to_string(),
+                    backend.service.name.to_string(),
+                ];
+                let count = endpoints.entry(key).or_insert(usize::MAX);
+                *count = (*count).min(backend.endpoints.len());
+            }
+        }
+        for (key, count) in &endpoints {
+            self.backend_endpoints
+                .with_label_values(key)
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
+        }
+        let backends: HashSet<[String; 3]> = endpoints.into_keys().collect();
+        for gone in published.backends.difference(&backends) {
+            let _ = self.backend_endpoints.remove_label_values(gone);
+        }
+        published.backends = backends;
     }
 
     /// Records a build that could not produce a configuration (the previous one stays live).
@@ -122,6 +465,62 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
+    /// The connection series of one listener (`http` or `https`), resolved once when it starts.
+    pub fn listener(&self, name: &str) -> ListenerMetrics {
+        ListenerMetrics {
+            open: self.open_connections.with_label_values(&[name]),
+            accepted: self.accepted_connections.with_label_values(&[name]),
+        }
+    }
+
+    /// Records a completed TLS handshake and the protocol version it negotiated.
+    pub fn tls_handshake_succeeded(&self, version: Option<ProtocolVersion>, took: Duration) {
+        match version {
+            Some(ProtocolVersion::TLSv1_3) => self.tls.tls13.inc(),
+            Some(ProtocolVersion::TLSv1_2) => self.tls.tls12.inc(),
+            other => self
+                .tls
+                .other_versions
+                .with_label_values(&["success", &tls_version_label(other)])
+                .inc(),
+        }
+        self.tls.succeeded_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Records a TLS handshake that failed or timed out.
+    pub fn tls_handshake_failed(&self, took: Duration) {
+        self.tls.failed.inc();
+        self.tls.failed_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Records a redirect Portcullis answered itself.
+    pub fn redirect(&self, status: StatusCode) {
+        let code = status.as_u16();
+        match code
+            .checked_sub(300)
+            .and_then(|i| self.redirect_codes.get(usize::from(i)))
+        {
+            Some(slot) => slot
+                .get_or_init(|| self.redirects.with_label_values(&[status.as_str()]))
+                .inc(),
+            None => self.redirects.with_label_values(&[status.as_str()]).inc(),
+        }
+    }
+
+    /// Starts recording one request; see [`traffic`].
+    pub fn exchange<B>(&self, req: &http::Request<B>, peer: std::net::SocketAddr) -> Exchange<'_>
+    where
+        B: hyper::body::Body,
+    {
+        self.requests.exchange(req, peer)
+    }
+
+    /// Every metric name a scrape can contain (histograms with their `_bucket`, `_sum` and `_count`
+    /// series), whether or not it has a series yet.
+    pub fn names(&self) -> &BTreeSet<String> {
+        &self.names
+    }
+
     pub fn render(&self) -> String {
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
@@ -130,3 +529,18 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 }
+
+/// `TLSv1.3`, `TLSv1.2`…, as OpenSSL and most dashboards spell them.
+fn tls_version_label(version: Option<ProtocolVersion>) -> String {
+    match version {
+        Some(ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
+        Some(ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
+        Some(ProtocolVersion::TLSv1_1) => "TLSv1.1".into(),
+        Some(ProtocolVersion::TLSv1_0) => "TLSv1".into(),
+        Some(other) => format!("{other:?}"),
+        None => UNKNOWN_TLS_VERSION.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

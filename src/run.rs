@@ -18,7 +18,7 @@ use crate::leader::LeaderElection;
 use crate::metrics::Metrics;
 use crate::model::{BuildOptions, Config, ConfigHandle, Problem, Snapshot, build};
 use crate::proxy::listener::{self, Listener};
-use crate::proxy::{Proxy, Upstream};
+use crate::proxy::{Proxy, Tunnels, Upstream};
 use crate::settings::Settings;
 use crate::source::{cluster, manifests};
 use crate::status::{PublishAddress, StatusWriter};
@@ -34,6 +34,8 @@ pub struct ConfigFileError(#[from] crate::settings::SettingsError);
 
 /// Runs the controller until SIGTERM or SIGINT, then drains and returns.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    // Handle SIGTERM from the first instant: a signal during start-up still drains rather than kills.
+    let mut signals = ShutdownSignals::install()?;
     let mut settings = match &args.config {
         Some(path) => Settings::load(path).map_err(ConfigFileError)?,
         None => Settings::default(),
@@ -50,7 +52,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         CertTable::new(default_cert.clone()),
         settings.clone(),
     )));
-    let metrics = Arc::new(Metrics::new()?);
+    let metrics = Arc::new(Metrics::new()?.with_access_log(args.access_log));
     let health = Arc::new(Health::default());
 
     let https = listener::bind(args.https_addr)
@@ -68,8 +70,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         resolver.clone(),
         &settings.tls,
     )?));
-    let upstream = Upstream::new(provider.clone())?;
-    let proxy = Arc::new(Proxy::new(config.clone(), upstream, https_local.port()));
+    let tunnels = Tunnels::default();
+    let upstream = Upstream::new(provider.clone(), tunnels.clone())?;
+    let proxy = Arc::new(Proxy::new(
+        config.clone(),
+        upstream,
+        https_local.port(),
+        metrics.clone(),
+    ));
 
     let (settings_tx, settings_rx) = watch::channel(settings.clone());
     if let Some(path) = &args.config {
@@ -133,7 +141,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(https = %https_local, http = %http_local, admin = %admin_local, "listening");
 
     tokio::select! {
-        signal = shutdown_signal() => tracing::info!(signal, "shutting down"),
+        signal = signals.recv() => tracing::info!(signal, "shutting down"),
         ended = source => {
             let error = match ended {
                 Ok(Ok(())) => anyhow::anyhow!("object source ended"),
@@ -152,12 +160,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let graceful = Arc::try_unwrap(graceful)
         .map_err(|_| anyhow::anyhow!("listeners still hold the connection tracker"))?;
-    if tokio::time::timeout(args.shutdown_timeout, graceful.shutdown())
+    tracing::info!(
+        connections = graceful.count(),
+        tunnels = tunnels.open(),
+        "draining"
+    );
+    let drained = async { tokio::join!(graceful.shutdown(), tunnels.idle()) };
+    if tokio::time::timeout(args.shutdown_timeout, drained)
         .await
         .is_err()
     {
-        tracing::warn!(timeout = ?args.shutdown_timeout, "in-flight requests did not finish in time; closing them");
+        tracing::warn!(timeout = ?args.shutdown_timeout, tunnels = tunnels.open(), "in-flight requests did not finish in time; closing them");
+        tunnels.close().await;
     }
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -245,15 +261,26 @@ fn identity() -> String {
         })
 }
 
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return "SIGINT";
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
+/// SIGTERM and SIGINT, both meaning "drain and exit".
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
     }
 }
 

@@ -80,7 +80,7 @@ pub struct TlsSettings {
     /// Refuse handshakes whose server name matches no certificate instead of serving the default one.
     pub strict_sni: bool,
     /// Secret served for unknown server names instead of a generated certificate (`NAMESPACE/NAME`).
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", regex(pattern = r"^[^/]+/[^/]+$"))]
     pub default_certificate: Option<NamespacedName>,
 }
 
@@ -204,9 +204,25 @@ impl<'de> Deserialize<'de> for RedirectCode {
 }
 
 /// A duration written `500ms`, `30s`, `5m` or as a number of seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
-#[schemars(with = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
+
+// The schemas accept exactly what the parsers below accept (the Helm chart validates its `config`
+// value with them).
+impl JsonSchema for HumanDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "`500ms`, `30s`, `2m`, `1h`, or a number of seconds.",
+            "type": ["string", "integer"],
+            "minimum": 0,
+            "pattern": r"^\s*([0-9]+\.?[0-9]*|\.[0-9]+)(ms|s|m|h)?\s*$"
+        })
+    }
+}
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -232,9 +248,23 @@ impl Serialize for HumanDuration {
 }
 
 /// A size written like nginx does: `512`, `64k`, `8m`, `1g` (binary multiples); `0` means no limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
-#[schemars(with = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteSize(pub u64);
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Bytes, or with a binary multiple: `512`, `64k`, `8m`, `1g`.",
+            "type": ["string", "integer"],
+            "minimum": 0,
+            "pattern": r"^\s*\+?[0-9]+[kKmMgG]?\s*$"
+        })
+    }
+}
 
 impl ByteSize {
     pub fn parse(text: &str) -> Result<Self, String> {

@@ -100,6 +100,14 @@ impl<T> PathTable<T> {
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.prefix.is_empty() && self.regex.is_empty()
     }
+
+    /// Every value, in no particular order.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.exact
+            .values()
+            .chain(self.prefix.values())
+            .chain(self.regex.iter().map(|(_, v)| v))
+    }
 }
 
 /// `/foo/` behaves exactly like `/foo` for prefix matching; `/` stays `/`.
@@ -189,6 +197,16 @@ impl<T> RouteTable<T> {
     /// Whether any rule names exactly this (lower-case) host.
     pub fn has_exact_host(&self, host: &str) -> bool {
         self.exact.contains_key(host)
+    }
+
+    /// Every value (each rule's and the default), in no particular order; for metrics.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.exact
+            .values()
+            .chain(self.wildcard.values())
+            .chain(std::iter::once(&self.any))
+            .flat_map(PathTable::values)
+            .chain(self.default.as_ref())
     }
 
     /// Sets the backend for unmatched requests unless one is set already (the oldest Ingress wins).

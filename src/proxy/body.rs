@@ -3,6 +3,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -28,6 +30,8 @@ pub struct Guarded<B> {
     idle: Option<Pin<Box<Sleep>>>,
     limit: Option<u64>,
     seen: u64,
+    /// Where the bytes seen are also counted, for metrics.
+    tally: Option<Arc<AtomicU64>>,
 }
 
 impl<B> Guarded<B> {
@@ -38,7 +42,14 @@ impl<B> Guarded<B> {
             idle: None,
             limit,
             seen: 0,
+            tally: None,
         }
+    }
+
+    /// Also adds every data frame's length to `tally`.
+    pub fn counting(mut self, tally: Option<Arc<AtomicU64>>) -> Self {
+        self.tally = tally;
+        self
     }
 }
 
@@ -59,6 +70,9 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
+                    if let Some(tally) = &this.tally {
+                        tally.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
                     if let Some(limit) = this.limit
                         && this.seen > limit
                     {

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -15,13 +16,14 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::{BodyError, Guarded, body_error};
 use super::client::{
     ClientView, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PORT, X_FORWARDED_PROTO, first_value,
 };
 use super::response::{Body, SERVER};
+use super::tunnels::Tunnels;
 use super::{Connection, request_host};
 use crate::model::UpstreamPolicy;
 use crate::model::annotations::BackendProtocol;
@@ -134,6 +136,7 @@ impl Pool {
 pub struct Upstream {
     pools: ArcSwap<HashMap<(BackendProtocol, Duration), Arc<Pool>>>,
     tls: rustls::ClientConfig,
+    tunnels: Tunnels,
 }
 
 /// Everything about one forwarded request besides the request itself.
@@ -146,10 +149,15 @@ pub struct Forward<'a> {
     pub path: Option<String>,
     /// The longest a client may pause while sending the request body.
     pub body_idle_timeout: Duration,
+    /// Counts the request body's bytes for metrics, when it has no `Content-Length`.
+    pub request_tally: Option<Arc<AtomicU64>>,
 }
 
 impl Upstream {
-    pub fn new(provider: Arc<rustls::crypto::CryptoProvider>) -> anyhow::Result<Self> {
+    pub fn new(
+        provider: Arc<rustls::crypto::CryptoProvider>,
+        tunnels: Tunnels,
+    ) -> anyhow::Result<Self> {
         // Like ingress-nginx (proxy_ssl_verify off), backends' certificates are not verified: they are
         // reached by IP inside the cluster and are usually self-signed.
         let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -160,6 +168,7 @@ impl Upstream {
         Ok(Upstream {
             pools: ArcSwap::from_pointee(HashMap::new()),
             tls,
+            tunnels,
         })
     }
 
@@ -202,15 +211,10 @@ impl Upstream {
             && let Some(client_side) = upgrade
         {
             let backend_side = hyper::upgrade::on(&mut resp);
+            let tunnels = self.tunnels.clone();
             tokio::spawn(async move {
                 match tokio::try_join!(client_side, backend_side) {
-                    Ok((client, backend)) => {
-                        let _ = tokio::io::copy_bidirectional(
-                            &mut TokioIo::new(client),
-                            &mut TokioIo::new(backend),
-                        )
-                        .await;
-                    }
+                    Ok((client, backend)) => tunnels.spawn(client, backend),
                     Err(e) => tracing::debug!(error = %e, "upgrade failed"),
                 }
             });
@@ -397,7 +401,8 @@ fn upstream_request(
         body,
         f.body_idle_timeout.min(f.policy.send_timeout),
         f.policy.max_body_size,
-    );
+    )
+    .counting(f.request_tally.clone());
     Ok(Request::from_parts(parts, body))
 }
 

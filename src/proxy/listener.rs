@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
@@ -18,6 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::{Connection, Proxy, Scheme};
+use crate::metrics::OpenConnection;
 use crate::model::ConfigHandle;
 use crate::settings::Limits;
 
@@ -60,6 +61,7 @@ impl Listener {
         } else {
             Scheme::Http
         };
+        let connections = self.proxy.metrics().listener(scheme.as_str());
         let mut limits = self.config.load().settings.limits.clone();
         // When this many connections are open, stop accepting: new clients wait in the kernel's
         // backlog instead of costing memory here.
@@ -103,6 +105,7 @@ impl Listener {
                 builder: builder.clone(),
                 watcher: graceful.watcher(),
                 _permit: permit,
+                _open: connections.accepted(),
             };
             tokio::spawn(accepted.serve(tcp));
         }
@@ -139,6 +142,8 @@ struct Accepted {
     watcher: Watcher,
     /// Held for the connection's lifetime: one of `max-connections`.
     _permit: OwnedSemaphorePermit,
+    /// Held for the connection's lifetime: counts it in `portcullis_open_connections`.
+    _open: OpenConnection,
 }
 
 impl Accepted {
@@ -151,7 +156,9 @@ impl Accepted {
             builder,
             watcher,
             _permit,
+            _open,
         } = self;
+        let metrics = proxy.metrics().clone();
         let service = {
             let conn = conn.clone();
             service_fn(move |req| {
@@ -171,14 +178,21 @@ impl Accepted {
                     .await
             }
             Some(acceptor) => {
+                let started = Instant::now();
                 let stream =
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => stream,
+                        Ok(Ok(stream)) => {
+                            let version = stream.get_ref().1.protocol_version();
+                            metrics.tls_handshake_succeeded(version, started.elapsed());
+                            stream
+                        }
                         Ok(Err(e)) => {
+                            metrics.tls_handshake_failed(started.elapsed());
                             tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
                             return;
                         }
                         Err(_) => {
+                            metrics.tls_handshake_failed(started.elapsed());
                             tracing::debug!(peer = %conn.peer, "TLS handshake timed out");
                             return;
                         }

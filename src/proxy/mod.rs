@@ -6,6 +6,7 @@ mod client;
 mod forward;
 pub mod listener;
 mod response;
+mod tunnels;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
+use crate::metrics::{Exchange, Measured, Metrics};
 use crate::model::annotations::SourceRange;
 use crate::model::matching::normalize_host;
 use crate::model::{ConfigHandle, Policy, Route};
@@ -20,6 +22,7 @@ pub use client::ClientView;
 use forward::Forward;
 pub use forward::Upstream;
 pub use response::Body;
+pub use tunnels::Tunnels;
 
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,27 +57,57 @@ pub struct Proxy {
     upstream: Upstream,
     /// The HTTPS listener's port, for `use-port-in-redirects`.
     https_port: u16,
+    metrics: Arc<Metrics>,
 }
 
 impl Proxy {
-    pub fn new(config: ConfigHandle, upstream: Upstream, https_port: u16) -> Self {
+    pub fn new(
+        config: ConfigHandle,
+        upstream: Upstream,
+        https_port: u16,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Proxy {
             config,
             upstream,
             https_port,
+            metrics,
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Answers one request; its metrics and access-log line are recorded when the response body ends.
+    pub async fn handle(
+        &self,
+        conn: &Connection,
+        req: Request<Incoming>,
+    ) -> Response<Measured<Body>> {
+        let mut exchange = self.metrics.exchange(&req, conn.peer);
+        let resp = self.answer(conn, req, &mut exchange).await;
+        exchange.respond(resp)
     }
 
     /// Answers one request. The order follows ingress-nginx, whose users depend on it: redirects
     /// (fixed, HTTPS, www, app-root) first, then the source-range check, the body-size check, and the
     /// backend; HSTS is added to HTTPS responses for hosts that have a certificate.
-    pub async fn handle(&self, conn: &Connection, req: Request<Incoming>) -> Response<Body> {
+    async fn answer(
+        &self,
+        conn: &Connection,
+        req: Request<Incoming>,
+        exchange: &mut Exchange<'_>,
+    ) -> Response<Body> {
         let config = self.config.load_full();
         let client = ClientView::new(conn, req.headers(), &config.settings.trusted_proxies);
+        exchange.client(client.ip);
         let host = request_host(&req);
         let Some(route) = config.routes.lookup(host, req.uri().path()).cloned() else {
+            exchange.unmatched(host);
             return response::error(StatusCode::NOT_FOUND, "no route for this host and path");
         };
+        exchange.matched(&route);
         let hsts = route
             .policy
             .hsts
@@ -82,11 +115,16 @@ impl Proxy {
             .filter(|_| conn.scheme == Scheme::Https && config.certs.find(host).is_some())
             .cloned();
         let mut resp = match self.answer_locally(&client, &route, &req) {
-            Some(resp) => resp,
+            Some(resp) => {
+                if resp.status().is_redirection() {
+                    self.metrics.redirect(resp.status());
+                }
+                resp
+            }
             None => {
                 let body_idle_timeout = config.settings.limits.request_body_timeout.0;
                 drop(config);
-                self.forward(conn, client, &route, req, body_idle_timeout)
+                self.forward(conn, client, &route, req, body_idle_timeout, exchange)
                     .await
             }
         };
@@ -176,9 +214,13 @@ impl Proxy {
         route: &Arc<Route>,
         req: Request<Incoming>,
         body_idle_timeout: std::time::Duration,
+        exchange: &mut Exchange<'_>,
     ) -> Response<Body> {
         let backend = match &route.fallback {
-            Some(fallback) if route.backend.endpoints.is_empty() => fallback,
+            Some(fallback) if route.backend.endpoints.is_empty() => {
+                exchange.served_by_fallback(route);
+                fallback
+            }
             _ => &route.backend,
         };
         let Some(endpoint) = backend.pick() else {
@@ -192,6 +234,7 @@ impl Proxy {
             .rewrite_target
             .as_deref()
             .map(|target| rewrite(route, req.uri().path(), target));
+        exchange.upstream(endpoint);
         let forward = Forward {
             conn,
             client,
@@ -199,9 +242,14 @@ impl Proxy {
             policy,
             path,
             body_idle_timeout,
+            request_tally: exchange.request_tally(),
         };
+        let sent = std::time::Instant::now();
         match self.upstream.send(forward, req).await {
-            Ok(resp) => resp,
+            Ok(resp) => {
+                exchange.upstream_responded(sent.elapsed());
+                resp
+            }
             Err(e) => {
                 tracing::debug!(
                     ingress = %route.ingress,

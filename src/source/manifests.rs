@@ -149,10 +149,32 @@ macro_rules! has_meta {
 }
 has_meta!(Ingress, IngressClass, Secret, Service, EndpointSlice);
 
+/// What tells that a file may have changed without reading it: a rename gives a new inode, an edit a
+/// new change time (nanoseconds) and usually a new size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    inode: u64,
+    changed: (i64, i64),
+    modified: SystemTime,
+    len: u64,
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            inode: meta.ino(),
+            changed: (meta.ctime(), meta.ctime_nsec()),
+            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            len: meta.len(),
+        }
+    }
+}
+
 /// What one file contributed last time it was read.
 struct FileState {
     /// Changes when the file is replaced or edited; checked before reading the file again.
-    stamp: (SystemTime, u64),
+    stamp: FileStamp,
     content_hash: u64,
     objects: Vec<Object>,
     /// Whether `objects` come from a version of the file that parsed without problems.
@@ -191,10 +213,7 @@ impl ManifestDir {
                 continue;
             }
             seen.insert(path.clone());
-            let stamp = (
-                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                meta.len(),
-            );
+            let stamp = FileStamp::of(&meta);
             if self.files.get(&path).is_some_and(|f| f.stamp == stamp) {
                 continue;
             }
@@ -205,7 +224,7 @@ impl ManifestDir {
         Ok(changed || self.files.len() != before)
     }
 
-    fn read_file(&mut self, path: &Path, stamp: (SystemTime, u64), len: u64) -> bool {
+    fn read_file(&mut self, path: &Path, stamp: FileStamp, len: u64) -> bool {
         let name: Arc<str> = path.display().to_string().into();
         let text = if len > MAX_FILE_BYTES {
             Err(format!(

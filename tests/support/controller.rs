@@ -319,7 +319,7 @@ enum Startup {
 }
 
 /// One `GET` on the admin listener with a raw HTTP/1.1 request: the status, or `None`.
-async fn admin_get(addr: SocketAddr, path: &str) -> Option<u16> {
+pub async fn admin_get(addr: SocketAddr, path: &str) -> Option<u16> {
     let exchange = async {
         let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
         tcp.write_all(
