@@ -127,11 +127,6 @@ pub struct Args {
     /// `portcullis::access`.
     #[arg(long, env = "PORTCULLIS_ACCESS_LOG")]
     pub access_log: bool,
-
-    /// Write one line per request (route, status, addresses, bytes, durations) at INFO on the log target
-    /// `portcullis::access`.
-    #[arg(long, env = "PORTCULLIS_ACCESS_LOG")]
-    pub access_log: bool,
 }
 
 impl Args {

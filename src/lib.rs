@@ -6,7 +6,6 @@
 #![forbid(unsafe_code)]
 
 pub mod access_log;
-pub mod access_log;
 pub mod admin;
 pub mod chart;
 pub mod cli;

@@ -53,14 +53,6 @@ fn init_logging(args: &Args) {
         }
         _ => filter,
     };
-    // `--access-log` is heard whatever the level, unless the filter says otherwise for its target.
-    let access = portcullis::access_log::TARGET;
-    let filter = match format!("{access}=info").parse() {
-        Ok(directive) if args.access_log && !filter.to_string().contains(access) => {
-            filter.add_directive(directive)
-        }
-        _ => filter,
-    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

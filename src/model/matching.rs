@@ -209,16 +209,6 @@ impl<T> RouteTable<T> {
             .chain(self.default.as_ref())
     }
 
-    /// Every value (each rule's and the default), in no particular order; for metrics.
-    pub fn values(&self) -> impl Iterator<Item = &T> {
-        self.exact
-            .values()
-            .chain(self.wildcard.values())
-            .chain(std::iter::once(&self.any))
-            .flat_map(PathTable::values)
-            .chain(self.default.as_ref())
-    }
-
     /// Sets the backend for unmatched requests unless one is set already (the oldest Ingress wins).
     pub fn set_default(&mut self, value: T) -> Result<(), (T, &T)> {
         match self.default {

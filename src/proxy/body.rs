@@ -5,8 +5,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -72,9 +70,6 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
-                    if let Some(tally) = &this.tally {
-                        tally.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    }
                     if let Some(tally) = &this.tally {
                         tally.fetch_add(data.len() as u64, Ordering::Relaxed);
                     }

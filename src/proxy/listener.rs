@@ -19,7 +19,6 @@ use tokio_rustls::TlsAcceptor;
 
 use super::{Connection, Proxy, Scheme};
 use crate::metrics::OpenConnection;
-use crate::metrics::OpenConnection;
 use crate::model::ConfigHandle;
 use crate::settings::Limits;
 
@@ -62,7 +61,6 @@ impl Listener {
         } else {
             Scheme::Http
         };
-        let connections = self.proxy.metrics().listener(scheme.as_str());
         let connections = self.proxy.metrics().listener(scheme.as_str());
         let mut limits = self.config.load().settings.limits.clone();
         // When this many connections are open, stop accepting: new clients wait in the kernel's

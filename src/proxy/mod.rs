@@ -15,7 +15,6 @@ use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::metrics::{Exchange, Measured, Metrics};
-use crate::metrics::{Exchange, Measured, Metrics};
 use crate::model::annotations::SourceRange;
 use crate::model::matching::normalize_host;
 use crate::model::{ConfigHandle, Policy, Route};
