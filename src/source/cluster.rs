@@ -154,7 +154,7 @@ where
     let changed = changed.clone();
     let metrics = metrics.clone();
     let stream = watcher(api, config)
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(|object: &mut K| {
             object.managed_fields_mut().clear();
             object.annotations_mut().remove(LAST_APPLIED);
@@ -183,6 +183,44 @@ where
         }
     });
     reader
+}
+
+/// Retry delays for failed watches: 0.5 s doubling up to 5 s, with jitter so replicas do not retry in
+/// step. kube-rs's default goes up to 30 s, which after an API outage would leave changes unapplied for
+/// that long; watches are cheap for the API server to re-establish.
+struct WatchBackoff {
+    next: Duration,
+}
+
+const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(500);
+const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff {
+            next: WATCH_BACKOFF_MIN,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = (self.next * 2).min(WATCH_BACKOFF_MAX);
+        // Up to 25% less, from the clock's sub-second noise.
+        let noise = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        Some(delay - delay.mul_f64(f64::from(noise % 1000) / 4000.0))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = WATCH_BACKOFF_MIN;
+    }
 }
 
 /// Publishes a snapshot once every watch has listed its objects, then after every change.
