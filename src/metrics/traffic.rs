@@ -41,13 +41,14 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Buf;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
 
 use crate::access_log::{self, RequestFacts};
 use crate::model::matching::normalize_host;
 use crate::model::{Backend, Config, Route};
+use crate::proxy::content_length;
 
 /// Labels of the size and upstream histograms: the route.
 pub const ROUTE_LABELS: [&str; 4] = ["namespace", "ingress", "service", "host"];
@@ -423,15 +424,6 @@ fn build_table(
         }
     }
     table
-}
-
-fn content_length<B>(req: &Request<B>) -> Option<u64> {
-    req.headers()
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 /// The request body size: its `Content-Length`, or the bytes read while streaming it to the backend.

@@ -287,7 +287,8 @@ fn rewrite(route: &Route, path: &str, target: &str) -> String {
     out
 }
 
-fn content_length<B>(req: &Request<B>) -> Option<u64> {
+/// The request's `Content-Length`, if it has a valid one.
+pub fn content_length<B>(req: &Request<B>) -> Option<u64> {
     req.headers()
         .get(header::CONTENT_LENGTH)?
         .to_str()
