@@ -96,12 +96,23 @@ impl Default for TlsSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum TlsVersion {
     #[serde(rename = "1.2")]
     V1_2,
     #[serde(rename = "1.3")]
     V1_3,
+}
+
+impl JsonSchema for TlsVersion {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TlsVersion".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        // YAML reads an unquoted 1.3 as a number; the file parser takes it as "1.3" all the same.
+        schemars::json_schema!({ "enum": ["1.2", "1.3", 1.2, 1.3] })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -216,7 +227,7 @@ impl JsonSchema for HumanDuration {
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
-            "description": "`500ms`, `30s`, `2m`, `1h`, or a number of seconds.",
+            "description": "`500ms`, `30s`, `2m`, `1h`, or a whole number of seconds.",
             "type": ["string", "integer"],
             "minimum": 0,
             "pattern": r"^\s*([0-9]+\.?[0-9]*|\.[0-9]+)(ms|s|m|h)?\s*$"

@@ -1,6 +1,7 @@
 //! The world of the cluster tests: a private network namespace, a real etcd + kube-apiserver
-//! (`tests/e2e/control-plane`), kubectl, echo backends on non-loopback addresses, Portcullis processes
-//! running with a ServiceAccount token of exactly the RBAC the controller needs, and real clients.
+//! (`tests/e2e/control-plane`), kubectl and helm, echo backends on non-loopback addresses, Portcullis
+//! processes running with a token of the ServiceAccount of a release of the Helm chart (so with exactly
+//! the RBAC the chart grants), and real clients.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -175,20 +176,84 @@ impl ControlPlane {
         Ok(ns)
     }
 
-    /// A kubeconfig for a ServiceAccount in `namespace` bound to exactly the controller's RBAC
-    /// (tests/cluster/rbac.yaml): every test runs the controller under it.
-    pub fn controller_identity(&self, namespace: &str) -> Result<PathBuf> {
-        let rbac = std::fs::read_to_string(format!("{REPO}/tests/cluster/rbac.yaml"))?
-            .replace("NAMESPACE", namespace);
-        self.apply(&rbac)?;
-        let token = self.kubectl(&[
-            "-n",
+    /// Runs helm as cluster admin, in the repository (so `charts/portcullis` is the chart); fails with
+    /// its stderr when it fails.
+    pub fn helm(&self, args: &[&str]) -> Result<String> {
+        let home = self.dir.join("helm");
+        run_with_stdin(
+            Command::new(self.bin("helm"))
+                .args(args)
+                .current_dir(REPO)
+                .env("KUBECONFIG", &self.kubeconfig)
+                .env("HELM_CACHE_HOME", home.join("cache"))
+                .env("HELM_CONFIG_HOME", home.join("config"))
+                .env("HELM_DATA_HOME", home.join("data")),
+            None,
+        )
+        .with_context(|| format!("helm {}", args.join(" ")))
+    }
+
+    /// `helm install RELEASE charts/portcullis --namespace NAMESPACE --set VALUE…` (no `--wait`: no
+    /// pod ever runs here).
+    pub fn install_chart(&self, namespace: &str, release: &str, values: &[&str]) -> Result<()> {
+        let mut args = vec![
+            "install",
+            release,
+            "charts/portcullis",
+            "--namespace",
             namespace,
-            "create",
-            "token",
-            "portcullis",
-            "--duration=2h",
-        ])?;
+        ];
+        for value in values {
+            args.extend(["--set", value]);
+        }
+        self.helm(&args).map(|_| ())
+    }
+
+    /// The objects of an installed release, as Helm rendered them.
+    pub fn release_objects(
+        &self,
+        namespace: &str,
+        release: &str,
+    ) -> Result<Vec<serde_json::Value>> {
+        let manifest = self.helm(&["get", "manifest", release, "--namespace", namespace])?;
+        yaml_documents(&manifest)
+    }
+
+    /// A kubeconfig for the controller of a release of the Helm chart in `namespace` (named after the
+    /// namespace), installed for a controller that watches that namespace only, with the Lease
+    /// `portcullis-leader`: every scenario runs its controllers with the chart's RBAC, nothing more.
+    pub fn controller_identity(&self, namespace: &str) -> Result<PathBuf> {
+        self.controller_identity_with(namespace, namespace, &[])
+    }
+
+    /// [`Self::controller_identity`] for a release `release`, with more `--set` values.
+    pub fn controller_identity_with(
+        &self,
+        namespace: &str,
+        release: &str,
+        values: &[&str],
+    ) -> Result<PathBuf> {
+        let watch = format!("controller.watchNamespace={namespace}");
+        let mut all = vec![
+            "ingressClass.create=false",
+            watch.as_str(),
+            "controller.electionId=portcullis-leader",
+        ];
+        all.extend_from_slice(values);
+        self.install_chart(namespace, release, &all)?;
+        let account = self
+            .release_objects(namespace, release)?
+            .into_iter()
+            .find(|o| o["kind"] == "ServiceAccount")
+            .and_then(|o| o["metadata"]["name"].as_str().map(String::from))
+            .context("the release has no ServiceAccount")?;
+        self.service_account_kubeconfig(namespace, &account)
+    }
+
+    /// A kubeconfig that authenticates with a token (TokenRequest) of a ServiceAccount.
+    pub fn service_account_kubeconfig(&self, namespace: &str, account: &str) -> Result<PathBuf> {
+        let token =
+            self.kubectl(&["-n", namespace, "create", "token", account, "--duration=2h"])?;
         let server = self.kubectl(&[
             "config",
             "view",
@@ -197,7 +262,7 @@ impl ControlPlane {
             "jsonpath={.clusters[0].cluster.server}",
         ])?;
         let ca = self.dir.join("pki/ca.crt");
-        let kubeconfig = self.dir.join(format!("{namespace}.kubeconfig"));
+        let kubeconfig = self.dir.join(format!("{namespace}-{account}.kubeconfig"));
         std::fs::write(
             &kubeconfig,
             format!(
@@ -231,11 +296,25 @@ fn run_with_stdin(cmd: &mut Command, stdin: Option<&str>) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The documents of a multi-document YAML text, as JSON values (empty documents left out).
+pub fn yaml_documents(text: &str) -> Result<Vec<serde_json::Value>> {
+    use serde::Deserialize;
+    let mut objects = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(text) {
+        let value = serde_json::Value::deserialize(document)?;
+        if !value.is_null() {
+            objects.push(value);
+        }
+    }
+    Ok(objects)
+}
+
 /// A running `portcullis` in cluster mode; killed when dropped.
 pub struct Controller {
     child: Child,
     pub ip: IpAddr,
     pub log: PathBuf,
+    admin: SocketAddr,
 }
 
 impl Controller {
@@ -246,26 +325,49 @@ impl Controller {
         ip: IpAddr,
         extra: &[&str],
     ) -> Result<Controller> {
-        let log = std::env::temp_dir().join(format!("portcullis-{namespace}-{ip}.log"));
-        let out = std::fs::File::create(&log)?;
-        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(["--watch-namespace", namespace, "--namespace", namespace])
-            .args([
+        let mut args = vec!["--kubeconfig".to_string(), kubeconfig.display().to_string()];
+        args.extend(
+            [
+                "--watch-namespace",
+                namespace,
+                "--namespace",
+                namespace,
                 "--https-addr",
                 &format!("{ip}:443"),
                 "--http-addr",
                 &format!("{ip}:80"),
                 "--admin-addr",
                 &format!("{ip}:10254"),
-            ])
-            .args(extra)
-            .env("RUST_LOG", "info,portcullis=debug")
+            ]
+            .map(String::from),
+        );
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let env = [("RUST_LOG".to_string(), "info,portcullis=debug".to_string())];
+        Controller::launch(&args, &env, ip, SocketAddr::new(ip, 10254), namespace).await
+    }
+
+    /// Runs `portcullis ARGS` with `env` and waits until `admin` answers `/readyz` with 200.
+    pub async fn launch(
+        args: &[String],
+        env: &[(String, String)],
+        ip: IpAddr,
+        admin: SocketAddr,
+        name: &str,
+    ) -> Result<Controller> {
+        let log = std::env::temp_dir().join(format!("portcullis-{name}-{ip}.log"));
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()?;
-        let controller = Controller { child, ip, log };
+        let controller = Controller {
+            child,
+            ip,
+            log,
+            admin,
+        };
         eventually(
             "the controller to become ready",
             Duration::from_secs(30),
@@ -277,9 +379,7 @@ impl Controller {
     }
 
     async fn ready(&self) -> Option<()> {
-        let (status, _) = http_get(SocketAddr::new(self.ip, 10254), "admin", "/readyz")
-            .await
-            .ok()?;
+        let (status, _) = http_get(self.admin, "admin", "/readyz").await.ok()?;
         (status == 200).then_some(())
     }
 

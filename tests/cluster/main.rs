@@ -1,10 +1,12 @@
 //! End-to-end tests of cluster mode against a real kube-apiserver and etcd (built from pinned Go
-//! modules by tests/e2e/control-plane), with RBAC enforced: every controller runs with the token of a
-//! ServiceAccount that has exactly the permissions in tests/cluster/rbac.yaml.
+//! modules by tests/e2e/control-plane), with RBAC enforced: every controller runs with the token of the
+//! ServiceAccount of a release of the Helm chart, so with exactly the permissions the chart grants; the
+//! chart itself is tested in chart.rs.
 //!
 //! The binary re-runs itself in a private network namespace, where backends listen on 10.244.x.y
 //! (EndpointSlices may not point at loopback addresses) and nothing touches the host's network.
 
+mod chart;
 mod harness;
 mod scenarios;
 
@@ -14,7 +16,11 @@ use libtest_mimic::{Arguments, Trial};
 
 fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();
-    let names = scenarios::NAMES;
+    let names: Vec<&'static str> = scenarios::NAMES
+        .iter()
+        .chain(chart::NAMES)
+        .copied()
+        .collect();
     let selected = |name: &str| {
         args.filter.as_deref().is_none_or(|f| {
             if args.exact {
@@ -44,16 +50,25 @@ fn main() -> std::process::ExitCode {
     }
     let trials = names
         .iter()
+        .copied()
         .enumerate()
         .map(|(slot, name)| {
             let cp = cp.clone();
-            Trial::test(*name, move || {
+            Trial::test(name, move || {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .enable_all()
                     .build()?;
+                let slot = slot as u8 + 1;
+                let scenario = async {
+                    if chart::NAMES.contains(&name) {
+                        chart::run(name, &cp, slot).await
+                    } else {
+                        scenarios::run(name, &cp, slot).await
+                    }
+                };
                 runtime
-                    .block_on(scenarios::run(name, &cp, slot as u8 + 1))
+                    .block_on(scenario)
                     .map_err(|e| format!("{e:#}").into())
             })
         })

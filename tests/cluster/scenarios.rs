@@ -262,10 +262,21 @@ impl Test<'_> {
             .join("---\n"),
         )?;
         // `portcullis` is the cluster's default class (set up by the suite); `private-…` is not.
+        // The controllers of the other class come from releases of the chart with their own Leases.
+        let private_kubeconfig = self.cp.controller_identity_with(
+            &ns,
+            &format!("{ns}-private"),
+            &["controller.electionId=private-leader"],
+        )?;
+        let flag_kubeconfig = self.cp.controller_identity_with(
+            &ns,
+            &format!("{ns}-flag"),
+            &["controller.electionId=flag-leader"],
+        )?;
         let default = self.start(&kubeconfig, &ns, 1, &[]).await?;
         let private_controller = self
             .start(
-                &kubeconfig,
+                &private_kubeconfig,
                 &ns,
                 2,
                 &[
@@ -306,7 +317,7 @@ impl Test<'_> {
 
         let with_flag = self
             .start(
-                &kubeconfig,
+                &flag_kubeconfig,
                 &ns,
                 3,
                 &[
