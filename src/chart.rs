@@ -121,7 +121,10 @@ pub struct IngressClassValues {
     pub create: bool,
     /// The class this controller handles (`--ingress-class`) and the name of the IngressClass
     /// created (`spec.controller: portcullis.io/ingress-controller`).
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"), length(max = 253))]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+        length(max = 253)
+    )]
     pub name: String,
     /// Make it the cluster's default IngressClass
     /// (`ingressclass.kubernetes.io/is-default-class: "true"`): Ingresses without a class are then
@@ -360,9 +363,13 @@ pub struct ServiceMonitorValues {
     pub namespace: String,
     /// E.g. the `release` label your Prometheus selects ServiceMonitors by.
     pub labels: BTreeMap<String, String>,
-    #[schemars(regex(pattern = r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"))]
+    #[schemars(regex(
+        pattern = r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+    ))]
     pub interval: String,
-    #[schemars(regex(pattern = r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"))]
+    #[schemars(regex(
+        pattern = r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+    ))]
     pub scrape_timeout: String,
     pub relabelings: Vec<serde_json::Map<String, serde_json::Value>>,
     pub metric_relabelings: Vec<serde_json::Map<String, serde_json::Value>>,
@@ -411,7 +418,8 @@ mod tests {
 
     #[test]
     fn committed_values_schema_is_up_to_date() {
-        let committed = std::fs::read_to_string(format!("{ROOT}/{SCHEMA_PATH}")).unwrap_or_default();
+        let committed =
+            std::fs::read_to_string(format!("{ROOT}/{SCHEMA_PATH}")).unwrap_or_default();
         assert!(
             committed == values_schema_json(),
             "{SCHEMA_PATH} is out of date with src/chart.rs and src/settings.rs; regenerate it with\n\n    \
@@ -421,7 +429,8 @@ mod tests {
 
     #[test]
     fn default_values_match_the_types() {
-        let text = std::fs::read_to_string(format!("{ROOT}/charts/portcullis/values.yaml")).unwrap();
+        let text =
+            std::fs::read_to_string(format!("{ROOT}/charts/portcullis/values.yaml")).unwrap();
         let values: Values = serde_yaml::from_str(&text).unwrap();
         assert_eq!(values.kind, WorkloadKind::Deployment);
         assert_eq!(values.config, Settings::default());
