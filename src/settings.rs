@@ -237,19 +237,54 @@ impl JsonSchema for HumanDuration {
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Seconds(u64),
-            Text(String),
+        number_or_text(
+            d,
+            "a duration like 500ms, 30s or 2m, or a number of seconds",
+            |s| HumanDuration(Duration::from_secs(s)),
+            |t| crate::cli::parse_duration(t).map(HumanDuration),
+        )
+    }
+}
+
+/// Reads a YAML number or string in place (not through an untagged enum, which would lose the field
+/// path that error messages show, e.g. `upstream.read-timeout`).
+fn number_or_text<'de, D: Deserializer<'de>, T>(
+    d: D,
+    expecting: &'static str,
+    from_number: fn(u64) -> T,
+    from_text: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error> {
+    struct Visit<T> {
+        expecting: &'static str,
+        from_number: fn(u64) -> T,
+        from_text: fn(&str) -> Result<T, String>,
+    }
+    impl<T> serde::de::Visitor<'_> for Visit<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expecting)
         }
-        match Raw::deserialize(d)? {
-            Raw::Seconds(s) => Ok(HumanDuration(Duration::from_secs(s))),
-            Raw::Text(t) => crate::cli::parse_duration(&t)
-                .map(HumanDuration)
-                .map_err(serde::de::Error::custom),
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
+            Ok((self.from_number)(v))
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<T, E> {
+            u64::try_from(v)
+                .map(self.from_number)
+                .map_err(|_| E::custom(format!("{v} is negative; expected {}", self.expecting)))
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+            (self.from_text)(v).map_err(E::custom)
         }
     }
+    d.deserialize_any(Visit {
+        expecting,
+        from_number,
+        from_text,
+    })
 }
 
 impl Serialize for HumanDuration {
@@ -302,16 +337,12 @@ impl ByteSize {
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Bytes(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Bytes(n) => Ok(ByteSize(n)),
-            Raw::Text(t) => ByteSize::parse(&t).map_err(serde::de::Error::custom),
-        }
+        number_or_text(
+            d,
+            "a size like 512, 64k, 8m or 1g",
+            ByteSize,
+            ByteSize::parse,
+        )
     }
 }
 
