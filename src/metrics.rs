@@ -39,6 +39,8 @@ enum Shape {
 /// The label value of a TLS handshake that did not complete (its version is not known).
 pub const UNKNOWN_TLS_VERSION: &str = "unknown";
 
+/// Every metric of the process, and the per-generation route table requests record through. One is
+/// made at start and shared (`Arc`) by the proxy, the listeners, the admin listener and the publisher.
 pub struct Metrics {
     registry: Registry,
     /// Every family name a scrape can contain, including `_bucket`/`_sum`/`_count`.

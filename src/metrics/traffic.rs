@@ -211,6 +211,26 @@ impl Series {
         self.resolve(slot, || family.with_label_values(&self.labels()))
     }
 
+    fn record(&self, record: &Record, status: StatusCode, seconds: f64, received: u64, sent: u64) {
+        let f = &self.families;
+        if let Some((requests, duration)) = self.outcome(record.method, status_class_index(status))
+        {
+            requests.inc();
+            duration.observe(seconds);
+        }
+        if let Some(h) = self.histogram(&self.request_size, &f.request_size) {
+            h.observe(received as f64);
+        }
+        if let Some(h) = self.histogram(&self.response_size, &f.response_size) {
+            h.observe(sent as f64);
+        }
+        if let Some(upstream) = record.upstream_seconds
+            && let Some(h) = self.histogram(&self.upstream, &f.upstream)
+        {
+            h.observe(upstream);
+        }
+    }
+
     /// Removes this label set's series from the families; requests still holding this `Series` record
     /// into detached handles from now on.
     fn retire(&self) {
@@ -538,31 +558,18 @@ impl Record {
     fn finish(&mut self, status: StatusCode, sent: u64) {
         let seconds = self.started.elapsed().as_secs_f64();
         let received = self.request_bytes.get();
-        let Some(series) = &self.series else {
-            return;
-        };
-        let f = &series.families;
-        if let Some((requests, duration)) = series.outcome(self.method, status_class_index(status))
-        {
-            requests.inc();
-            duration.observe(seconds);
-        }
-        if let Some(h) = series.histogram(&series.request_size, &f.request_size) {
-            h.observe(received as f64);
-        }
-        if let Some(h) = series.histogram(&series.response_size, &f.response_size) {
-            h.observe(sent as f64);
-        }
-        if let Some(upstream) = self.upstream_seconds
-            && let Some(h) = series.histogram(&series.upstream, &f.upstream)
-        {
-            h.observe(upstream);
+        if let Some(series) = &self.series {
+            series.record(self, status, seconds, received, sent);
         }
         if let Some(facts) = self.log.take() {
+            let route = self
+                .series
+                .as_ref()
+                .map_or(["", "", "", ""], |s| s.labels());
             access_log::write(
                 &facts,
                 &access_log::Outcome {
-                    route: series.labels(),
+                    route,
                     status,
                     upstream: self.upstream,
                     request_bytes: received,
