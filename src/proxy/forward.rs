@@ -239,6 +239,19 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
         Some(BodyError::Idle(d)) => return UpstreamError::ClientIdle(d),
         None => {}
     }
+    // A request body that broke off while being sent (a malformed chunked encoding, a client gone) is
+    // a "user" error with the body's error as its cause. The client's fault, not the backend's: 400,
+    // never a 502 that blames the backend.
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && h.is_user()
+            && std::error::Error::source(h).is_some()
+        {
+            return UpstreamError::BadRequest(h.to_string());
+        }
+        source = s.source();
+    }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>()

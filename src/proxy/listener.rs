@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
+use super::timeouts::{Protocol, TimedIo, Timeouts, Tracker};
 use super::{Connection, Proxy, Scheme};
 use crate::metrics::OpenConnection;
 use crate::model::ConfigHandle;
@@ -101,6 +102,10 @@ impl Listener {
                 }),
                 tls: self.tls.as_ref().map(|t| TlsAcceptor::from(t.load_full())),
                 handshake_timeout: limits.handshake_timeout.0,
+                timeouts: Timeouts {
+                    header_read: limits.header_read_timeout.0,
+                    idle: limits.idle_timeout.0,
+                },
                 proxy: self.proxy.clone(),
                 builder: builder.clone(),
                 watcher: graceful.watcher(),
@@ -118,7 +123,9 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout.0)
+        // The header-read and idle timeouts are enforced by `TimedIo`: hyper's own header timer starts
+        // when a keep-alive connection goes idle, which would cap the idle timeout at it.
+        .header_read_timeout(None)
         .keep_alive(true)
         .max_headers(limits.max_headers)
         .max_buf_size(header_bytes.max(MIN_BUF_SIZE));
@@ -137,6 +144,7 @@ struct Accepted {
     conn: Arc<Connection>,
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
+    timeouts: Timeouts,
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: Watcher,
@@ -152,6 +160,7 @@ impl Accepted {
             conn,
             tls,
             handshake_timeout,
+            timeouts,
             proxy,
             builder,
             watcher,
@@ -159,12 +168,15 @@ impl Accepted {
             _open,
         } = self;
         let metrics = proxy.metrics().clone();
+        let tracker = Tracker::new();
         let service = {
             let conn = conn.clone();
+            let tracker = tracker.clone();
             service_fn(move |req| {
                 let proxy = proxy.clone();
                 let conn = conn.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(&conn, req).await) }
+                let in_flight = tracker.request();
+                async move { Ok::<_, Infallible>(in_flight.attach(proxy.handle(&conn, req).await)) }
             })
         };
         let result = match tls {
@@ -172,7 +184,15 @@ impl Accepted {
                 watcher
                     .watch(
                         builder
-                            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                            .serve_connection_with_upgrades(
+                                TokioIo::new(TimedIo::new(
+                                    tcp,
+                                    tracker,
+                                    timeouts,
+                                    Protocol::Unknown,
+                                )),
+                                service,
+                            )
                             .into_owned(),
                     )
                     .await
@@ -197,6 +217,13 @@ impl Accepted {
                             return;
                         }
                     };
+                let protocol = match stream.get_ref().1.alpn_protocol() {
+                    Some(b"h2") => Protocol::Http2,
+                    _ => Protocol::Unknown,
+                };
+                // The handshake is over: the header-read clock of the first request starts now.
+                tracker.restart_clock();
+                let stream = TimedIo::new(stream, tracker, timeouts, protocol);
                 watcher
                     .watch(
                         builder

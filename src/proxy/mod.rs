@@ -6,6 +6,7 @@ mod client;
 mod forward;
 pub mod listener;
 mod response;
+mod timeouts;
 mod tunnels;
 
 use std::net::SocketAddr;
