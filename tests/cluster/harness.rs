@@ -132,10 +132,19 @@ impl ControlPlane {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn control_plane_command(&self, command: &str) -> Result<()> {
+        ControlPlane::command_in(&self.dir, command)
+    }
+
+    /// `tests/e2e/control-plane COMMAND DIR`, e.g. `stop-apiserver`, `restart-etcd`.
+    pub fn command_in(dir: &Path, command: &str) -> Result<()> {
         let status = Command::new(format!("{REPO}/tests/e2e/control-plane"))
             .arg(command)
-            .arg(&self.dir)
+            .arg(dir)
             .stdout(Stdio::null())
             .status()?;
         if !status.success() {

@@ -7,8 +7,16 @@
 //! (EndpointSlices may not point at loopback addresses) and nothing touches the host's network.
 
 mod chart;
+mod conformance;
+#[path = "../conformance/features.rs"]
+mod conformance_features;
+#[path = "../conformance/world.rs"]
+mod conformance_world;
 mod harness;
+mod measure;
 mod scenarios;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::sync::Arc;
 
@@ -19,6 +27,7 @@ fn main() -> std::process::ExitCode {
     let names: Vec<&'static str> = scenarios::NAMES
         .iter()
         .chain(chart::NAMES)
+        .chain(&[conformance::NAME, measure::NAME])
         .copied()
         .collect();
     let selected = |name: &str| {
@@ -61,7 +70,11 @@ fn main() -> std::process::ExitCode {
                     .build()?;
                 let slot = slot as u8 + 1;
                 let scenario = async {
-                    if chart::NAMES.contains(&name) {
+                    if name == measure::NAME {
+                        measure::run(&cp, slot).await
+                    } else if name == conformance::NAME {
+                        conformance::run(cp.clone()).await
+                    } else if chart::NAMES.contains(&name) {
                         chart::run(name, &cp, slot).await
                     } else {
                         scenarios::run(name, &cp, slot).await

@@ -18,7 +18,7 @@ pub const NAMES: &[&str] = &[
     "only_the_leader_writes_status_and_a_successor_takes_over",
     "endpoint_slice_changes_take_effect",
     "every_problem_kind_becomes_one_warning_event",
-    "traffic_keeps_flowing_while_the_api_server_is_down",
+    "traffic_keeps_flowing_through_api_server_and_etcd_outages",
 ];
 
 pub async fn run(name: &str, cp: &ControlPlane, slot: u8) -> Result<()> {
@@ -33,7 +33,7 @@ pub async fn run(name: &str, cp: &ControlPlane, slot: u8) -> Result<()> {
         "only_the_leader_writes_status_and_a_successor_takes_over" => t.leader_status().await,
         "endpoint_slice_changes_take_effect" => t.endpoint_changes().await,
         "every_problem_kind_becomes_one_warning_event" => t.events().await,
-        "traffic_keeps_flowing_while_the_api_server_is_down" => t.api_outage().await,
+        "traffic_keeps_flowing_through_api_server_and_etcd_outages" => t.api_outage().await,
         other => bail!("unknown scenario {other}"),
     }
 }
@@ -623,17 +623,35 @@ impl Test<'_> {
                     == 200
             );
 
+            // A minute without the API server: traffic is served from the last configuration.
             cp.control_plane_command("stop-apiserver")?;
-            let mut served = 0;
-            let started = std::time::Instant::now();
-            while started.elapsed() < Duration::from_secs(30) {
-                let (status, _) = http_get(controller.http(), "outage.example.com", "/").await?;
-                ensure!(status == 200, "request failed during the outage: {status}");
-                served += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            ensure!(served > 100);
+            let served = keep_serving(
+                controller.http(),
+                "outage.example.com",
+                Duration::from_secs(60),
+            )
+            .await?;
+            ensure!(served > 300, "only {served} requests in a minute");
             cp.control_plane_command("start-apiserver")?;
+
+            // etcd restarting under the API server, while traffic flows.
+            let restart = tokio::task::spawn_blocking({
+                let dir = cp.dir().to_path_buf();
+                move || ControlPlane::command_in(&dir, "restart-etcd")
+            });
+            keep_serving(
+                controller.http(),
+                "outage.example.com",
+                Duration::from_secs(3),
+            )
+            .await?;
+            restart.await??;
+            keep_serving(
+                controller.http(),
+                "outage.example.com",
+                Duration::from_secs(1),
+            )
+            .await?;
 
             // The watches reconnect: a change made after the outage is served.
             cp.apply(&ingress(&ns, "after", "after.example.com", "web", None))?;
@@ -656,6 +674,19 @@ impl Test<'_> {
         cp.down();
         result
     }
+}
+
+/// Sends requests for `duration` (one every 100 ms) and fails on the first that is not answered 200.
+async fn keep_serving(addr: SocketAddr, host: &str, duration: Duration) -> Result<usize> {
+    let mut served = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < duration {
+        let (status, _) = http_get(addr, host, "/").await?;
+        ensure!(status == 200, "request {served} failed: {status}");
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(served)
 }
 
 /// The value of `key` in a Secret manifest written by [`secret_manifest`].
