@@ -19,21 +19,12 @@ use support::*;
 
 const NS: &str = "web";
 
-/// An echo backend for `service` plus its Service and EndpointSlice, written to `svc-<service>.yaml`.
 async fn backend(dir: &ManifestDir, service: &str) -> EchoServer {
-    let echo = EchoServer::start(EchoIdentity::service(service)).await;
-    let svc = manifests::service_with_endpoints(NS, service, 80, None, &[echo.addr()], true);
-    dir.write(&format!("svc-{service}.yaml"), &svc.objects());
-    echo
+    manifests::echo_service(dir, NS, service).await
 }
 
 fn certificate(dir: &ManifestDir, name: &str, hosts: &[&str]) -> TestCert {
-    let cert = TestCert::self_signed(hosts);
-    dir.write(
-        &format!("secret-{name}.yaml"),
-        &[&manifests::tls_secret(NS, name, &cert)],
-    );
-    cert
+    manifests::certificate_file(dir, NS, name, hosts)
 }
 
 fn get(host: &str, path: &str) -> client::Req {

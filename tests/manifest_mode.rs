@@ -27,27 +27,12 @@ const NS: &str = "web";
 /// An echo backend for `service` and its Service (port 80, named `http`) and EndpointSlice, written to
 /// `svc-<service>.yaml`.
 async fn backend(dir: &ManifestDir, service: &str) -> EchoServer {
-    let echo = EchoServer::start(EchoIdentity {
-        namespace: NS.into(),
-        service: service.into(),
-        pod: format!("{service}-pod"),
-        ..Default::default()
-    })
-    .await;
-    let svc =
-        manifests::service_with_endpoints(NS, service, 80, Some("http"), &[echo.addr()], true);
-    dir.write(&format!("svc-{service}.yaml"), &svc.objects());
-    echo
+    manifests::echo_service(dir, NS, service).await
 }
 
 /// A certificate for `hosts`, its Secret `<name>` in `secret-<name>.yaml`.
 fn certificate(dir: &ManifestDir, name: &str, hosts: &[&str]) -> TestCert {
-    let cert = TestCert::self_signed(hosts);
-    dir.write(
-        &format!("secret-{name}.yaml"),
-        &[&manifests::tls_secret(NS, name, &cert)],
-    );
-    cert
+    manifests::certificate_file(dir, NS, name, hosts)
 }
 
 fn get(host: &str, path: &str) -> client::Req {

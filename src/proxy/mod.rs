@@ -106,7 +106,10 @@ impl Proxy {
         let host = request_host(&req);
         let Some(route) = config.routes.lookup(host, req.uri().path()).cloned() else {
             exchange.unmatched(host);
-            return response::error(StatusCode::NOT_FOUND, "no route for this host and path");
+            return discard_body(
+                req,
+                response::error(StatusCode::NOT_FOUND, "no route for this host and path"),
+            );
         };
         exchange.matched(&route);
         let hsts = route
@@ -120,7 +123,7 @@ impl Proxy {
                 if resp.status().is_redirection() {
                     self.metrics.redirect(resp.status());
                 }
-                resp
+                discard_body(req, resp)
             }
             None => {
                 let body_idle_timeout = config.settings.limits.request_body_timeout.0;
@@ -263,6 +266,40 @@ impl Proxy {
             }
         }
     }
+}
+
+/// The most of an unwanted request body read and thrown away after answering without it.
+const DISCARD_LIMIT: u64 = 64 << 20;
+/// How long the client gets to finish sending an unwanted body.
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Answers without the request body, but keeps reading it (and throws it away) in the background, as
+/// nginx's lingering close does: closing a socket with unread data makes the kernel send a reset,
+/// which can destroy the response before the client reads it (a 413 for an upload, say). The
+/// connection is not kept alive afterwards.
+fn discard_body(req: Request<Incoming>, mut resp: Response<Body>) -> Response<Body> {
+    use http_body_util::BodyExt;
+    if hyper::body::Body::is_end_stream(req.body()) {
+        return resp;
+    }
+    if req.version() == http::Version::HTTP_11 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    let mut body = req.into_body();
+    tokio::spawn(async move {
+        let drain = async {
+            let mut read = 0u64;
+            while read < DISCARD_LIMIT {
+                match body.frame().await {
+                    Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len() as u64),
+                    _ => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+    });
+    resp
 }
 
 /// `rewrite-target`: the target with `$1`, `$2`… replaced by the path regex's captures.

@@ -421,3 +421,37 @@ impl ManifestDir {
 pub fn yaml_of(value: &impl Serialize) -> String {
     serde_yaml::to_string(value).expect("serialise to YAML")
 }
+
+/// An echo backend for `service` in `namespace`, with its Service (port 80, named `http`) and
+/// EndpointSlice written to `svc-<service>.yaml`.
+pub async fn echo_service(
+    dir: &ManifestDir,
+    namespace: &str,
+    service: &str,
+) -> crate::support::EchoServer {
+    let echo = crate::support::EchoServer::start(crate::support::EchoIdentity {
+        namespace: namespace.into(),
+        service: service.into(),
+        pod: format!("{service}-pod"),
+        ..Default::default()
+    })
+    .await;
+    let svc = service_with_endpoints(namespace, service, 80, Some("http"), &[echo.addr()], true);
+    dir.write(&format!("svc-{service}.yaml"), &svc.objects());
+    echo
+}
+
+/// A self-signed certificate for `hosts`, in the TLS Secret `name` written to `secret-<name>.yaml`.
+pub fn certificate_file(
+    dir: &ManifestDir,
+    namespace: &str,
+    name: &str,
+    hosts: &[&str],
+) -> crate::support::TestCert {
+    let cert = crate::support::TestCert::self_signed(hosts);
+    dir.write(
+        &format!("secret-{name}.yaml"),
+        &[&tls_secret(namespace, name, &cert)],
+    );
+    cert
+}
