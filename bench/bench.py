@@ -1,0 +1,1222 @@
+#!/usr/bin/env python3
+"""Portcullis vs nginx vs HAProxy, side by side. Run through bench/run, which installs the tools, builds,
+and enters a private network namespace; this file runs the scenarios and writes the results.
+
+Layout: the proxy under test on CPU1 (one worker/thread), load generators and the backend on CPU0.
+One fixture (bench/fixtures + generated certificates) is rendered into Portcullis manifests, nginx.conf
+and haproxy.cfg, so hosts, certificates, TLS versions, forwarding headers and the redirect are the same.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PORTCULLIS = ROOT / "target/release/portcullis"
+TOOLS = ROOT / "target/bench-tools/release/bench-tools"
+SNI_LUA = BENCH / "sni.lua"
+PROXY_CPU, CLIENT_CPU = "1", "0"
+BACKEND = "127.0.0.1:9000"
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, flush=True)
+
+
+def run(cmd, timeout=None, check=True, cpu=CLIENT_CPU, **kw):
+    """Runs a client-side command pinned to the client core; returns stdout."""
+    full = ["taskset", "-c", cpu] + [str(c) for c in cmd]
+    p = subprocess.run(full, capture_output=True, text=True, timeout=timeout, **kw)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(full)} failed ({p.returncode}): {p.stderr[-2000:]}{p.stdout[-2000:]}")
+    return p.stdout
+
+
+# ----------------------------------------------------------------------------------------------------
+# /proc accounting
+
+
+def children_tree(pid):
+    """pid and all its descendants."""
+    parents = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    s = f.read()
+                ppid = int(s[s.rfind(")") + 2:].split()[1])
+                parents.setdefault(ppid, []).append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(parents.get(p, []))
+    return out
+
+
+def cpu_ticks(pid):
+    """utime+stime (clock ticks) of a process tree, including reaped children (cutime/cstime)."""
+    total = 0
+    for p in children_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                s = f.read()
+            fields = s[s.rfind(")") + 2:].split()
+            total += sum(int(x) for x in fields[11:15])
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+def pss_kb(pid):
+    total = 0
+    for p in children_tree(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def cpu_times():
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                parts = line.split()
+                vals = [int(x) for x in parts[1:]]
+                idle = vals[3] + vals[4]
+                out[parts[0]] = (sum(vals[:8]), idle, vals[7] if len(vals) > 7 else 0)
+    return out
+
+
+def busy_between(a, b):
+    res = {}
+    for cpu in a:
+        total = b[cpu][0] - a[cpu][0]
+        idle = b[cpu][1] - a[cpu][1]
+        steal = b[cpu][2] - a[cpu][2]
+        res[cpu] = {"busy_pct": round(100.0 * (total - idle) / total, 1) if total else 0.0,
+                    "steal_pct": round(100.0 * steal / total, 1) if total else 0.0}
+    return res
+
+
+def background_busy(seconds=1.0):
+    a = cpu_times()
+    time.sleep(seconds)
+    return busy_between(a, cpu_times())
+
+
+def wait_idle(max_wait, threshold=10.0):
+    """Waits (bounded) until both cores are mostly idle; returns the last sample."""
+    deadline = time.time() + max_wait
+    while True:
+        b = background_busy(1.0)
+        worst = max(v["busy_pct"] for v in b.values())
+        if worst <= threshold or time.time() > deadline:
+            return b
+        time.sleep(2)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Fixture rendering
+
+
+class Fixture:
+    """Certificates and the hosts served. All three proxies are rendered from this."""
+
+    def __init__(self, work, scale_hosts):
+        self.work = work
+        self.certs = work / f"certs-{scale_hosts}"
+        run([TOOLS, "certs", f"dir={self.certs}", f"hosts={scale_hosts}"], timeout=900)
+        self.fp = {}
+        with open(self.certs / "fingerprints.tsv") as f:
+            for line in f:
+                name, host, fp = line.split()
+                self.fp[name] = fp
+        self.scale_hosts = scale_hosts
+
+    def crt(self, name):
+        return (self.certs / f"{name}.crt").read_text()
+
+    def key(self, name):
+        return (self.certs / f"{name}.key").read_text()
+
+
+def base_hosts():
+    """(host, cert name) of the hosts every configuration serves."""
+    return [("a.bench.test", "a"), ("rsa.bench.test", "rsa"), ("rot.bench.test", "rot-v1")]
+
+
+def yaml_block(text, indent):
+    pad = " " * indent
+    return "\n".join(pad + line for line in text.strip().splitlines())
+
+
+def secret_yaml(name, crt, key):
+    return (f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: bench\n"
+            f"type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{yaml_block(crt, 4)}\n"
+            f"  tls.key: |\n{yaml_block(key, 4)}\n")
+
+
+def ingress_yaml(name, host, secret):
+    tls = f"  tls:\n  - hosts: [{host}]\n    secretName: {secret}\n" if secret else ""
+    return (f"apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: bench\n"
+            f"spec:\n  ingressClassName: portcullis\n{tls}  rules:\n  - host: {host}\n    http:\n      paths:\n"
+            f"      - path: /\n        pathType: Prefix\n        backend:\n          service:\n"
+            f"            name: backend\n            port:\n              number: 80\n")
+
+
+def atomic_write(path, text):
+    path = Path(path)
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Implementations under test
+
+
+class Impl:
+    name = "?"
+
+    def __init__(self, fx, work):
+        self.fx, self.dir, self.proc = fx, work / self.name, None
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                for p in reversed(children_tree(self.proc.pid)):
+                    try:
+                        os.kill(p, signal.SIGKILL)
+                    except OSError:
+                        pass
+                self.proc.wait(timeout=5)
+        self.proc = None
+        wait_port_free(443)
+
+    def spawn(self, cmd):
+        self.log = open(self.dir / "stderr.log", "ab")
+        self.proc = subprocess.Popen(["taskset", "-c", PROXY_CPU] + [str(c) for c in cmd],
+                                     stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
+        return self.proc
+
+    def start(self, resumption=True, scale=False, extra_hosts=()):
+        """Writes the configuration and starts; returns when :443 and :80 accept connections."""
+        self.write_config(resumption, scale, extra_hosts)
+        self.spawn_ns = time.time_ns()
+        self.launch()
+        if not scale:
+            wait_tls("a.bench.test", self.fx.fp["a"], 60, self)
+
+
+def wait_port_free(port, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=0.2)
+            s.close()
+            time.sleep(0.05)
+        except OSError:
+            return
+
+
+def wait_tls(host, fp, timeout, impl):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if impl.proc.poll() is not None:
+            raise RuntimeError(f"{impl.name} exited: see {impl.dir / 'stderr.log'}")
+        listfile = impl.dir / "ready-hosts.txt"
+        listfile.write_text(f"{host} {fp}\n")
+        out = run([TOOLS, "probe-hosts", f"list={listfile}", "timeout=2", "parallel=1"], check=False, timeout=10)
+        try:
+            if json.loads(out.strip().splitlines()[-1])["ok"]:
+                return
+        except (ValueError, IndexError, KeyError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{impl.name} did not serve {host} within {timeout}s")
+
+
+class Portcullis(Impl):
+    name = "portcullis"
+
+    def write_config(self, resumption, scale, extra_hosts):
+        m = self.manifests = self.dir / "manifests"
+        if m.exists():
+            shutil.rmtree(m)
+        m.mkdir()
+        (m / "base.yaml").write_text(
+            "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: portcullis\n"
+            "spec:\n  controller: portcullis.io/ingress-controller\n---\n"
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: backend\n  namespace: bench\n"
+            "spec:\n  ports:\n  - port: 80\n    targetPort: 9000\n---\n"
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: backend-1\n"
+            "  namespace: bench\n  labels:\n    kubernetes.io/service-name: backend\naddressType: IPv4\n"
+            "ports:\n- port: 9000\nendpoints:\n- addresses: [127.0.0.1]\n  conditions:\n    ready: true\n")
+        for host, cert in base_hosts():
+            short = host.split(".")[0]
+            (m / f"{short}.yaml").write_text(
+                ingress_yaml(short, host, f"{short}-tls") + "---\n"
+                + secret_yaml(f"{short}-tls", self.fx.crt(cert), self.fx.key(cert)))
+        for host in extra_hosts:
+            self.add_host(host)
+        if scale:
+            for i in range(self.fx.scale_hosts):
+                n = f"h{i:05}"
+                (m / f"{n}.yaml").write_text(
+                    ingress_yaml(n, f"{n}.bench.test", f"{n}-tls") + "---\n"
+                    + secret_yaml(f"{n}-tls", self.fx.crt(n), self.fx.key(n)))
+        settings = self.dir / "settings.yaml"
+        settings.write_text("tls:\n  min-version: \"1.2\"\n" + (
+            "" if resumption else "  session-tickets: false\n  session-cache-size: 0\n"))
+        self.args = ["--manifests", m, "--config", settings, "--https-addr", "127.0.0.1:443",
+                     "--http-addr", "127.0.0.1:80", "--admin-addr", "127.0.0.1:10254", "--log-level", "warn"]
+
+    def launch(self):
+        self.spawn([PORTCULLIS] + self.args + self.extra_args)
+
+    extra_args = []
+
+    def add_host(self, host):
+        short = host.split(".")[0]
+        atomic_write(self.manifests / f"{short}.yaml", ingress_yaml(short, host, None))
+
+    def remove_host(self, host):
+        os.unlink(self.manifests / f"{host.split('.')[0]}.yaml")
+
+    def rotate(self, name, cert, host="rot.bench.test"):
+        short = host.split(".")[0]
+        t0 = time.time_ns()
+        atomic_write(self.manifests / f"{short}.yaml",
+                     ingress_yaml(short, host, f"{short}-tls") + "---\n"
+                     + secret_yaml(f"{short}-tls", self.fx.crt(cert), self.fx.key(cert)))
+        return t0
+
+
+class Nginx(Impl):
+    name = "nginx"
+
+    def write_config(self, resumption, scale, extra_hosts):
+        d = self.dir
+        (d / "tmp").mkdir(exist_ok=True)
+        (d / "certs").mkdir(exist_ok=True)
+        self.resumption, self.scale, self.extra = resumption, scale, set(extra_hosts)
+        for host, cert in base_hosts():
+            self.install_cert(host.split(".")[0], cert)
+        if scale:
+            for i in range(self.fx.scale_hosts):
+                self.install_cert(f"h{i:05}", f"h{i:05}")
+        self.render()
+
+    def install_cert(self, short, cert):
+        atomic_write(self.dir / "certs" / f"{short}.crt", self.fx.crt(cert))
+        atomic_write(self.dir / "certs" / f"{short}.key", self.fx.key(cert))
+
+    def server(self, host, tls=True):
+        short = host.split(".")[0]
+        proxy = ("    location / {\n      proxy_pass http://backend;\n"
+                 "    }\n")
+        if tls:
+            certs = self.dir / "certs"
+            return (f"  server {{\n    listen 127.0.0.1:443 ssl http2;\n    server_name {host};\n"
+                    f"    ssl_certificate {certs}/{short}.crt;\n    ssl_certificate_key {certs}/{short}.key;\n"
+                    f"{proxy}  }}\n"
+                    f"  server {{\n    listen 127.0.0.1:80;\n    server_name {host};\n"
+                    f"    location / {{ return 308 https://$host$request_uri; }}\n"
+                    f"    location /.well-known/acme-challenge/ {{ proxy_pass http://backend; }}\n  }}\n")
+        return (f"  server {{\n    listen 127.0.0.1:443 ssl http2;\n    server_name {host};\n"
+                f"    ssl_certificate {self.dir}/certs/a.crt;\n    ssl_certificate_key {self.dir}/certs/a.key;\n"
+                f"{proxy}  }}\n")
+
+    def render(self):
+        d = self.dir
+        resume = ("    ssl_session_cache shared:SSL:16m;\n    ssl_session_tickets on;\n" if self.resumption
+                  else "    ssl_session_cache off;\n    ssl_session_tickets off;\n")
+        servers = "".join(self.server(h) for h, _ in base_hosts())
+        servers += "".join(self.server(h, tls=False) for h in sorted(self.extra))
+        if self.scale:
+            servers += "".join(self.server(f"h{i:05}.bench.test") for i in range(self.fx.scale_hosts))
+        conf = f"""# Generated by bench/bench.py from the same fixture as the Portcullis manifests and haproxy.cfg.
+user root;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 8000; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy; fastcgi_temp_path {d}/tmp/fcgi;
+  uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
+  server_names_hash_max_size 32768;
+  server_names_hash_bucket_size 128;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  http2_max_concurrent_streams 128;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_ecdh_curve X25519:prime256v1;
+{resume}
+  upstream backend {{
+    server {BACKEND};
+    keepalive 64;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+  }}
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_set_header Host $host;
+  proxy_set_header X-Forwarded-For $remote_addr;
+  proxy_set_header X-Real-IP $remote_addr;
+  proxy_set_header X-Forwarded-Proto $scheme;
+  proxy_set_header X-Forwarded-Host $host;
+  proxy_set_header X-Forwarded-Port $server_port;
+  proxy_buffering on;
+  server {{
+    listen 127.0.0.1:443 ssl http2 default_server;
+    ssl_certificate {d}/certs/a.crt; ssl_certificate_key {d}/certs/a.key;
+    return 404;
+  }}
+  server {{ listen 127.0.0.1:80 default_server; return 404; }}
+{servers}}}
+"""
+        atomic_write(d / "nginx.conf", conf)
+
+    def launch(self):
+        self.spawn(["nginx", "-c", self.dir / "nginx.conf", "-e", self.dir / "error.log"])
+
+    def reload(self):
+        os.kill(self.proc.pid, signal.SIGHUP)
+
+    def add_host(self, host):
+        self.extra.add(host)
+        self.render()
+        self.reload()
+
+    def remove_host(self, host):
+        self.extra.discard(host)
+        self.render()
+        self.reload()
+
+    def rotate(self, name, cert, host="rot.bench.test"):
+        t0 = time.time_ns()
+        self.install_cert(host.split(".")[0], cert)
+        self.reload()
+        return t0
+
+
+class Haproxy(Impl):
+    name = "haproxy"
+    cert_mode = "api"  # or "reload"
+
+    def write_config(self, resumption, scale, extra_hosts):
+        d = self.dir
+        (d / "certs").mkdir(exist_ok=True)
+        self.resumption, self.scale, self.extra = resumption, scale, set(extra_hosts)
+        lines = []
+        for host, cert in base_hosts():
+            lines.append(self.install_cert(host.split(".")[0], cert) + f" {host}")
+        if scale:
+            for i in range(self.fx.scale_hosts):
+                n = f"h{i:05}"
+                lines.append(self.install_cert(n, n) + f" {n}.bench.test")
+        # The first line is the default certificate (unknown names), like Portcullis' and nginx's.
+        atomic_write(d / "crt-list.txt", "\n".join(lines) + "\n")
+        self.render()
+
+    def install_cert(self, short, cert):
+        path = self.dir / "certs" / f"{short}.pem"
+        atomic_write(path, self.fx.crt(cert) + self.fx.key(cert))
+        return str(path)
+
+    def render(self):
+        d = self.dir
+        hosts = [h for h, _ in base_hosts()] + sorted(self.extra)
+        if self.scale:
+            hosts += [f"h{i:05}.bench.test" for i in range(self.fx.scale_hosts)]
+        atomic_write(d / "hosts.map", "".join(f"{h} be\n" for h in hosts))
+        tickets = "" if self.resumption else " no-tls-tickets"
+        cache = "" if self.resumption else "  tune.ssl.cachesize 0\n"
+        cfg = f"""# Generated by bench/bench.py from the same fixture as the Portcullis manifests and nginx.conf.
+global
+  nbthread 1
+  maxconn 8000
+  pidfile {d}/haproxy.pid
+  stats socket {d}/admin.sock mode 600 level admin expose-fd listeners
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+  ssl-default-bind-curves X25519:P-256
+  tune.ssl.default-dh-param 2048
+{cache}
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+  timeout http-request 10s
+  http-reuse always
+  option http-keep-alive
+
+frontend https
+  bind 127.0.0.1:443 ssl crt-list {d}/crt-list.txt alpn h2,http/1.1{tickets}
+  http-request set-header X-Forwarded-Proto https
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header X-Forwarded-Port 443
+  http-request set-header X-Real-IP %[src]
+  option forwardfor
+  use_backend %[req.hdr(host),lower,word(1,:),map_str({d}/hosts.map,none)] if {{ req.hdr(host),lower,word(1,:),map_str({d}/hosts.map) -m found }}
+  default_backend none
+
+frontend http
+  bind 127.0.0.1:80
+  http-request redirect location https://%[req.hdr(host),word(1,:)]%[capture.req.uri] code 308 if {{ req.hdr(host),lower,word(1,:),map_str({d}/hosts.map) -m found }} !{{ path_beg /.well-known/acme-challenge/ }}
+  default_backend none
+
+backend be
+  server s1 {BACKEND} maxconn 0
+
+backend none
+  http-request return status 404
+"""
+        atomic_write(d / "haproxy.cfg", cfg)
+
+    def launch(self):
+        self.spawn(["haproxy", "-W", "-db", "-f", self.dir / "haproxy.cfg"])
+
+    def reload(self):
+        os.kill(self.proc.pid, signal.SIGUSR2)
+
+    def add_host(self, host):
+        self.extra.add(host)
+        self.render()
+        self.reload()
+
+    def remove_host(self, host):
+        self.extra.discard(host)
+        self.render()
+        self.reload()
+
+    def api(self, command):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect(str(self.dir / "admin.sock"))
+        s.sendall(command.encode())
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+        s.close()
+        return out.decode(errors="replace")
+
+    def rotate(self, name, cert, host="rot.bench.test"):
+        short = host.split(".")[0]
+        path = self.dir / "certs" / f"{short}.pem"
+        pem = self.fx.crt(cert) + self.fx.key(cert)
+        t0 = time.time_ns()
+        if self.cert_mode == "reload":
+            atomic_write(path, pem)
+            self.reload()
+            return t0
+        out = self.api(f"set ssl cert {path} <<\n{pem.strip()}\n\n")
+        out2 = self.api(f"commit ssl cert {path}\n")
+        if "Success" not in out2 and "Committing" not in out2:
+            log(f"haproxy commit: {out.strip()} / {out2.strip()}")
+        atomic_write(path, pem)
+        return t0
+
+
+class HaproxyReload(Haproxy):
+    name = "haproxy-reload"
+    cert_mode = "reload"
+
+
+class TlsOnly(Impl):
+    """The ceiling: nginx answering `return 200` itself over TLS, on the proxy core."""
+    name = "tls-only"
+
+    def write_config(self, resumption, scale, extra_hosts):
+        d = self.dir
+        (d / "tmp").mkdir(exist_ok=True)
+        conf = f"""user root;
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 8000; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy; fastcgi_temp_path {d}/tmp/fcgi;
+  uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_ecdh_curve X25519:prime256v1;
+  server {{
+    listen 127.0.0.1:443 ssl http2;
+    ssl_certificate {self.fx.certs}/a.crt; ssl_certificate_key {self.fx.certs}/a.key;
+    location / {{ return 200 "ok\\n"; }}
+  }}
+}}
+"""
+        atomic_write(d / "nginx.conf", conf)
+
+    def launch(self):
+        self.spawn(["nginx", "-c", self.dir / "nginx.conf", "-e", self.dir / "error.log"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Load generators and their output
+
+
+def parse_duration_us(text):
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", text)
+    if not m:
+        return None
+    v, unit = float(m.group(1)), m.group(2)
+    return v * {"us": 1, "ms": 1e3, "s": 1e6, "m": 60e6}[unit]
+
+
+def wrk(url, duration, conns=32, close=False):
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "10s", "-s", SNI_LUA]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    out = run(cmd + [url], timeout=duration + 60)
+    r = {"tool": "wrk"}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    r["rps"] = float(m.group(1)) if m else 0.0
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+(\S+)", out, re.M)
+        r[f"p{pct}_us"] = parse_duration_us(m.group(1)) if m else None
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    r["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    r["non_2xx_3xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"(\d+) requests in", out)
+    r["requests"] = int(m.group(1)) if m else 0
+    return r
+
+
+def percentile(sorted_vals, p):
+    if not sorted_vals:
+        return None
+    return sorted_vals[min(len(sorted_vals) - 1, int(len(sorted_vals) * p))]
+
+
+def h2load(host, duration, extra, logfile):
+    cmd = ["h2load", "-t1", "-D", str(duration), f"--connect-to=127.0.0.1:443", f"--log-file={logfile}"] + extra
+    out = run(cmd + [f"https://{host}/"], timeout=duration + 60)
+    r = {"tool": "h2load"}
+    m = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out)
+    r["rps"] = float(m.group(2)) if m else 0.0
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", out)
+    if m:
+        r.update(requests=int(m.group(4)), failed=int(m.group(5)), errored=int(m.group(6)), timeout=int(m.group(7)))
+    m = re.search(r"Cipher: (\S+)", out)
+    r["cipher"] = m.group(1) if m else None
+    m = re.search(r"Server Temp Key: (.+)", out)
+    r["kx"] = m.group(1).strip() if m else None
+    m = re.search(r"Application protocol: (\S+)", out)
+    r["alpn"] = m.group(1) if m else None
+    lat = []
+    try:
+        with open(logfile) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3:
+                    lat.append(int(parts[2]))
+        os.unlink(logfile)
+    except OSError:
+        pass
+    lat.sort()
+    r["p50_us"], r["p99_us"] = percentile(lat, 0.5), percentile(lat, 0.99)
+    return r
+
+
+# ----------------------------------------------------------------------------------------------------
+# Scenarios
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.smoke = args.smoke
+        self.work = ROOT / "target" / ("bench-smoke" if args.smoke else "bench")
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.results = []
+        self.d = args.duration
+        self.warm = args.warmup
+        self.fx = Fixture(self.work, args.hosts)
+        self.impls = {c.name: c(self.fx, self.work) for c in (Portcullis, Nginx, Haproxy, HaproxyReload, TlsOnly)}
+        if args.worker_threads:
+            Portcullis.extra_args = ["--worker-threads", str(args.worker_threads)]
+        self.under_test = ["portcullis"] if args.smoke else args.impls.split(",")
+        self.backend = None
+
+    def record(self, scenario, impl, **fields):
+        row = {"scenario": scenario, "impl": impl, **fields}
+        self.results.append(row)
+        brief = {k: v for k, v in row.items() if k in (
+            "rps", "p50_us", "p99_us", "cpu_ms_per_1k", "failed", "dropped_connections", "ms_p50", "ms_max",
+            "pss_mb", "ready_ms", "kb_per_conn", "apply_ms", "socket_errors")}
+        log(f"  {scenario:<22} {impl:<15} {json.dumps(brief)}")
+
+    def start_backend(self):
+        log_f = open(self.work / "backend.log", "ab")
+        self.backend = subprocess.Popen(["taskset", "-c", CLIENT_CPU, TOOLS, "backend", f"addr={BACKEND}"],
+                                        stdout=log_f, stderr=log_f)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", 9000), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("backend did not start")
+
+    def stop_all(self):
+        for impl in self.impls.values():
+            impl.stop()
+        if self.backend:
+            self.backend.terminate()
+            self.backend.wait()
+
+    # -- (a) (b) (c) and (g): per round -----------------------------------------------------------
+
+    def measured(self, impl, fn):
+        """Runs fn() and returns its result plus proxy CPU and core busy figures for the run."""
+        t0, c0 = cpu_ticks(impl.pid), cpu_times()
+        r = fn()
+        t1, c1 = cpu_ticks(impl.pid), cpu_times()
+        busy = busy_between(c0, c1)
+        r["proxy_cpu_s"] = (t1 - t0) / os.sysconf("SC_CLK_TCK")
+        r["proxy_core_busy"] = busy.get("cpu" + PROXY_CPU, {}).get("busy_pct")
+        r["client_core_busy"] = busy.get("cpu" + CLIENT_CPU, {}).get("busy_pct")
+        r["steal_pct"] = max(v["steal_pct"] for v in busy.values())
+        r["bound"] = ("proxy" if (r["proxy_core_busy"] or 0) >= 95 and (r["client_core_busy"] or 0) < 90
+                      else "client" if (r["client_core_busy"] or 0) >= 95 else "neither/both")
+        if r.get("requests"):
+            r["cpu_ms_per_1k"] = round(r["proxy_cpu_s"] * 1e6 / r["requests"], 3)
+        return r
+
+    def throughput_round(self, rnd):
+        d, w = self.d, self.warm
+        rate = self.args.rate
+        for name in random.sample(self.under_test, len(self.under_test)):
+            impl = self.impls[name]
+            impl.start(resumption=True)
+            log(f"round {rnd}: {name} (pid {impl.pid})")
+            wrk("https://a.bench.test/", w)  # warm-up: pools, allocator, page faults
+            self.record("h1-keepalive", name, round=rnd, **self.measured(impl, lambda: wrk("https://a.bench.test/", d)))
+            h2 = ["-c4", "-m16"]
+            h2load("a.bench.test", w, h2, self.work / "h2.tsv")
+            self.record("h2-keepalive", name, round=rnd, **self.measured(
+                impl, lambda: h2load("a.bench.test", d, h2, self.work / "h2.tsv")))
+            h1r = ["--h1", "-c16", f"--rps={max(1, rate // 16)}"]
+            self.record("h1-fixed-rate", name, round=rnd, offered_rps=rate, **self.measured(
+                impl, lambda: h2load("a.bench.test", d, h1r, self.work / "h1r.tsv")))
+            h2r = ["-c4", "-m8", f"--rps={max(1, rate // 4)}"]
+            self.record("h2-fixed-rate", name, round=rnd, offered_rps=rate, **self.measured(
+                impl, lambda: h2load("a.bench.test", d, h2r, self.work / "h2r.tsv")))
+            self.record("redirect", name, round=rnd, **self.measured(
+                impl, lambda: check_redirect() or wrk("http://a.bench.test/p/q?x=1", d)))
+            self.record("handshake-resumed", name, round=rnd, cert="ecdsa-p256", **self.measured(
+                impl, lambda: wrk("https://a.bench.test/", d, close=True)))
+            impl.stop()
+            impl.start(resumption=False)
+            check_resumption("rsa.bench.test", expect_reused=False)
+            self.record("handshake-full", name, round=rnd, cert="rsa-2048", **self.measured(
+                impl, lambda: wrk("https://rsa.bench.test/", d, close=True)))
+            impl.stop()
+        # (g) the limits
+        self.record("limit-backend-direct", "backend", round=rnd, **wrk("http://127.0.0.1:9000/", d))
+        if not self.smoke:
+            impl = self.impls["tls-only"]
+            impl.start()
+            wrk("https://a.bench.test/", w)
+            self.record("limit-tls-only", "tls-only", round=rnd, **self.measured(impl, lambda: wrk("https://a.bench.test/", d)))
+            impl.stop()
+
+    # -- (d) certificate rotation --------------------------------------------------------------------
+
+    def rotation(self):
+        swaps = 3 if self.smoke else 20
+        interval = 1.0
+        impls = list(self.under_test) + (["haproxy-reload"] if "haproxy" in self.under_test else [])
+        for name in impls:
+            impl = self.impls[name]
+            impl.start()
+            wait_tls("rot.bench.test", self.fx.fp["rot-v1"], 30, impl)
+            total = 2.0 + swaps * interval + 2.0
+            out = self.work / f"rot-{name}.json"
+            load = spawn_tool(["load", "sni=rot.bench.test", "conns=32", "rate=3000", "new-rate=100",
+                               f"duration={total}", f"out={out}"])
+            probe = spawn_tool(["probe-watch", "sni=rot.bench.test", f"duration={total}"], stdout=subprocess.PIPE)
+            time.sleep(2.0)
+            swaps_done, peak = [], pss_kb(impl.pid)
+            for i in range(swaps):
+                cert = "rot-v2" if i % 2 == 0 else "rot-v1"
+                t0 = impl.rotate(f"rot.bench.test", cert)
+                swaps_done.append((t0, self.fx.fp[cert]))
+                end = time.time() + interval
+                while time.time() < end:
+                    peak = max(peak, pss_kb(impl.pid))
+                    time.sleep(0.05)
+            probe_out, _ = probe.communicate(timeout=total + 30)
+            load.wait(timeout=total + 30)
+            events = parse_probe(probe_out.decode())
+            delays = swap_delays(swaps_done, events)
+            res = json.loads(out.read_text())
+            ka, nc = res["keepalive"], res["new_connections"]
+            served = [x for x in delays if x is not None]
+            self.record("cert-rotation", name, swaps=swaps, failed=ka["failed"] + nc["failed"],
+                        keepalive_failed=ka["failed"], dropped_connections=ka["dropped_connections"],
+                        new_conn_failed=nc["failed"], new_conn_errors=nc["errors"], requests=ka["sent"] + nc["ok"] + nc["failed"],
+                        ms_p50=statistics.median(served) if served else None, ms_max=max(served) if served else None,
+                        not_served=sum(1 for x in delays if x is None), delays_ms=delays,
+                        probe_errors=sum(1 for _, fp in events if fp.startswith("error")),
+                        peak_pss_mb=round(peak / 1024, 1),
+                        mode={"portcullis": "manifest file rewrite (hot swap)", "nginx": "files + SIGHUP reload",
+                              "haproxy": "runtime API set/commit ssl cert", "haproxy-reload": "file + SIGUSR2 reload (master-worker)"}[name])
+            impl.stop()
+
+    # -- (e) route churn -----------------------------------------------------------------------------
+
+    def churn(self):
+        changes = 4 if self.smoke else 10
+        steady = 3.0 if self.smoke else 10.0
+        for name in self.under_test:
+            impl = self.impls[name]
+            impl.start()
+            total = steady + 2.0 + changes + 2.0
+            out = self.work / f"churn-{name}.json"
+            load = spawn_tool(["load", "sni=a.bench.test", "conns=32", "rate=3000", "new-rate=100",
+                               f"duration={total}", f"out={out}"])
+            start_ns = time.time_ns()
+            time.sleep(steady + 1.0)
+            churn_from = (time.time_ns() - start_ns) / 1e6
+            for i in range(changes):
+                host = "churn.bench.test"
+                if i % 2 == 0:
+                    impl.add_host(host)
+                else:
+                    impl.remove_host(host)
+                time.sleep(1.0)
+            churn_to = (time.time_ns() - start_ns) / 1e6
+            load.wait(timeout=total + 30)
+            res = json.loads(out.read_text())
+            ka, nc = res["keepalive"], res["new_connections"]
+            # Align the load's clock with ours.
+            shift = (int(res["start_unix_ns"]) - start_ns) / 1e6
+
+            def window(lo, hi):
+                lat = sorted(l for t, l in ka["samples"] if lo <= t + shift < hi and l >= 0)
+                fails = sum(1 for t, l in ka["samples"] if lo <= t + shift < hi and l < 0)
+                return percentile(lat, 0.99), fails, len(lat)
+
+            s_p99, s_fail, s_n = window(1000, steady * 1000)
+            c_p99, c_fail, c_n = window(churn_from, churn_to)
+            self.record("route-churn", name, changes=changes, failed=ka["failed"] + nc["failed"],
+                        keepalive_failed=ka["failed"], dropped_connections=ka["dropped_connections"],
+                        new_conn_failed=nc["failed"], new_conn_errors=nc["errors"],
+                        p99_us_steady=s_p99, p99_us_churn=c_p99, failed_steady=s_fail, failed_churn=c_fail,
+                        requests_steady=s_n, requests_churn=c_n,
+                        mode={"portcullis": "manifest file add/remove", "nginx": "config regen + SIGHUP",
+                              "haproxy": "config regen + SIGUSR2 (master-worker)"}[name])
+            if name != "portcullis" and "churn.bench.test" in getattr(impl, "extra", set()):
+                pass
+            impl.stop()
+
+    # -- (f) scale: 10k hosts, idle connections ------------------------------------------------------
+
+    def scale(self):
+        n = self.fx.scale_hosts
+        rng = random.Random(7)
+        sample = sorted(rng.sample(range(n), min(500, n)))
+        if n - 1 not in sample:
+            sample.append(n - 1)
+        changed = f"h{n // 2:05}"
+        for name in self.under_test:
+            impl = self.impls[name]
+            listfile = self.work / "scale-hosts.txt"
+            listfile.write_text("".join(f"h{i:05}.bench.test {self.fx.fp[f'h{i:05}']}\n" for i in sample))
+            impl.write_config(True, True, ())
+            spawn_ns = time.time_ns()
+            impl.launch()
+            out = run([TOOLS, "probe-hosts", f"list={listfile}", f"since-ns={spawn_ns}", "timeout=900",
+                       "parallel=4"], timeout=1000)
+            ready = json.loads(out.strip().splitlines()[-1])
+            time.sleep(2.0)
+            pss = pss_kb(impl.pid)
+            # One certificate changed among n.
+            probe = spawn_tool(["probe-watch", f"sni={changed}.bench.test", "duration=20"], stdout=subprocess.PIPE)
+            time.sleep(1.0)
+            t0 = impl.rotate(changed, f"{changed}-v2", host=f"{changed}.bench.test")
+            peak, end = pss, time.time() + 10
+            while time.time() < end:
+                peak = max(peak, pss_kb(impl.pid))
+                time.sleep(0.02)
+            probe.send_signal(signal.SIGTERM)
+            probe_out, _ = probe.communicate(timeout=30)
+            events = parse_probe(probe_out.decode())
+            apply = swap_delays([(t0, self.fx.fp[f"{changed}-v2"])], events)[0]
+            self.record("scale-hosts", name, hosts=n, ready_ms=round(ready["elapsed_ms"]) if ready["ok"] else None,
+                        pss_mb=round(pss / 1024, 1), apply_ms=apply, peak_pss_during_change_mb=round(peak / 1024, 1),
+                        probe_errors=sum(1 for _, fp in events if fp.startswith("error")),
+                        sampled_hosts=len(sample))
+            impl.stop()
+        # Memory per idle TLS connection (the main configuration).
+        conns = 200 if self.smoke else 2000
+        for name in self.under_test:
+            impl = self.impls[name]
+            impl.start()
+            time.sleep(1.0)
+            before = pss_kb(impl.pid)
+            idle = spawn_tool(["idle", "sni=a.bench.test", f"n={conns}"], stdout=subprocess.PIPE, stdin=subprocess.PIPE)
+            line = idle.stdout.readline().decode().split()
+            time.sleep(2.0)
+            after = pss_kb(impl.pid)
+            idle.stdin.close()
+            idle.wait(timeout=30)
+            ok = int(line[1]) if len(line) > 1 else 0
+            self.record("idle-connections", name, conns=ok, failed=int(line[2]) if len(line) > 2 else None,
+                        pss_before_mb=round(before / 1024, 1), pss_after_mb=round(after / 1024, 1),
+                        kb_per_conn=round((after - before) / ok, 1) if ok else None)
+            impl.stop()
+
+
+def spawn_tool(args, **kw):
+    return subprocess.Popen(["taskset", "-c", CLIENT_CPU, TOOLS] + args, **kw)
+
+
+def parse_probe(text):
+    events = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit():
+            events.append((int(parts[0]), parts[1]))
+    return events
+
+
+def swap_delays(swaps, events):
+    """For each (t0, new fingerprint): ms until a probe handshake first presented it, or None."""
+    out = []
+    for i, (t0, fp) in enumerate(swaps):
+        nxt = swaps[i + 1][0] if i + 1 < len(swaps) else float("inf")
+        # The state at t0 may already be the new one only if the probe saw it earlier (never expected).
+        seen = [t for t, f in events if f == fp and t >= t0 and t < nxt]
+        # The probe prints changes only: the new cert is "seen" at the first change to it after t0.
+        out.append(round((seen[0] - t0) / 1e6, 2) if seen else None)
+    return out
+
+
+def check_redirect():
+    """The same Location from all three (asserted once per run)."""
+    s = socket.create_connection(("127.0.0.1", 80), timeout=5)
+    s.sendall(b"GET /p/q?x=1 HTTP/1.1\r\nHost: a.bench.test\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    head = data.decode(errors="replace")
+    if not head.startswith("HTTP/1.1 308") or "location: https://a.bench.test/p/q?x=1" not in head.lower():
+        raise RuntimeError(f"unexpected redirect: {head[:300]!r}")
+
+
+def check_resumption(host, expect_reused):
+    """openssl s_client twice with a saved session: the second must say New (resumption off)."""
+    with tempfile.TemporaryDirectory() as t:
+        sess = Path(t) / "sess"
+        base = ["openssl", "s_client", "-connect", "127.0.0.1:443", "-servername", host, "-tls1_3"]
+        subprocess.run(base + ["-sess_out", sess], input=b"", capture_output=True, timeout=10)
+        out = subprocess.run(base + ["-sess_in", sess], input=b"", capture_output=True, timeout=10).stdout.decode()
+        reused = "Reused," in out
+        if reused != expect_reused:
+            raise RuntimeError(f"resumption check on {host}: reused={reused}, expected {expect_reused}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reporting
+
+
+def versions():
+    def cmd(c):
+        try:
+            p = subprocess.run(c, capture_output=True, text=True, timeout=10)
+            return (p.stdout + p.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "not installed"
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = open("/proc/meminfo").readline().split()[1]
+    return {
+        "portcullis": subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip(),
+        "nginx": cmd(["nginx", "-v"]),
+        "nginx_openssl": next((l for l in subprocess.run(["nginx", "-V"], capture_output=True, text=True).stderr.splitlines() if "OpenSSL" in l), "?") if shutil.which("nginx") else "not installed",
+        "haproxy": cmd(["haproxy", "-v"]),
+        "openssl": cmd(["openssl", "version"]),
+        "wrk": cmd(["wrk", "-v"]),
+        "h2load": cmd(["h2load", "--version"]),
+        "rustc": cmd(["rustc", "-V"]),
+        "kernel": os.uname().release,
+        "cpu": f"{cpu}, {os.cpu_count()} vCPU, {int(mem) // 1024} MiB",
+    }
+
+
+def med(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return f"{v:,}"
+
+
+def summarize(rows, meta):
+    """Markdown: per-round scenarios as medians with min–max and same-round ratios."""
+    lines = []
+    per_round = [
+        ("h1-keepalive", "HTTPS keep-alive HTTP/1.1, req/s (wrk c=32)", "rps", True),
+        ("h1-keepalive", "  p50 / p99 latency, ms", "lat", False),
+        ("h2-keepalive", "HTTPS keep-alive HTTP/2, req/s (h2load c=4 m=16)", "rps", True),
+        ("h2-keepalive", "  p50 / p99 latency, ms", "lat", False),
+        ("h1-fixed-rate", f"HTTP/1.1 at {meta['rate']} req/s: proxy CPU ms per 1,000 req", "cpu_ms_per_1k", False),
+        ("h1-fixed-rate", "  p50 / p99 latency, ms", "lat", False),
+        ("h2-fixed-rate", f"HTTP/2 at {meta['rate']} req/s: proxy CPU ms per 1,000 req", "cpu_ms_per_1k", False),
+        ("h2-fixed-rate", "  p50 / p99 latency, ms", "lat", False),
+        ("handshake-full", "Full TLS handshakes/s (RSA-2048, no resumption; wrk Connection: close)", "rps", True),
+        ("handshake-resumed", "Resumed TLS handshakes/s (ECDSA, wrk Connection: close)", "rps", True),
+        ("redirect", "HTTP→HTTPS 308 redirects/s (wrk c=32)", "rps", True),
+    ]
+    impls = ["portcullis", "nginx", "haproxy"]
+    lines.append("| scenario | Portcullis | nginx | HAProxy | Portcullis/nginx | Portcullis/HAProxy | bound (P / n / H) |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for scen, label, key, higher in per_round:
+        by = {i: [r for r in rows if r["scenario"] == scen and r["impl"] == i] for i in impls}
+        if key == "lat":
+            cells = []
+            for i in impls:
+                p50, p99 = med([r.get("p50_us") for r in by[i]]), med([r.get("p99_us") for r in by[i]])
+                cells.append(f"{fmt(p50 / 1000 if p50 else None, 2)} / {fmt(p99 / 1000 if p99 else None, 2)}")
+            ratios = []
+            for other in ("nginx", "haproxy"):
+                rs = same_round_ratios(rows, scen, "p99_us", other)
+                ratios.append(ratio_cell(rs, "p99 "))
+            lines.append(f"| {label} | {' | '.join(cells)} | {' | '.join(ratios)} | |")
+            continue
+        cells = []
+        for i in impls:
+            vals = [r.get(key) for r in by[i] if r.get(key) is not None]
+            cells.append(f"{fmt(med(vals), 1 if key == 'cpu_ms_per_1k' else 0)}"
+                         + (f" ({fmt(min(vals), 1 if key == 'cpu_ms_per_1k' else 0)}–{fmt(max(vals), 1 if key == 'cpu_ms_per_1k' else 0)})" if len(vals) > 1 else ""))
+        ratios = [ratio_cell(same_round_ratios(rows, scen, key, other)) for other in ("nginx", "haproxy")]
+        bound = " / ".join(
+            (lambda b: max(set(b), key=b.count) if b else "–")([r.get("bound") for r in by[i] if r.get("bound")])
+            for i in impls)
+        lines.append(f"| {label} | {' | '.join(cells)} | {' | '.join(ratios)} | {bound} |")
+    lim = lambda s: med([r.get("rps") for r in rows if r["scenario"] == s])
+    lines.append("")
+    lines.append(f"Limits (medians): backend hit directly, plain HTTP/1.1 {fmt(lim('limit-backend-direct'))} req/s; "
+                 f"TLS termination alone (nginx `return 200` over TLS on the proxy core) {fmt(lim('limit-tls-only'))} req/s.")
+    return "\n".join(lines)
+
+
+def same_round_ratios(rows, scen, key, other):
+    out = []
+    rounds = sorted({r.get("round") for r in rows if r["scenario"] == scen and r.get("round") is not None})
+    for rnd in rounds:
+        p = [r.get(key) for r in rows if r["scenario"] == scen and r["impl"] == "portcullis" and r.get("round") == rnd]
+        o = [r.get(key) for r in rows if r["scenario"] == scen and r["impl"] == other and r.get("round") == rnd]
+        if p and o and p[0] and o[0]:
+            out.append(p[0] / o[0])
+    return out
+
+
+def ratio_cell(rs, prefix=""):
+    if not rs:
+        return "–"
+    return f"{prefix}{statistics.median(rs):.2f}×" + (f" ({min(rs):.2f}–{max(rs):.2f})" if len(rs) > 1 else "")
+
+
+def summarize_once(rows):
+    lines = ["| scenario | implementation (mode) | result |", "|---|---|---|"]
+    for r in rows:
+        if r["scenario"] == "cert-rotation":
+            lines.append(f"| (d) certificate rotation, {r['swaps']} swaps under load | {r['impl']} ({r['mode']}) | "
+                         f"{r['failed']} failed requests ({r['keepalive_failed']} keep-alive, {r['new_conn_failed']} new-connection), "
+                         f"{r['dropped_connections']} dropped connections; new certificate served after p50 {fmt(r['ms_p50'], 1)} ms, "
+                         f"max {fmt(r['ms_max'], 1)} ms ({r['not_served']} swaps not seen); peak PSS {r['peak_pss_mb']} MB |")
+        elif r["scenario"] == "route-churn":
+            lines.append(f"| (e) route churn, {r['changes']} Ingress changes at 1/s | {r['impl']} ({r['mode']}) | "
+                         f"{r['failed']} failed requests, {r['dropped_connections']} dropped connections; "
+                         f"p99 steady {fmt((r['p99_us_steady'] or 0) / 1000, 2)} ms vs churn {fmt((r['p99_us_churn'] or 0) / 1000, 2)} ms |")
+        elif r["scenario"] == "scale-hosts":
+            lines.append(f"| (f) {r['hosts']:,} hosts × certificates | {r['impl']} | PSS {r['pss_mb']} MB; cold start until "
+                         f"every sampled host serves its certificate {fmt(r['ready_ms'])} ms; one changed certificate live after "
+                         f"{fmt(r['apply_ms'], 1)} ms (peak PSS during the change {r['peak_pss_during_change_mb']} MB) |")
+        elif r["scenario"] == "idle-connections":
+            lines.append(f"| (f) memory per idle TLS connection ({r['conns']} connections) | {r['impl']} | "
+                         f"{fmt(r['kb_per_conn'], 1)} KB ({r['pss_before_mb']} → {r['pss_after_mb']} MB) |")
+    return "\n".join(lines)
+
+
+def write_report(bench, meta, out_dir):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    date = datetime.date.today().isoformat()
+    raw = {"meta": meta, "results": bench.results}
+    (out_dir / f"{date}.json").write_text(json.dumps(raw, indent=1) + "\n")
+    v = meta["versions"]
+    md = [f"# Benchmark results {date}", "",
+          f"Command: `{meta['command']}` ({meta['rounds']} rounds, {meta['duration']} s per measurement after a "
+          f"{meta['warmup']} s warm-up, implementations in random order each round). Raw data: [{date}.json]({date}.json).",
+          "",
+          f"Machine: {v['cpu']}; kernel {v['kernel']}. Portcullis {v['portcullis']} ({v['rustc']}); {v['nginx']} "
+          f"({v['nginx_openssl']}); {v['haproxy']}; {v['openssl']}; {v['wrk']}; {v['h2load']}.",
+          "",
+          f"Background load before each round (busy % of cpu0/cpu1 with nothing of ours running): "
+          + "; ".join(f"round {i + 1}: {b.get('cpu0', {}).get('busy_pct')}/{b.get('cpu1', {}).get('busy_pct')}"
+                      for i, b in enumerate(meta["background"])) + ".",
+          "", "## Per-round scenarios (medians, min–max; ratios computed within each round, then the median)", "",
+          summarize(bench.results, meta), "",
+          "## Once-per-run scenarios", "", summarize_once(bench.results), "",
+          "## Caveats", "",
+          "- One 2-vCPU VM: the proxy under test is pinned to CPU1 with one worker/thread, the load generator and the "
+          "backend share CPU0. A run is marked *proxy*-bound only if CPU1 was ≥ 95 % busy while CPU0 had room; "
+          "*client*-bound runs measure the load generator as much as the proxy. CPU per request at a fixed offered "
+          "rate is the primary efficiency figure.",
+          "- Debian's nginx 1.22 and HAProxy 2.6 link OpenSSL 3.0, which is what Debian users run but not the fastest "
+          "build of either (AWS-LC or a newer OpenSSL would do better). Portcullis uses rustls with aws-lc-rs.",
+          "- wrk resumes TLS sessions on reconnect, so the full-handshake run disables resumption on every server "
+          "(checked with `openssl s_client -sess_in`); h2load never resumes.",
+          "- The backend is a one-thread hyper server (bench/tools) used by all three proxies.",
+          "- Loopback only: absolute numbers do not transfer to real networks; ratios measured in the same round do.",
+          "- nginx models a file-based controller (reload on every change); ingress-nginx would change certificates "
+          "through Lua without a reload. HAProxy is shown with its runtime API and with a reload.",
+          ]
+    if meta.get("notes"):
+        md += ["", "## Notes", ""] + [f"- {n}" for n in meta["notes"]]
+    (out_dir / f"{date}.md").write_text("\n".join(md) + "\n")
+    return out_dir / f"{date}.md"
+
+
+# ----------------------------------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--smoke", action="store_true", help="a few seconds per scenario, Portcullis only")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--rate", type=int, default=5000, help="offered req/s of the fixed-rate runs")
+    ap.add_argument("--hosts", type=int, default=10000, help="hosts of the scale scenario")
+    ap.add_argument("--only", default="throughput,rotation,churn,scale", help="comma-separated scenario groups")
+    ap.add_argument("--impls", default="portcullis,nginx,haproxy", help="implementations compared")
+    ap.add_argument("--worker-threads", type=int, default=0, help="pass --worker-threads to Portcullis")
+    ap.add_argument("--out", default=None, help="results directory (default bench/results, or target/bench-smoke)")
+    ap.add_argument("--note", action="append", default=[], help="a note for the results file")
+    args = ap.parse_args()
+    if args.smoke:
+        args.rounds, args.duration, args.warmup, args.rate, args.hosts = 1, 2, 1, 500, min(args.hosts, 50)
+    if os.geteuid() != 0:
+        sys.exit("bench.py runs as root inside the namespace bench/run creates")
+    bench = Bench(args)
+    meta = {"command": "bench/run " + " ".join(sys.argv[1:]), "rounds": args.rounds, "duration": args.duration,
+            "warmup": args.warmup, "rate": args.rate, "hosts": args.hosts, "versions": versions(),
+            "background": [], "notes": args.note, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    only = set(args.only.split(","))
+    try:
+        bench.start_backend()
+        if "throughput" in only:
+            for rnd in range(1, args.rounds + 1):
+                b = wait_idle(0 if args.smoke else 60)
+                meta["background"].append(b)
+                log(f"round {rnd}: background busy {b}")
+                bench.throughput_round(rnd)
+        if "rotation" in only:
+            bench.rotation()
+        if "churn" in only:
+            bench.churn()
+        if "scale" in only:
+            bench.scale()
+    finally:
+        bench.stop_all()
+    meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    out = Path(args.out) if args.out else (bench.work / "results" if args.smoke else BENCH / "results")
+    path = write_report(bench, meta, out)
+    log(f"wrote {path}")
+    if args.smoke:
+        smoke_check(bench.results, only)
+
+
+def smoke_check(rows, only):
+    """The smoke run asserts that every scenario produced data, never timings."""
+    want = set()
+    if "throughput" in only:
+        want |= {"h1-keepalive", "h2-keepalive", "h1-fixed-rate", "h2-fixed-rate", "redirect", "handshake-resumed",
+                 "handshake-full", "limit-backend-direct"}
+    if "rotation" in only:
+        want.add("cert-rotation")
+    if "churn" in only:
+        want.add("route-churn")
+    if "scale" in only:
+        want |= {"scale-hosts", "idle-connections"}
+    bad = []
+    for s in sorted(want):
+        rs = [r for r in rows if r["scenario"] == s]
+        if not rs:
+            bad.append(f"{s}: no result")
+        elif s in ("cert-rotation",) and any(r["not_served"] == r["swaps"] for r in rs):
+            bad.append(f"{s}: the new certificate was never seen")
+        elif s == "scale-hosts" and any(r["ready_ms"] is None for r in rs):
+            bad.append(f"{s}: hosts never served")
+        elif s not in ("cert-rotation", "route-churn", "scale-hosts", "idle-connections") and not all(
+                (r.get("rps") or 0) > 0 for r in rs):
+            bad.append(f"{s}: zero throughput")
+    if bad:
+        sys.exit("smoke check failed:\n  " + "\n  ".join(bad))
+    print(f"smoke: {len(want)} passed, 0 failed")
+
+
+if __name__ == "__main__":
+    main()
