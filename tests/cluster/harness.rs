@@ -7,15 +7,10 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const NETNS_MARKER: &str = "PORTCULLIS_TEST_NETNS";
@@ -416,87 +411,52 @@ impl Drop for Controller {
     }
 }
 
-/// An HTTP echo server that reports which Service and pod answered, like the conformance echo server.
+/// An echo backend (the conformance echo server's JSON) on `addr`'s IP, reporting `service` and `pod`.
 pub struct Backend {
     pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    _server: crate::support::EchoServer,
 }
 
 impl Backend {
     pub async fn start(addr: SocketAddr, service: &str, pod: &str) -> Result<Backend> {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("bind backend {addr}"))?;
-        let identity = Arc::new((service.to_string(), pod.to_string()));
-        let task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let identity = identity.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |req: Request<hyper::body::Incoming>| {
-                            let identity = identity.clone();
-                            async move {
-                                let body = serde_json::json!({
-                                    "service": identity.0,
-                                    "pod": identity.1,
-                                    "path": req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-                                    "host": req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or(""),
-                                    "method": req.method().as_str(),
-                                });
-                                Ok::<_, std::convert::Infallible>(Response::new(Full::new(
-                                    Bytes::from(body.to_string()),
-                                )))
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await;
-                });
-            }
-        });
-        Ok(Backend { addr, task })
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.task.abort();
+        let identity = crate::support::EchoIdentity {
+            service: service.into(),
+            pod: pod.into(),
+            ..Default::default()
+        };
+        let server = crate::support::EchoServer::start_at(addr, identity).await;
+        Ok(Backend {
+            addr: server.addr(),
+            _server: server,
+        })
     }
 }
 
 /// Plain-HTTP GET with a given Host header; returns status and body.
 pub async fn http_get(addr: SocketAddr, host: &str, path: &str) -> Result<(u16, String)> {
-    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await??;
-    request(TokioIo::new(tcp), host, path).await
-}
-
-async fn request<T>(io: TokioIo<T>, host: &str, path: &str) -> Result<(u16, String)>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-    tokio::spawn(conn);
-    let req = Request::get(path)
-        .header("host", host)
-        .body(Full::new(Bytes::new()))?;
-    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req)).await??;
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    let resp =
+        crate::support::client::try_http_send(addr, crate::support::request("GET", host, path))
+            .await
+            .map_err(anyhow::Error::msg)?;
+    Ok((resp.status.as_u16(), resp.text()))
 }
 
 /// HTTPS GET with SNI and Host `host`; returns status, body and the SHA-256 of the certificate the
 /// server presented (checked by nobody: the tests compare it with what they expect).
 pub async fn https_get(addr: SocketAddr, host: &str, path: &str) -> Result<(u16, String, String)> {
     let (tls, fingerprint) = tls_connect(addr, host).await?;
-    let (status, body) = request(TokioIo::new(tls), host, path).await?;
-    Ok((status, body, fingerprint))
+    let mut sender = crate::support::Sender::http1(tls)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let resp = sender
+        .try_send(crate::support::request("GET", host, path))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok((resp.status.as_u16(), resp.text(), fingerprint))
 }
 
-/// Completes a TLS handshake with SNI `host` and returns the stream and the served certificate's
-/// fingerprint.
+/// Completes a TLS handshake (HTTP/1.1) with SNI `host`; returns the stream and the served
+/// certificate's fingerprint.
 pub async fn tls_connect(
     addr: SocketAddr,
     host: &str,
@@ -504,69 +464,14 @@ pub async fn tls_connect(
     tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
     String,
 )> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
-        .with_no_client_auth();
-    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await??;
-    let name = rustls::pki_types::ServerName::try_from(host.to_string())?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await?;
-    let leaf = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .context("no certificate")?;
-    let fingerprint = fingerprint(leaf.as_ref());
-    Ok((tls, fingerprint))
-}
-
-pub fn fingerprint(der: &[u8]) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-#[derive(Debug)]
-struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &rustls::pki_types::CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &rustls::pki_types::CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    let conn = crate::support::TlsClient::new()
+        .sni(host)
+        .alpn(&["http/1.1"])
+        .connect(addr)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let fingerprint = conn.fingerprint();
+    Ok((conn.stream, fingerprint))
 }
 
 /// A self-signed certificate for `names` as a `kubernetes.io/tls` Secret manifest, and its fingerprint.
@@ -574,7 +479,7 @@ pub fn tls_secret(namespace: &str, name: &str, names: &[&str]) -> (String, Strin
     let ck =
         rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .expect("rcgen");
-    let fp = fingerprint(ck.cert.der());
+    let fp = crate::support::pki::fingerprint(ck.cert.der());
     (
         secret_manifest(
             namespace,

@@ -99,7 +99,12 @@ impl EchoServer {
     /// Starts a backend on `ip` (a cluster suite needs addresses the API server accepts in
     /// EndpointSlices, which excludes loopback).
     pub async fn start_on(ip: IpAddr, identity: EchoIdentity) -> EchoServer {
-        let listener = TcpListener::bind((ip, 0))
+        EchoServer::start_at(SocketAddr::new(ip, 0), identity).await
+    }
+
+    /// Like [`EchoServer::start_on`], on a fixed port (pods of one Service share their port).
+    pub async fn start_at(addr: SocketAddr, identity: EchoIdentity) -> EchoServer {
+        let listener = TcpListener::bind(addr)
             .await
             .expect("bind the echo backend");
         let addr = listener.local_addr().expect("backend address");
