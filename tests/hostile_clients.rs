@@ -806,6 +806,59 @@ async fn request_smuggling_attempts_get_400_and_never_desynchronise_the_backend(
     rig.finish();
 }
 
+#[tokio::test]
+async fn paths_crafted_to_route_one_way_and_be_read_another_are_refused_or_matched_strictly() {
+    let rig = rig(&[]).await;
+    // `/admin` only for 192.0.2.0/24 (so never for this loopback client); everything else public.
+    let admin = IngressBuilder::new(NS, "admin")
+        .annotation("portcullis.io/allowlist-source-range", "192.0.2.0/24")
+        .prefix(Some("paths.test"), "/admin", "app")
+        .build();
+    let public = IngressBuilder::new(NS, "public")
+        .prefix(Some("paths.test"), "/", "app")
+        .build();
+    rig.dir.write("ingress-paths.yaml", &[&admin, &public]);
+    eventually("the paths routes", LIVE, async || {
+        let resp =
+            try_http_send(rig.ctl.addrs.http, request("GET", "paths.test", "/admin")).await?;
+        (resp.status == 403)
+            .then_some(())
+            .ok_or(format!("status {}", resp.status))
+    })
+    .await;
+    for (path, want) in [
+        ("/public", 200),
+        ("//admin", 403),
+        ("/admin//x", 403),
+        ("///admin/", 403),
+        ("/public/../admin", 400),
+        ("/public/%2e%2e/admin", 400),
+        ("/public/%2E./admin", 400),
+        ("/./admin", 400),
+        ("/admin/..", 400),
+        ("/public/..%2fadmin", 200),
+    ] {
+        let mut s = connect(rig.ctl.addrs.http).await;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: paths.test\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("send");
+        let (received, _) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+        assert_eq!(status_of(&received), Some(want), "{path}");
+    }
+    assert!(
+        !rig.echo
+            .seen()
+            .iter()
+            .any(|s| s.path.contains("admin") && !s.path.contains("%2f")),
+        "no admin path reached the backend: {:?}",
+        rig.echo.seen()
+    );
+    rig.finish();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Absurd TLS
 

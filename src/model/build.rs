@@ -346,7 +346,19 @@ impl Builder<'_> {
                         continue;
                     }
                 };
-                let path_str = path.path.as_deref().unwrap_or("/");
+                // As the API server: only ImplementationSpecific may leave the path out.
+                let path_str = match path.path.as_deref().filter(|p| !p.is_empty()) {
+                    Some(p) => p,
+                    None if path.path_type == "ImplementationSpecific" => "/",
+                    None => {
+                        self.problems.push(Problem::object(
+                            object.clone(),
+                            ProblemKind::InvalidRule,
+                            format!("{at}: path is required for pathType {}", path.path_type),
+                        ));
+                        continue;
+                    }
+                };
                 let regex = kind == PathKind::Prefix && annotations.use_regex;
                 let checked = if regex {
                     compile_path_regex(path_str).map(Some)
@@ -700,28 +712,62 @@ impl Builder<'_> {
             .into_iter()
             .flatten()
         {
+            let slice_ref = ObjectRef::from_meta(Kind::EndpointSlice, &slice.metadata);
             if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
+                self.problems.push(Problem::object(
+                    slice_ref,
+                    ProblemKind::InvalidObject,
+                    format!(
+                        "addressType {:?} is not supported (IPv4 or IPv6); its endpoints are not used",
+                        slice.address_type
+                    ),
+                ));
                 continue;
             }
-            let Some(target) = slice
+            let Some(slice_port) = slice
                 .ports
                 .iter()
                 .flatten()
                 .find(|p| p.name.as_deref().unwrap_or("") == port_name)
                 .and_then(|p| p.port)
-                .and_then(|p| u16::try_from(p).ok())
             else {
                 continue;
             };
+            let Some(target) = u16::try_from(slice_port).ok().filter(|p| *p > 0) else {
+                self.problems.push(Problem::object(
+                    slice_ref,
+                    ProblemKind::InvalidObject,
+                    format!("port {slice_port} is not a TCP port; its endpoints are not used"),
+                ));
+                continue;
+            };
+            // One problem per slice however many addresses are bad.
+            let mut bad: Option<(&str, usize)> = None;
             for endpoint in slice.endpoints.iter().flatten() {
                 if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                     continue;
                 }
                 for address in &endpoint.addresses {
-                    if let Ok(ip) = address.parse::<IpAddr>() {
-                        addrs.insert(SocketAddr::new(ip, target), ());
+                    match address.parse::<IpAddr>() {
+                        Ok(ip) => {
+                            addrs.insert(SocketAddr::new(ip, target), ());
+                        }
+                        Err(_) => {
+                            let (_, n) = bad.get_or_insert((address.as_str(), 0));
+                            *n += 1;
+                        }
                     }
                 }
+            }
+            if let Some((first, n)) = bad {
+                self.problems.push(Problem::object(
+                    slice_ref,
+                    ProblemKind::InvalidObject,
+                    format!(
+                        "{n} address(es) are not IP addresses and are skipped (the first: {:?})",
+                        first.chars().take(64).collect::<String>()
+                    ),
+                ));
             }
         }
         addrs.into_keys().collect()

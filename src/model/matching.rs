@@ -74,6 +74,10 @@ impl<T> PathTable<T> {
     }
 
     pub fn lookup(&self, path: &str) -> Option<&T> {
+        // `/admin//x` must not escape the `/admin` rule (and its policy) for the catch-all `/` when the
+        // backend reads it as `/admin/x`: runs of slashes count as one, as nginx's merge_slashes does.
+        let path = merge_slashes(path);
+        let path = path.as_ref();
         if let Some(found) = self.exact.get(path) {
             return Some(found);
         }
@@ -108,6 +112,20 @@ impl<T> PathTable<T> {
             .chain(self.prefix.values())
             .chain(self.regex.iter().map(|(_, v)| v))
     }
+}
+
+/// The path with every run of `/` made one; allocates only when there is such a run.
+pub fn merge_slashes(path: &str) -> Cow<'_, str> {
+    if !path.contains("//") {
+        return Cow::Borrowed(path);
+    }
+    let mut merged = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && merged.ends_with('/')) {
+            merged.push(c);
+        }
+    }
+    Cow::Owned(merged)
 }
 
 /// `/foo/` behaves exactly like `/foo` for prefix matching; `/` stays `/`.
@@ -299,6 +317,20 @@ mod tests {
     }
 
     use PathKind::{Exact, Prefix};
+
+    #[test]
+    fn runs_of_slashes_cannot_escape_a_rule() {
+        let rules = [
+            (PathKind::Prefix, "/"),
+            (PathKind::Prefix, "/admin"),
+            (PathKind::Exact, "/exact/x"),
+        ];
+        check(&rules, "//admin", Some((PathKind::Prefix, "/admin")));
+        check(&rules, "/admin//x", Some((PathKind::Prefix, "/admin")));
+        check(&rules, "/exact//x", Some((PathKind::Exact, "/exact/x")));
+        check(&rules, "//", Some((PathKind::Prefix, "/")));
+        assert_eq!(merge_slashes("/a///b//"), "/a/b/");
+    }
 
     #[test]
     fn prefix_root_matches_all_paths() {

@@ -104,6 +104,13 @@ impl Proxy {
         let client = ClientView::new(conn, req.headers(), &config.settings.trusted_proxies);
         exchange.client(client.ip);
         let host = request_host(&req);
+        if has_dot_segment(req.uri().path()) {
+            // `/public/../admin` would be routed by `/public` and read as `/admin` by the backend.
+            return discard_body(
+                req,
+                response::error(StatusCode::BAD_REQUEST, "the path has . or .. segments"),
+            );
+        }
         let Some(route) = config.routes.lookup(host, req.uri().path()).cloned() else {
             exchange.unmatched(host);
             return discard_body(
@@ -325,6 +332,20 @@ fn rewrite(route: &Route, path: &str, target: &str) -> String {
     out
 }
 
+/// Whether a path has a `.` or `..` segment, also percent-encoded (`%2e`): clients resolve them
+/// before sending (RFC 3986 §5.2.4), so only a request crafted to route one way and be read another
+/// has them.
+fn has_dot_segment(path: &str) -> bool {
+    if !path.contains('.') && !path.contains('%') {
+        return false;
+    }
+    path.split('/').any(|segment| {
+        let lower = segment.to_ascii_lowercase();
+        let dots = lower.replace("%2e", ".");
+        dots == "." || dots == ".."
+    })
+}
+
 /// The request's `Content-Length`, if it has a valid one.
 pub fn content_length<B>(req: &Request<B>) -> Option<u64> {
     req.headers()
@@ -374,6 +395,31 @@ mod tests {
             redirect_host: None,
             path_regex: Some(regex::Regex::new(&format!("(?i)^{pattern}")).unwrap()),
             policy: Arc::new(Policy::new(&Default::default(), &Default::default())),
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_recognised() {
+        for bad in [
+            "/..",
+            "/a/../b",
+            "/./a",
+            "/a/.",
+            "/%2e%2E/x",
+            "/a/%2e",
+            "/.%2e/",
+        ] {
+            assert!(has_dot_segment(bad), "{bad}");
+        }
+        for fine in [
+            "/",
+            "/a.b",
+            "/..a",
+            "/a/...",
+            "/%2e%2e%2e",
+            "/.well-known/x",
+        ] {
+            assert!(!has_dot_segment(fine), "{fine}");
         }
     }
 
