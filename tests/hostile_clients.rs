@@ -1228,3 +1228,126 @@ async fn tls_posture_versions_cipher_suites_and_alpn() {
     }
     rig.finish();
 }
+
+/// Accepts any certificate and keeps the OCSP response the server stapled.
+#[derive(Debug)]
+struct OcspCapture {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    stapled: Mutex<Option<Vec<u8>>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for OcspCapture {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.stapled.lock().expect("stapled") = Some(ocsp_response.to_vec());
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// What the server stapled for `sni` in a handshake of `version`.
+async fn stapled(
+    addr: SocketAddr,
+    sni: &str,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> Vec<u8> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let capture = Arc::new(OcspCapture {
+        provider: provider.clone(),
+        stapled: Mutex::new(None),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(capture.clone())
+        .with_no_client_auth();
+    let tcp = connect(addr).await;
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).expect("name");
+    let _conn = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let stapled = capture.stapled.lock().expect("stapled").clone();
+    stapled.expect("the certificate was verified")
+}
+
+#[tokio::test]
+async fn an_ocsp_response_in_the_secret_is_stapled() {
+    let rig = rig(&[]).await;
+    let cert = TestCert::self_signed(&["ocsp.test"]);
+    // The server staples the bytes as they are; a real response comes from the CA's responder.
+    let response = b"\x30\x03\x0a\x01\x00 stand-in OCSP response".to_vec();
+    let mut secret = manifests::tls_secret(NS, "ocsp-tls", &cert);
+    secret
+        .data
+        .as_mut()
+        .expect("data")
+        .insert("tls.ocsp".into(), k8s_openapi::ByteString(response.clone()));
+    rig.dir.write("secret-ocsp.yaml", &[&secret]);
+    let ing = IngressBuilder::new(NS, "ocsp")
+        .tls(&["ocsp.test"], "ocsp-tls")
+        .route(Some("ocsp.test"), "app")
+        .build();
+    rig.dir.write("ingress-ocsp.yaml", &[&ing]);
+    eventually("the OCSP certificate", LIVE, async || {
+        let conn = TlsClient::new()
+            .sni("ocsp.test")
+            .connect(rig.ctl.addrs.https)
+            .await?;
+        (conn.fingerprint() == cert.fingerprint())
+            .then_some(())
+            .ok_or("not yet".to_string())
+    })
+    .await;
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        assert_eq!(
+            stapled(rig.ctl.addrs.https, "ocsp.test", version).await,
+            response
+        );
+        assert!(
+            stapled(rig.ctl.addrs.https, HOST, version).await.is_empty(),
+            "nothing is stapled for a Secret without tls.ocsp"
+        );
+    }
+    rig.finish();
+}

@@ -16,6 +16,9 @@ use rustls::sign::CertifiedKey;
 use crate::model::NamespacedName;
 
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+/// An optional Secret entry: a DER OCSP response for the leaf, stapled as it is to handshakes of
+/// clients that ask for one. Portcullis neither fetches nor checks it; keep it fresh.
+pub const OCSP_ENTRY: &str = "tls.ocsp";
 
 /// Why a Secret gave no usable certificate. Messages never include key material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,6 +95,16 @@ pub fn load_pem(
     key_pem: &[u8],
     provider: &CryptoProvider,
 ) -> Result<LoadedCert, CertError> {
+    load_pem_with_ocsp(cert_pem, key_pem, None, provider)
+}
+
+/// [`load_pem`], stapling `ocsp` (a DER OCSP response) when given and not empty.
+pub fn load_pem_with_ocsp(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    ocsp: Option<&[u8]>,
+    provider: &CryptoProvider,
+) -> Result<LoadedCert, CertError> {
     let chain = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| CertError::BadCertificatePem(pem_error(&e)))?;
@@ -107,10 +120,11 @@ pub fn load_pem(
         Err(pem::Error::NoItemsFound) => return Err(CertError::NoKey),
         Err(e) => return Err(CertError::BadKeyPem(pem_error(&e))),
     };
-    let certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| match e {
+    let mut certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => CertError::KeyMismatch,
         other => CertError::UnsupportedKey(other.to_string()),
     })?;
+    certified.ocsp = ocsp.filter(|r| !r.is_empty()).map(<[u8]>::to_vec);
     Ok(LoadedCert {
         key: Arc::new(certified),
         dns_names,
@@ -206,11 +220,13 @@ impl CertStore {
 
     pub fn load(&mut self, id: &NamespacedName, secret: &Secret) -> CertLoad {
         let parts = secret_parts(secret);
+        let ocsp = secret_entry(secret, OCSP_ENTRY);
         let content = match &parts {
             Ok((crt, key)) => {
                 let mut h = DefaultHasher::new();
                 crt.hash(&mut h);
                 key.hash(&mut h);
+                ocsp.hash(&mut h);
                 h.finish()
             }
             Err(_) => 0,
@@ -221,7 +237,7 @@ impl CertStore {
             previous => {
                 let last_good = previous.and_then(|e| e.last_good.clone());
                 let current = parts
-                    .and_then(|(crt, key)| load_pem(crt, key, &self.provider))
+                    .and_then(|(crt, key)| load_pem_with_ocsp(crt, key, ocsp, &self.provider))
                     .map(Arc::new);
                 let last_good = current.as_ref().ok().cloned().or(last_good);
                 self.entries.insert(
@@ -251,6 +267,18 @@ impl CertStore {
     pub fn retain(&mut self, live: &HashSet<NamespacedName>) {
         self.entries.retain(|id, _| live.contains(id));
     }
+}
+
+/// One entry of a Secret, `stringData` taking precedence over `data` as in the API server.
+fn secret_entry<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
+    if let Some(v) = secret.string_data.as_ref().and_then(|d| d.get(key)) {
+        return Some(v.as_bytes());
+    }
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| v.0.as_slice())
 }
 
 /// `tls.crt` and `tls.key` of a Secret, `stringData` taking precedence over `data` as in the API server.
