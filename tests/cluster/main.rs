@@ -12,6 +12,7 @@ mod conformance;
 mod conformance_features;
 #[path = "../conformance/world.rs"]
 mod conformance_world;
+mod fault_proxy;
 mod harness;
 mod measure;
 mod scenarios;

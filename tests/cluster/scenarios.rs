@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
@@ -19,6 +19,7 @@ pub const NAMES: &[&str] = &[
     "endpoint_slice_changes_take_effect",
     "every_problem_kind_becomes_one_warning_event",
     "traffic_keeps_flowing_through_api_server_and_etcd_outages",
+    "expired_watches_are_relisted_while_traffic_flows",
 ];
 
 pub async fn run(name: &str, cp: &ControlPlane, slot: u8) -> Result<()> {
@@ -34,6 +35,7 @@ pub async fn run(name: &str, cp: &ControlPlane, slot: u8) -> Result<()> {
         "endpoint_slice_changes_take_effect" => t.endpoint_changes().await,
         "every_problem_kind_becomes_one_warning_event" => t.events().await,
         "traffic_keeps_flowing_through_api_server_and_etcd_outages" => t.api_outage().await,
+        "expired_watches_are_relisted_while_traffic_flows" => t.expired_watches().await,
         other => bail!("unknown scenario {other}"),
     }
 }
@@ -673,6 +675,94 @@ impl Test<'_> {
         .await;
         cp.down();
         result
+    }
+}
+
+impl Test<'_> {
+    async fn expired_watches(&self) -> Result<()> {
+        let (ns, kubeconfig) = self.setup("expiry")?;
+        let backend = Backend::start(self.backend_addr(1), "web", "web-1").await?;
+        self.cp.apply(
+            &[
+                service_with_endpoints(&ns, "web", &[backend.addr]),
+                ingress(&ns, "before", "before.example.com", "web", None),
+            ]
+            .join("---\n"),
+        )?;
+
+        // The controller talks to the API server through a proxy that can expire its watches.
+        let server = self.cp.kubectl(&[
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ])?;
+        let upstream: SocketAddr = server.trim().trim_start_matches("https://").parse()?;
+        let proxy = crate::fault_proxy::FaultProxy::start(
+            SocketAddr::new(self.controller_ip(9), 0),
+            upstream,
+            &std::fs::read(self.cp.dir().join("pki/ca.crt"))?,
+        )
+        .await?;
+        let ca = self.cp.dir().join(format!("{ns}-proxy-ca.crt"));
+        std::fs::write(&ca, &proxy.ca_pem)?;
+        let original = std::fs::read_to_string(&kubeconfig)?;
+        let old_ca = self.cp.dir().join("pki/ca.crt").display().to_string();
+        let through_proxy = original
+            .replace(server.trim(), &format!("https://{}", proxy.addr))
+            .replace(&old_ca, &ca.display().to_string());
+        ensure!(
+            through_proxy != original,
+            "the kubeconfig points at the proxy"
+        );
+        let proxied = self.cp.dir().join(format!("{ns}-proxied.kubeconfig"));
+        std::fs::write(&proxied, through_proxy)?;
+        let controller = self.start(&proxied, &ns, 1, &[]).await?;
+        ensure!(
+            http_get(controller.http(), "before.example.com", "/")
+                .await?
+                .0
+                == 200
+        );
+
+        proxy.expire_watches();
+        self.cp
+            .apply(&ingress(&ns, "after", "after.example.com", "web", None))?;
+        // The unaffected route keeps answering while the watches fail and re-list.
+        keep_serving(
+            controller.http(),
+            "before.example.com",
+            Duration::from_secs(2),
+        )
+        .await?;
+        eventually(
+            "the change made while the watches expired",
+            WAIT,
+            || async {
+                (http_get(controller.http(), "after.example.com", "/")
+                    .await
+                    .ok()?
+                    .0
+                    == 200)
+                    .then_some(())
+            },
+        )
+        .await?;
+        eventually("410 Gone for every watched kind", WAIT, || async {
+            (proxy.gone_sent() >= 5).then_some(())
+        })
+        .await
+        .with_context(|| format!("{} kinds got 410", proxy.gone_sent()))?;
+        let log = std::fs::read_to_string(&controller.log)?;
+        ensure!(log.contains("watch failed"), "the expiry is logged");
+        keep_serving(
+            controller.http(),
+            "before.example.com",
+            Duration::from_millis(500),
+        )
+        .await?;
+        Ok(())
     }
 }
 
