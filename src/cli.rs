@@ -115,6 +115,16 @@ pub struct Args {
     #[arg(long, env = "PORTCULLIS_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// Threads that serve traffic: 0 means one per CPU the process may use (affinity and cgroup quota
+    /// count); with one, the runtime runs on the main thread.
+    #[arg(
+        long,
+        env = "PORTCULLIS_WORKER_THREADS",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub worker_threads: usize,
+
     /// Log format.
     #[arg(long, env = "PORTCULLIS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

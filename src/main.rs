@@ -2,6 +2,9 @@ use clap::Parser;
 use portcullis::cli::{Args, Command, LogFormat, SchemaKind};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     if let Some(Command::Schema { of }) = args.command {
@@ -17,10 +20,7 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::SUCCESS;
     }
     init_logging(&args);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_builder(args.worker_threads).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -37,6 +37,23 @@ fn main() -> std::process::ExitCode {
             tracing::error!("{e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// One worker per CPU the process may use; with a single one (`--worker-threads 1`, or one CPU by
+/// affinity or cgroup quota) a current-thread runtime, which skips the work-stealing machinery that
+/// one worker cannot use.
+fn runtime_builder(worker_threads: usize) -> tokio::runtime::Builder {
+    let workers = match worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
     }
 }
 

@@ -2,7 +2,7 @@
 //! TLS, HTTP/2 over TLS or cleartext), streaming bodies both ways, passing upgrades through.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -291,6 +291,10 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1), plus any the
 /// `Connection` header lists.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names costs less than a lookup for each.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let listed: Vec<HeaderName> = connection_tokens(headers)
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
@@ -311,6 +315,78 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     ] {
         headers.remove(name);
     }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHORIZATION
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// An address as a header value. IPv4 is written by hand: this runs for every request, and
+/// `to_string` through `fmt` costs several times more.
+fn ip_header(ip: IpAddr) -> Result<HeaderValue, UpstreamError> {
+    let value = match ip {
+        IpAddr::V4(v4) => {
+            let mut buf = [0u8; 15];
+            let len = write_ipv4(&mut buf, v4);
+            HeaderValue::from_bytes(&buf[..len])
+        }
+        IpAddr::V6(_) => HeaderValue::from_str(&ip.to_string()),
+    };
+    value.map_err(|e| UpstreamError::BadRequest(e.to_string()))
+}
+
+/// `ip:port` of an endpoint, the authority of the upstream request (written by hand, see
+/// [`ip_header`]).
+fn endpoint_authority(endpoint: SocketAddr) -> Result<Authority, UpstreamError> {
+    let authority = match endpoint {
+        SocketAddr::V4(v4) => {
+            let mut buf = [0u8; 21];
+            let mut len = write_ipv4(&mut buf, *v4.ip());
+            buf[len] = b':';
+            len += 1;
+            len += write_decimal(&mut buf[len..], v4.port());
+            Authority::try_from(&buf[..len])
+        }
+        SocketAddr::V6(_) => Authority::try_from(endpoint.to_string()),
+    };
+    authority.map_err(|e| UpstreamError::BadRequest(e.to_string()))
+}
+
+/// Writes `ip` in dotted-decimal form at the start of `out` (15 bytes at most); returns the length.
+fn write_ipv4(out: &mut [u8], ip: Ipv4Addr) -> usize {
+    let mut len = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out[len] = b'.';
+            len += 1;
+        }
+        len += write_decimal(&mut out[len..], u16::from(octet));
+    }
+    len
+}
+
+/// Writes `n` in decimal at the start of `out` (5 bytes at most); returns the length.
+fn write_decimal(out: &mut [u8], mut n: u16) -> usize {
+    let mut digits = [0u8; 5];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - start;
+    out[..len].copy_from_slice(&digits[start..]);
+    len
 }
 
 /// The request as the backend receives it: origin-form URI on the chosen endpoint, the client's `Host`
@@ -338,8 +414,7 @@ fn upstream_request(
         BackendProtocol::H2c => (UriScheme::HTTP, Version::HTTP_2),
         BackendProtocol::Grpcs => (UriScheme::HTTPS, Version::HTTP_2),
     };
-    let authority = Authority::try_from(f.endpoint.to_string())
-        .map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
+    let authority = endpoint_authority(f.endpoint)?;
     parts.uri = Uri::builder()
         .scheme(scheme)
         .authority(authority)
@@ -374,9 +449,6 @@ fn upstream_request(
         }
         None => {}
     }
-    let ip = |ip: std::net::IpAddr| {
-        HeaderValue::from_str(&ip.to_string()).map_err(|e| UpstreamError::BadRequest(e.to_string()))
-    };
     let client = f.client;
     let xff = match (
         client.trusted_peer,
@@ -386,10 +458,10 @@ fn upstream_request(
             HeaderValue::from_str(&format!("{chain}, {}", f.conn.peer.ip().to_canonical()))
                 .map_err(|e| UpstreamError::BadRequest(e.to_string()))?
         }
-        _ => ip(f.conn.peer.ip().to_canonical())?,
+        _ => ip_header(f.conn.peer.ip().to_canonical())?,
     };
     headers.insert(X_FORWARDED_FOR, xff);
-    headers.insert(X_REAL_IP, ip(client.ip)?);
+    headers.insert(X_REAL_IP, ip_header(client.ip)?);
     headers.insert(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(client.scheme.as_str()),
@@ -465,5 +537,56 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyBackendCert {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.0.42.7",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::5",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_header(ip).unwrap(), ip.to_string().as_str());
+        }
+        for addr in [
+            "127.0.0.1:9000",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "[::1]:8080",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            assert_eq!(endpoint_authority(addr).unwrap().as_str(), addr.to_string());
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_and_others_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        let untouched = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, untouched);
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, untouched);
     }
 }

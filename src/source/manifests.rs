@@ -4,7 +4,8 @@
 //! A file that fails to parse keeps contributing the objects of its last good version, so a half-saved
 //! edit never takes a route down.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,11 +28,43 @@ const DEBOUNCE: Duration = Duration::from_millis(15);
 /// Rescan this often even without notifications (network filesystems, missed events).
 const RESCAN: Duration = Duration::from_secs(2);
 
+/// Deeper flow nesting (`[`, `{`) than this is refused before parsing.
+const MAX_FLOW_DEPTH: usize = 128;
+
+/// Where `text` first nests `[` and `{` deeper than [`MAX_FLOW_DEPTH`], if it does. Quotes and
+/// comments are not considered, so brackets inside strings count too; no real manifest comes close.
+fn too_deep(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, b) in text.bytes().enumerate() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return Some(i);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Parses every YAML document of one file. Objects of other kinds are ignored; a document that cannot
 /// be read as its kind is reported and skipped. `kind: List` is unpacked.
 pub fn parse_documents(text: &str, file: &Arc<str>) -> (Vec<Object>, Vec<Problem>) {
     let mut objects = Vec::new();
     let mut problems = Vec::new();
+    if let Some(at) = too_deep(text) {
+        // The YAML scanner's cost grows with flow depth for every token: 20,000 `[` take seconds.
+        // Nothing nested that deep can be read anyway (serde_yaml's limit is 128 levels).
+        problems.push(Problem::file(
+            file.clone(),
+            ProblemKind::ParseError,
+            format!("more than {MAX_FLOW_DEPTH} nested [ or {{ (byte {at}); not parsed"),
+        ));
+        return (objects, problems);
+    }
     for (n, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         match serde_yaml::Value::deserialize(document) {
             Ok(value) => parse_value(
@@ -173,6 +206,10 @@ impl FileStamp {
 
 /// What one file contributed last time it was read.
 struct FileState {
+    /// The path as problems and duplicate reports name it.
+    display: Arc<str>,
+    /// The last rescan that saw the file; files not seen by the current one are gone.
+    seen: u64,
     /// Changes when the file is replaced or edited; checked before reading the file again.
     stamp: FileStamp,
     content_hash: u64,
@@ -185,7 +222,10 @@ struct FileState {
 /// The files of one directory and the objects they hold.
 pub struct ManifestDir {
     dir: PathBuf,
-    files: BTreeMap<PathBuf, FileState>,
+    /// By file name (all in `dir`), so lookups compare bytes rather than path components: a rescan
+    /// of 10,000 files costs a few milliseconds.
+    files: BTreeMap<OsString, FileState>,
+    scans: u64,
 }
 
 impl ManifestDir {
@@ -193,38 +233,50 @@ impl ManifestDir {
         ManifestDir {
             dir: dir.into(),
             files: BTreeMap::new(),
+            scans: 0,
         }
     }
 
     /// Re-reads files that changed; returns whether anything did.
     pub fn rescan(&mut self) -> std::io::Result<bool> {
-        let mut seen = HashSet::new();
+        self.scans += 1;
+        let scan = self.scans;
         let mut changed = false;
         for entry in std::fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            if !is_manifest(&path) {
+            let entry = entry?;
+            let file_name = entry.file_name();
+            if !is_manifest(Path::new(&file_name)) {
                 continue;
             }
-            // Follow symlinks (ConfigMap volumes link every file through `..data`).
-            let Ok(meta) = std::fs::metadata(&path) else {
+            // Follow symlinks (ConfigMap volumes link every file through `..data`); a plain file is
+            // looked up relative to the open directory, without walking the path again.
+            let meta = match entry.file_type() {
+                Ok(t) if t.is_symlink() => std::fs::metadata(entry.path()),
+                _ => entry.metadata(),
+            };
+            let Ok(meta) = meta else {
                 continue;
             };
             if !meta.is_file() {
                 continue;
             }
-            seen.insert(path.clone());
             let stamp = FileStamp::of(&meta);
-            if self.files.get(&path).is_some_and(|f| f.stamp == stamp) {
-                continue;
+            if let Some(file) = self.files.get_mut(&file_name) {
+                file.seen = scan;
+                if file.stamp == stamp {
+                    continue;
+                }
             }
-            changed |= self.read_file(&path, stamp, meta.len());
+            changed |= self.read_file(file_name, stamp, meta.len());
         }
         let before = self.files.len();
-        self.files.retain(|path, _| seen.contains(path));
+        self.files.retain(|_, file| file.seen == scan);
         Ok(changed || self.files.len() != before)
     }
 
-    fn read_file(&mut self, path: &Path, stamp: FileStamp, len: u64) -> bool {
+    fn read_file(&mut self, file_name: OsString, stamp: FileStamp, len: u64) -> bool {
+        let path = self.dir.join(&file_name);
+        let path = path.as_path();
         let name: Arc<str> = path.display().to_string().into();
         let text = if len > MAX_FILE_BYTES {
             Err(format!(
@@ -242,8 +294,12 @@ impl ManifestDir {
                 let mut h = DefaultHasher::new();
                 text.hash(&mut h);
                 let hash = h.finish();
-                if self.files.get(path).is_some_and(|f| f.content_hash == hash) {
-                    if let Some(f) = self.files.get_mut(path) {
+                if self
+                    .files
+                    .get(&file_name)
+                    .is_some_and(|f| f.content_hash == hash)
+                {
+                    if let Some(f) = self.files.get_mut(&file_name) {
                         f.stamp = stamp;
                     }
                     return false;
@@ -260,14 +316,16 @@ impl ManifestDir {
         };
         let (mut objects, problems) = parsed;
         let mut good = problems.is_empty();
-        if !good && let Some(previous) = self.files.get(path).filter(|f| f.good) {
+        if !good && let Some(previous) = self.files.get(&file_name).filter(|f| f.good) {
             // Keep serving the last good version of this file.
             objects = previous.objects.clone();
             good = true;
         }
         self.files.insert(
-            path.to_path_buf(),
+            file_name,
             FileState {
+                display: name,
+                seen: self.scans,
                 stamp,
                 content_hash,
                 objects,
@@ -282,8 +340,8 @@ impl ManifestDir {
     pub fn snapshot(&self) -> Snapshot {
         let mut snapshot = Snapshot::default();
         let mut origins: HashMap<ObjectRef, Arc<str>> = HashMap::new();
-        for (path, file) in &self.files {
-            let name: Arc<str> = path.display().to_string().into();
+        for file in self.files.values() {
+            let name = &file.display;
             snapshot.problems.extend(file.problems.iter().cloned());
             for object in &file.objects {
                 let id = object.object_ref();
@@ -325,15 +383,17 @@ pub async fn watch_dir(
     use notify::Watcher;
     let (notify_tx, mut notify_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        if event.is_ok_and(|e| is_change(&e.kind)) {
             let _ = notify_tx.send(());
         }
     })?;
     watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
 
-    let mut manifests = ManifestDir::new(&dir);
-    manifests.rescan()?;
-    tx.send_replace(Some(Arc::new(manifests.snapshot())));
+    // Reading the directory is blocking work (10,000 files take a while to read and parse at start):
+    // it runs on the blocking pool, never on a thread that serves traffic.
+    let manifests = Arc::new(std::sync::Mutex::new(ManifestDir::new(&dir)));
+    let first = scan(&manifests, true).await?.unwrap_or_default();
+    tx.send_replace(Some(first));
     tracing::info!(dir = %dir.display(), "reading manifests");
 
     let mut rescan = tokio::time::interval(RESCAN);
@@ -349,16 +409,41 @@ pub async fn watch_dir(
             }
             _ = rescan.tick() => {}
         }
-        match manifests.rescan() {
-            Ok(true) => {
-                tx.send_replace(Some(Arc::new(manifests.snapshot())));
+        match scan(&manifests, false).await {
+            Ok(Some(snapshot)) => {
+                tx.send_replace(Some(snapshot));
             }
-            Ok(false) => {}
+            Ok(None) => {}
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot read manifest directory; keeping the last configuration")
             }
         }
     }
+}
+
+/// Whether an event can mean new content. Opening or reading is not a change: the watch also reports
+/// the directory being opened, and every rescan opens it, so reacting to that would rescan forever.
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(access) => *access == AccessKind::Close(AccessMode::Write),
+        _ => true,
+    }
+}
+
+/// Rescans on the blocking pool; the new snapshot if anything changed (or `always`).
+async fn scan(
+    manifests: &Arc<std::sync::Mutex<ManifestDir>>,
+    always: bool,
+) -> std::io::Result<Option<Arc<Snapshot>>> {
+    let manifests = manifests.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut m = manifests.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = m.rescan()?;
+        Ok((changed || always).then(|| Arc::new(m.snapshot())))
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 #[cfg(test)]
@@ -367,6 +452,23 @@ mod tests {
 
     fn parse(text: &str) -> (Vec<Object>, Vec<Problem>) {
         parse_documents(text, &Arc::from("test.yaml"))
+    }
+
+    #[test]
+    fn opening_and_reading_are_not_changes() {
+        use notify::EventKind;
+        use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+        assert!(!is_change(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(is_change(&EventKind::Create(CreateKind::File)));
+        assert!(is_change(&EventKind::Modify(ModifyKind::Any)));
     }
 
     #[test]
@@ -419,6 +521,19 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].message.contains("apiVersion"));
         assert!(problems[1].message.contains("metadata.name"));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let started = std::time::Instant::now();
+        let (objects, problems) = parse(&deep);
+        assert!(objects.is_empty());
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].message.contains("nested"), "{}", problems[0]);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let fine = format!("a: {}{}\n", "[".repeat(100), "]".repeat(100));
+        assert!(parse(&fine).1.iter().all(|p| !p.message.contains("nested")));
     }
 
     #[test]
