@@ -367,7 +367,7 @@ async fn a_corpus_of_broken_objects_never_costs_a_served_route_or_certificate() 
         put(&dir, name, bytes);
     }
     wait_generation(&ctl, generation + 1).await;
-    // Reading and parsing all of it (4 MiB Secrets, 2,000 levels of nesting) takes a debug build a
+    // Reading and parsing all of it (4 MiB Secrets, 20,000 levels of nesting) takes a debug build a
     // few seconds.
     eventually(
         "the whole corpus at once to be read",
