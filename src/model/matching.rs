@@ -252,7 +252,9 @@ impl<T> RouteTable<T> {
         if let Some(t) = self.exact.get(host) {
             return Some(t);
         }
-        if let Some((_, suffix)) = host.split_once('.')
+        // `*.example.com` covers exactly one label, and an empty one (`.example.com`) is none.
+        if let Some((label, suffix)) = host.split_once('.')
+            && !label.is_empty()
             && let Some(t) = self.wildcard.get(suffix)
         {
             return Some(t);
@@ -317,6 +319,22 @@ mod tests {
     }
 
     use PathKind::{Exact, Prefix};
+
+    #[test]
+    fn a_wildcard_never_covers_an_empty_label() {
+        let mut t: RouteTable<&str> = RouteTable::default();
+        t.insert(
+            &HostKey::from_rule_host(Some("*.example.com")),
+            PathKind::Prefix,
+            "/",
+            "wild",
+        )
+        .unwrap();
+        t.insert(&HostKey::Any, PathKind::Prefix, "/", "any")
+            .unwrap();
+        assert_eq!(t.lookup("a.example.com", "/"), Some(&"wild"));
+        assert_eq!(t.lookup(".example.com", "/"), Some(&"any"));
+    }
 
     #[test]
     fn runs_of_slashes_cannot_escape_a_rule() {

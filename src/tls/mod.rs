@@ -57,6 +57,7 @@ impl CertTable {
         let name = normalize_host(server_name);
         self.exact.get(name.as_ref()).or_else(|| {
             name.split_once('.')
+                .filter(|(label, _)| !label.is_empty())
                 .and_then(|(_, suffix)| self.wildcard.get(suffix))
         })
     }
