@@ -20,13 +20,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-PORTCULLIS = ROOT / "target/release/portcullis"
+PORTCULLIS = Path(os.environ.get("BENCH_PORTCULLIS_BIN", ROOT / "target/release/portcullis"))
 TOOLS = ROOT / "target/bench-tools/release/bench-tools"
 SNI_LUA = BENCH / "sni.lua"
 PROXY_CPU, CLIENT_CPU = "1", "0"
@@ -40,7 +41,8 @@ def log(*a):
 def run(cmd, timeout=None, check=True, cpu=CLIENT_CPU, **kw):
     """Runs a client-side command pinned to the client core; returns stdout."""
     full = ["taskset", "-c", cpu] + [str(c) for c in cmd]
-    p = subprocess.run(full, capture_output=True, text=True, timeout=timeout, **kw)
+    env = dict(os.environ, OPENSSL_CONF=str(BENCH / "openssl-client.cnf"))
+    p = subprocess.run(full, capture_output=True, text=True, timeout=timeout, env=env, **kw)
     if check and p.returncode != 0:
         raise RuntimeError(f"{' '.join(full)} failed ({p.returncode}): {p.stderr[-2000:]}{p.stdout[-2000:]}")
     return p.stdout
@@ -633,7 +635,8 @@ def percentile(sorted_vals, p):
 
 
 def h2load(host, duration, extra, logfile):
-    cmd = ["h2load", "-t1", "-D", str(duration), f"--connect-to=127.0.0.1:443", f"--log-file={logfile}"] + extra
+    cmd = ["h2load", "-t1", "-D", str(duration), "--connect-to=127.0.0.1:443", f"--log-file={logfile}",
+           "--tls13-ciphers=TLS_AES_128_GCM_SHA256"] + extra
     out = run(cmd + [f"https://{host}/"], timeout=duration + 60)
     r = {"tool": "h2load"}
     m = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out)
@@ -877,18 +880,25 @@ class Bench:
             ready = json.loads(out.strip().splitlines()[-1])
             time.sleep(2.0)
             pss = pss_kb(impl.pid)
-            # One certificate changed among n.
-            probe = spawn_tool(["probe-watch", f"sni={changed}.bench.test", "duration=20"], stdout=subprocess.PIPE)
+            # One certificate changed among n: sample PSS until the probe sees it (bounded), then 1 s more.
+            probe = spawn_tool(["probe-watch", f"sni={changed}.bench.test", "duration=150"], stdout=subprocess.PIPE)
+            lines = []
+            reader = threading.Thread(target=lambda: lines.extend(probe.stdout), daemon=True)
+            reader.start()
             time.sleep(1.0)
+            want = self.fx.fp[f"{changed}-v2"]
             t0 = impl.rotate(changed, f"{changed}-v2", host=f"{changed}.bench.test")
-            peak, end = pss, time.time() + 10
-            while time.time() < end:
+            peak, end, seen_at = pss, time.time() + 120, None
+            while time.time() < end and (seen_at is None or time.time() < seen_at + 1.0):
                 peak = max(peak, pss_kb(impl.pid))
+                if seen_at is None and any(want.encode() in l for l in list(lines)):
+                    seen_at = time.time()
                 time.sleep(0.02)
             probe.send_signal(signal.SIGTERM)
-            probe_out, _ = probe.communicate(timeout=30)
-            events = parse_probe(probe_out.decode())
-            apply = swap_delays([(t0, self.fx.fp[f"{changed}-v2"])], events)[0]
+            probe.wait(timeout=30)
+            reader.join(timeout=5)
+            events = parse_probe(b"".join(lines).decode())
+            apply = swap_delays([(t0, want)], events)[0]
             self.record("scale-hosts", name, hosts=n, ready_ms=round(ready["elapsed_ms"]) if ready["ok"] else None,
                         pss_mb=round(pss / 1024, 1), apply_ms=apply, peak_pss_during_change_mb=round(peak / 1024, 1),
                         probe_errors=sum(1 for _, fp in events if fp.startswith("error")),
