@@ -1139,6 +1139,89 @@ async fn http2_streams_beyond_the_concurrency_limit_are_refused() {
     rig.finish();
 }
 
+/// An HTTP/2 connection over TLS that has exchanged SETTINGS, for raw frames.
+async fn raw_h2(addr: SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let conn = TlsClient::new()
+        .sni(HOST)
+        .alpn(&["h2"])
+        .connect(addr)
+        .await
+        .expect("TLS");
+    let mut s = conn.stream;
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("preface");
+    s.write_all(&frame(0x4, 0, 0, &[])).await.expect("SETTINGS");
+    s
+}
+
+/// Writes `bytes` until done, the server closes, or `timeout`; whether the server cut it short.
+async fn write_flood<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8], timeout: Duration) -> bool {
+    let write = async {
+        for chunk in bytes.chunks(16 * 1024) {
+            if s.write_all(chunk).await.is_err() {
+                return true;
+            }
+        }
+        s.flush().await.is_err()
+    };
+    tokio::time::timeout(timeout, write).await.unwrap_or(true)
+}
+
+#[tokio::test]
+async fn http2_control_frame_and_continuation_floods_are_bounded() {
+    let rig = rig(&["idle-timeout: 2s", "max-header-bytes: 16k"]).await;
+    let before = rss_kib(rig.ctl.pid());
+    // 100,000 PINGs and 20,000 SETTINGS from a client that never reads the answers: the server stops
+    // reading when its answers back up, and gives up on the client when they stay stuck.
+    let mut s = raw_h2(rig.ctl.addrs.https).await;
+    let mut flood = Vec::new();
+    for i in 0..100_000u64 {
+        flood.extend(frame(0x6, 0, 0, &i.to_be_bytes()));
+        if i % 5 == 0 {
+            flood.extend(frame(0x4, 0, 0, &[0x00, 0x03, 0x00, 0x00, 0x00, 0x64]));
+        }
+    }
+    let started = Instant::now();
+    let cut = write_flood(&mut s, &flood, Duration::from_secs(15)).await;
+    eprintln!(
+        "control-frame flood: {} bytes, cut short: {cut}, {:?}",
+        flood.len(),
+        started.elapsed()
+    );
+    let during = rss_kib(rig.ctl.pid());
+    rig.assert_serves_others().await;
+    drop(s);
+
+    // A header block that never ends: HEADERS without END_HEADERS, then CONTINUATION frames.
+    let mut s = raw_h2(rig.ctl.addrs.https).await;
+    let mut flood = frame(0x1, 0x0, 1, &get_block(HOST, "/"));
+    // Literal header fields `x: ` repeated, 1,000 bytes a frame.
+    let filler: Vec<u8> = std::iter::repeat_n([0x00u8, 0x01, b'x', 0x00], 250)
+        .flatten()
+        .collect();
+    for _ in 0..10_000 {
+        flood.extend(frame(0x9, 0x0, 1, &filler));
+    }
+    let cut = write_flood(&mut s, &flood, Duration::from_secs(15)).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut answer)).await;
+    eprintln!(
+        "CONTINUATION flood: {} bytes, cut short: {cut}, {} bytes answered",
+        flood.len(),
+        answer.len()
+    );
+    assert!(cut, "the server stopped a 10 MB header block");
+    let after = rss_kib(rig.ctl.pid());
+    eprintln!("RSS before {before} KiB, during the control flood {during} KiB, after {after} KiB");
+    assert!(
+        during.max(after) < before + 32 * 1024,
+        "RSS grew from {before} KiB to {during}/{after} KiB"
+    );
+    rig.assert_serves_others().await;
+    rig.finish();
+}
+
 // ---------------------------------------------------------------------------------------------
 // TLS posture
 
