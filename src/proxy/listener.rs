@@ -176,7 +176,12 @@ impl Accepted {
                 let proxy = proxy.clone();
                 let conn = conn.clone();
                 let in_flight = tracker.request();
-                async move { Ok::<_, Infallible>(in_flight.attach(proxy.handle(&conn, req).await)) }
+                async move {
+                    // Boxed: the request's future is several kilobytes, and hyper moves the service's
+                    // future (for HTTP/2 into a task of its own); a pointer moves cheaply.
+                    let resp = Box::pin(proxy.handle(&conn, req)).await;
+                    Ok::<_, Infallible>(in_flight.attach(resp))
+                }
             })
         };
         let result = match tls {
