@@ -1110,6 +1110,63 @@ def summarize_once(rows):
     return "\n".join(lines)
 
 
+def summarize_goals(rows):
+    """The issue's goals, each with the figure that decides it (medians of same-round ratios)."""
+    def ratio_vs_best(scen, key, higher=True):
+        out = []
+        rounds = sorted({r.get("round") for r in rows if r["scenario"] == scen and r.get("round")})
+        for rnd in rounds:
+            got = {r["impl"]: r.get(key) for r in rows if r["scenario"] == scen and r.get("round") == rnd}
+            others = [v for k, v in got.items() if k in ("nginx", "haproxy") and v]
+            if got.get("portcullis") and others:
+                best = max(others) if higher else min(others)
+                out.append(got["portcullis"] / best)
+        return statistics.median(out) if out else None
+
+    def once(scen, impl, key):
+        return next((r.get(key) for r in rows if r["scenario"] == scen and r["impl"] == impl), None)
+
+    def verdict(ok):
+        return "–" if ok is None else ("**holds**" if ok else "**does not hold**")
+
+    lines = ["| goal | figure | verdict |", "|---|---|---|"]
+    for scen, label in (("h1-keepalive", "HTTP/1.1"), ("h2-keepalive", "HTTP/2")):
+        r = ratio_vs_best(scen, "rps")
+        lines.append(f"| keep-alive req/s {label} ≥ 1.25× the better of nginx/HAProxy | {fmt(r, 2)}× | "
+                     f"{verdict(None if r is None else r >= 1.25)} |")
+        p = ratio_vs_best(scen, "p99_us", higher=False)
+        lines.append(f"| p99 {label} ≤ the better of theirs (saturation) | {fmt(p, 2)}× | "
+                     f"{verdict(None if p is None else p <= 1.0)} |")
+    for scen, label in (("h1-fixed-rate", "HTTP/1.1"), ("h2-fixed-rate", "HTTP/2")):
+        c = statistics.median(same_round_ratios(rows, scen, "cpu_ms_per_1k", "nginx") or [float("nan")])
+        c = None if c != c else c
+        lines.append(f"| CPU per request at a fixed rate ≤ 0.7× nginx ({label}) | {fmt(c, 2)}× | "
+                     f"{verdict(None if c is None else c <= 0.7)} |")
+        p = ratio_vs_best(scen, "p99_us", higher=False)
+        lines.append(f"| p99 {label} at the same fixed rate ≤ the better of theirs | {fmt(p, 2)}× | "
+                     f"{verdict(None if p is None else p <= 1.0)} |")
+    h = ratio_vs_best("handshake-full", "rps")
+    lines.append(f"| full handshakes/s ≥ 1.3× the better of the two | {fmt(h, 2)}× | {verdict(None if h is None else h >= 1.3)} |")
+    c = ratio_vs_best("handshake-full", "cpu_ms_per_1k", higher=False)
+    lines.append(f"| (the same per proxy CPU-second: handshakes per CPU-second vs the better of the two) | "
+                 f"{fmt(1 / c if c else None, 2)}× | {verdict(None if c is None else 1 / c >= 1.3)} |")
+    for scen, label in (("cert-rotation", "rotation"), ("route-churn", "churn")):
+        f, d = once(scen, "portcullis", "failed"), once(scen, "portcullis", "dropped_connections")
+        lines.append(f"| {label}: zero failed requests, zero dropped connections | {f} failed, {d} dropped | "
+                     f"{verdict(None if f is None else f == 0 and d == 0)} |")
+    m = once("cert-rotation", "portcullis", "ms_max")
+    lines.append(f"| new certificate served within 50 ms (max over the swaps) | {fmt(m, 1)} ms | {verdict(None if m is None else m <= 50)} |")
+    pm, nm = once("scale-hosts", "portcullis", "pss_mb"), once("scale-hosts", "nginx", "pss_mb")
+    pr, nr = once("scale-hosts", "portcullis", "ready_ms"), once("scale-hosts", "nginx", "ready_ms")
+    pa = once("scale-hosts", "portcullis", "apply_ms")
+    mr = pm / nm if pm and nm else None
+    cr = pr / nr if pr and nr else None
+    lines.append(f"| 10k hosts: memory ≤ ⅓ of nginx's | {fmt(mr, 2)}× ({fmt(pm, 0)} vs {fmt(nm, 0)} MB) | {verdict(None if mr is None else mr <= 1 / 3)} |")
+    lines.append(f"| 10k hosts: cold start ≤ ⅕ of nginx's | {fmt(cr, 2)}× ({fmt(pr)} vs {fmt(nr)} ms) | {verdict(None if cr is None else cr <= 0.2)} |")
+    lines.append(f"| 10k hosts: one changed certificate live ≤ 100 ms | {fmt(pa, 0)} ms | {verdict(None if pa is None else pa <= 100)} |")
+    return "\n".join(lines)
+
+
 def write_report(bench, meta, out_dir):
     out_dir.mkdir(parents=True, exist_ok=True)
     date = datetime.date.today().isoformat()
@@ -1129,6 +1186,7 @@ def write_report(bench, meta, out_dir):
           "", "## Per-round scenarios (medians, min–max; ratios computed within each round, then the median)", "",
           summarize(bench.results, meta), "",
           "## Once-per-run scenarios", "", summarize_once(bench.results), "",
+          "## Goals (issue 7)", "", summarize_goals(bench.results), "",
           "## Caveats", "",
           "- One 2-vCPU VM: the proxy under test is pinned to CPU1 with one worker/thread, the load generator and the "
           "backend share CPU0. A run is marked *proxy*-bound only if CPU1 was ≥ 95 % busy while CPU0 had room; "
