@@ -717,10 +717,18 @@ class Bench:
 
     def measured(self, impl, fn):
         """Runs fn() and returns its result plus proxy CPU and core busy figures for the run."""
-        t0, c0 = cpu_ticks(impl.pid), cpu_times()
+        hz = os.sysconf("SC_CLK_TCK")
+        ours = lambda: (cpu_ticks(impl.pid) + (cpu_ticks(self.backend.pid) if self.backend else 0)
+                        + round((os.times().children_user + os.times().children_system) * hz))
+        t0, o0, c0 = cpu_ticks(impl.pid), ours(), cpu_times()
         r = fn()
-        t1, c1 = cpu_ticks(impl.pid), cpu_times()
+        t1, o1, c1 = cpu_ticks(impl.pid), ours(), cpu_times()
         busy = busy_between(c0, c1)
+        # CPU used by anything but the proxy, the backend and the load generator (other work on the
+        # machine): a measurement with much of it is not trustworthy.
+        total = sum(c1[c][0] - c0[c][0] for c in c0)
+        busy_ticks = sum((c1[c][0] - c1[c][1]) - (c0[c][0] - c0[c][1]) for c in c0)
+        r["foreign_cpu_pct"] = round(max(0.0, 100.0 * (busy_ticks - (o1 - o0)) / total), 1) if total else None
         r["proxy_cpu_s"] = (t1 - t0) / os.sysconf("SC_CLK_TCK")
         r["proxy_core_busy"] = busy.get("cpu" + PROXY_CPU, {}).get("busy_pct")
         r["client_core_busy"] = busy.get("cpu" + CLIENT_CPU, {}).get("busy_pct")
@@ -1167,6 +1175,13 @@ def summarize_goals(rows):
     return "\n".join(lines)
 
 
+def foreign_summary(rows):
+    vals = [r["foreign_cpu_pct"] for r in rows if r.get("foreign_cpu_pct") is not None]
+    if not vals:
+        return "not measured"
+    return f"median {statistics.median(vals):.1f} %, max {max(vals):.1f} % over {len(vals)} measurements"
+
+
 def write_report(bench, meta, out_dir):
     out_dir.mkdir(parents=True, exist_ok=True)
     date = datetime.date.today().isoformat()
@@ -1183,6 +1198,8 @@ def write_report(bench, meta, out_dir):
           f"Background load before each round (busy % of cpu0/cpu1 with nothing of ours running): "
           + "; ".join(f"round {i + 1}: {b.get('cpu0', {}).get('busy_pct')}/{b.get('cpu1', {}).get('busy_pct')}"
                       for i, b in enumerate(meta["background"])) + ".",
+          "", "CPU used by other work on the machine during the measurements (share of both cores; should be near 0): "
+          + foreign_summary(bench.results) + ".",
           "", "## Per-round scenarios (medians, min–max; ratios computed within each round, then the median)", "",
           summarize(bench.results, meta), "",
           "## Once-per-run scenarios", "", summarize_once(bench.results), "",
