@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Result, bail, ensure};
 use cucumber::World as _;
 use cucumber::writer::Stats as _;
 use futures_util::FutureExt;
@@ -47,6 +47,12 @@ pub async fn run(cp: Arc<ControlPlane>) -> Result<()> {
     let _ = CONTROL_PLANE.set(cp);
     use_driver(ClusterDriver::boxed);
     let files: Vec<PathBuf> = FEATURES.iter().map(|f| feature_dir().join(f)).collect();
+    if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+        bail!(
+            "{} is missing: the conformance features live in ../shared beside the project",
+            missing.display()
+        );
+    }
     let writer = IngressWorld::cucumber::<&str>()
         .with_parser(FeatureFiles)
         .max_concurrent_scenarios(4)
