@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use rustls::client::danger::ServerCertVerifier;
 use support::client::{self, TlsClient, http_send, try_http_send};
 use support::manifests;
 use support::tools;
@@ -1310,24 +1311,26 @@ async fn tls_posture_versions_cipher_suites_and_alpn() {
     rig.finish();
 }
 
-/// Accepts any certificate and keeps the OCSP response the server stapled.
+/// Accepts any certificate, like the library's verifier it wraps, and keeps the OCSP response the
+/// server stapled.
 #[derive(Debug)]
 struct OcspCapture {
-    provider: Arc<rustls::crypto::CryptoProvider>,
+    any: portcullis::tls::AcceptAnyCertificate,
     stapled: Mutex<Option<Vec<u8>>>,
 }
 
-impl rustls::client::danger::ServerCertVerifier for OcspCapture {
+impl ServerCertVerifier for OcspCapture {
     fn verify_server_cert(
         &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
         ocsp_response: &[u8],
-        _: rustls::pki_types::UnixTime,
+        now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
         *self.stapled.lock().expect("stapled") = Some(ocsp_response.to_vec());
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
+        self.any
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
     }
 
     fn verify_tls12_signature(
@@ -1336,12 +1339,7 @@ impl rustls::client::danger::ServerCertVerifier for OcspCapture {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.any.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -1350,18 +1348,11 @@ impl rustls::client::danger::ServerCertVerifier for OcspCapture {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.any.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.any.supported_verify_schemes()
     }
 }
 
@@ -1373,7 +1364,7 @@ async fn stapled(
 ) -> Vec<u8> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let capture = Arc::new(OcspCapture {
-        provider: provider.clone(),
+        any: portcullis::tls::AcceptAnyCertificate(provider.clone()),
         stapled: Mutex::new(None),
     });
     let config = rustls::ClientConfig::builder_with_provider(provider)
