@@ -22,6 +22,7 @@ use super::body::{BodyError, Guarded, body_error};
 use super::client::{
     ClientView, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PORT, X_FORWARDED_PROTO, first_value,
 };
+use super::pool::{Http1Pool, POOL_IDLE_TIMEOUT};
 use super::response::{Body, SERVER};
 use super::tunnels::Tunnels;
 use super::{Connection, request_host};
@@ -30,8 +31,6 @@ use crate::model::annotations::BackendProtocol;
 
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
-/// Idle upstream connections are closed after this long (backends often close at 60-120 s).
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
 /// Why a request could not be forwarded, and so which status the client gets.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +80,8 @@ impl UpstreamError {
 
 type RequestBody = Guarded<Incoming>;
 
-/// One connection pool per protocol and connect timeout.
+/// One hyper-util client per protocol and connect timeout, for the backends [`Http1Pool`] does not
+/// serve (TLS, HTTP/2).
 enum Pool {
     Plain(Client<HttpConnector, RequestBody>),
     Tls(Client<HttpsConnector<HttpConnector>, RequestBody>),
@@ -134,6 +134,9 @@ impl Pool {
 
 /// The client side of the proxy.
 pub struct Upstream {
+    /// Plain HTTP/1.1 backends, the common case.
+    http1: Arc<Http1Pool>,
+    /// Everything else.
     pools: ArcSwap<HashMap<(BackendProtocol, Duration), Arc<Pool>>>,
     tls: rustls::ClientConfig,
     tunnels: Tunnels,
@@ -166,6 +169,7 @@ impl Upstream {
             .with_custom_certificate_verifier(Arc::new(crate::tls::AcceptAnyCertificate(provider)))
             .with_no_client_auth();
         Ok(Upstream {
+            http1: Http1Pool::new(),
             pools: ArcSwap::from_pointee(HashMap::new()),
             tls,
             tunnels,
@@ -198,13 +202,24 @@ impl Upstream {
         );
         let upgrade = (h1 && wants_upgrade(&req)).then(|| hyper::upgrade::on(&mut req));
         let read_timeout = f.policy.read_timeout;
-        let pool = self.pool(f.policy.protocol, f.policy.connect_timeout);
         let upstream_req = upstream_request(&f, req, upgrade.is_some())?;
 
-        let mut resp = match tokio::time::timeout(read_timeout, pool.request(upstream_req)).await {
+        // The read timeout covers connecting too, as it did with hyper-util's client.
+        let exchange = async {
+            if f.policy.protocol == BackendProtocol::Http {
+                self.http1
+                    .send(f.endpoint, f.policy.connect_timeout, upstream_req)
+                    .await
+            } else {
+                let pool = self.pool(f.policy.protocol, f.policy.connect_timeout);
+                pool.request(upstream_req)
+                    .await
+                    .map_err(|e| classify(&e, e.is_connect()))
+            }
+        };
+        let mut resp = match tokio::time::timeout(read_timeout, exchange).await {
             Err(_) => return Err(UpstreamError::ResponseTimeout(read_timeout)),
-            Ok(Err(e)) => return Err(classify(&e)),
-            Ok(Ok(resp)) => resp,
+            Ok(result) => result?,
         };
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -233,7 +248,9 @@ impl Upstream {
     }
 }
 
-fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+/// Maps a failed exchange to the status the client gets. `connect`: the failure happened while
+/// connecting, so the backend never saw the request.
+pub(super) fn classify(e: &(dyn std::error::Error + 'static), connect: bool) -> UpstreamError {
     match body_error(e) {
         Some(BodyError::TooLarge(limit)) => return UpstreamError::BodyTooLarge(limit),
         Some(BodyError::Idle(d)) => return UpstreamError::ClientIdle(d),
@@ -242,7 +259,7 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     // A request body that broke off while being sent (a malformed chunked encoding, a client gone) is
     // a "user" error with the body's error as its cause. The client's fault, not the backend's: 400,
     // never a 502 that blames the backend.
-    let mut source = std::error::Error::source(e);
+    let mut source = Some(e);
     while let Some(s) = source {
         if let Some(h) = s.downcast_ref::<hyper::Error>()
             && h.is_user()
@@ -252,7 +269,7 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
         }
         source = s.source();
     }
-    let mut source = std::error::Error::source(e);
+    let mut source = Some(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut
@@ -265,7 +282,7 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
         Some(s) => format!("{e}: {s}"),
         None => e.to_string(),
     };
-    if e.is_connect() {
+    if connect {
         UpstreamError::Connect(detail)
     } else {
         UpstreamError::Exchange(detail)
@@ -414,13 +431,21 @@ fn upstream_request(
         BackendProtocol::H2c => (UriScheme::HTTP, Version::HTTP_2),
         BackendProtocol::Grpcs => (UriScheme::HTTPS, Version::HTTP_2),
     };
-    let authority = endpoint_authority(f.endpoint)?;
-    parts.uri = Uri::builder()
-        .scheme(scheme)
-        .authority(authority)
-        .path_and_query(path)
-        .build()
-        .map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
+    parts.uri = if f.policy.protocol == BackendProtocol::Http {
+        // `http1::SendRequest` writes the URI as it is: the forms hyper-util's client would write.
+        if parts.method == http::Method::CONNECT {
+            Uri::from(endpoint_authority(f.endpoint)?)
+        } else {
+            Uri::from(path)
+        }
+    } else {
+        Uri::builder()
+            .scheme(scheme)
+            .authority(endpoint_authority(f.endpoint)?)
+            .path_and_query(path)
+            .build()
+            .map_err(|e| UpstreamError::BadRequest(e.to_string()))?
+    };
     parts.version = version;
 
     let headers = &mut parts.headers;

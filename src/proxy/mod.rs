@@ -5,6 +5,7 @@ mod body;
 mod client;
 mod forward;
 pub mod listener;
+mod pool;
 mod response;
 mod timeouts;
 mod tunnels;
