@@ -1115,7 +1115,7 @@ def summarize_once(rows):
         elif r["scenario"] == "idle-connections":
             lines.append(f"| (f) memory per idle TLS connection ({r['conns']} connections) | {r['impl']} | "
                          f"{fmt(r['kb_per_conn'], 1)} KB ({r['pss_before_mb']} → {r['pss_after_mb']} MB) |")
-    return "\n".join(lines)
+    return "\n".join(lines) if len(lines) > 2 else "Not run this time (`--only`)."
 
 
 def summarize_goals(rows):
