@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -67,14 +66,7 @@ async fn rig(limits: &[&str]) -> Rig {
         &["--config", config.to_str().expect("UTF-8 path")],
     )
     .await;
-    eventually("the app route to be live", LIVE, async || {
-        let resp = try_http_send(ctl.addrs.http, request("GET", HOST, "/")).await?;
-        match resp.status {
-            StatusCode::OK => Ok(()),
-            s => Err(format!("status {s}")),
-        }
-    })
-    .await;
+    wait_for_status(ctl.addrs.http, HOST, "/", 200, LIVE).await;
     Rig {
         dir,
         echo,
@@ -476,17 +468,8 @@ async fn connections_beyond_max_connections_wait_in_the_backlog_and_memory_stays
     );
     drop(flood);
     drop(held);
-    eventually(
-        "normal service after the flood",
-        Duration::from_secs(10),
-        async || {
-            let resp = try_http_send(rig.ctl.addrs.http, request("GET", HOST, "/")).await?;
-            (resp.status == 200)
-                .then_some(())
-                .ok_or(format!("status {}", resp.status))
-        },
-    )
-    .await;
+    // Normal service after the flood.
+    wait_for_status(rig.ctl.addrs.http, HOST, "/", 200, Duration::from_secs(10)).await;
     rig.finish();
 }
 
@@ -614,14 +597,7 @@ async fn request_smuggling_attempts_get_400_and_never_desynchronise_the_backend(
         .route(Some("smuggle.test"), "raw")
         .build();
     rig.dir.write("ingress-raw.yaml", &[&ing]);
-    eventually("the raw route", LIVE, async || {
-        let resp =
-            try_http_send(rig.ctl.addrs.http, request("GET", "smuggle.test", "/ready")).await?;
-        (resp.status == 200)
-            .then_some(())
-            .ok_or(format!("status {}", resp.status))
-    })
-    .await;
+    wait_for_status(rig.ctl.addrs.http, "smuggle.test", "/ready", 200, LIVE).await;
 
     let smuggled = "GET /smuggled HTTP/1.1\r\nHost: smuggle.test\r\n\r\n";
     let h = "Host: smuggle.test\r\n";
@@ -819,14 +795,7 @@ async fn paths_crafted_to_route_one_way_and_be_read_another_are_refused_or_match
         .prefix(Some("paths.test"), "/", "app")
         .build();
     rig.dir.write("ingress-paths.yaml", &[&admin, &public]);
-    eventually("the paths routes", LIVE, async || {
-        let resp =
-            try_http_send(rig.ctl.addrs.http, request("GET", "paths.test", "/admin")).await?;
-        (resp.status == 403)
-            .then_some(())
-            .ok_or(format!("status {}", resp.status))
-    })
-    .await;
+    wait_for_status(rig.ctl.addrs.http, "paths.test", "/admin", 403, LIVE).await;
     for (path, want) in [
         ("/public", 200),
         ("//admin", 403),
@@ -1019,6 +988,17 @@ async fn http2_rapid_reset_is_cut_off_and_reaches_few_backends() {
     );
     rig.assert_serves_others().await;
     rig.finish();
+}
+
+/// Waits until a plain-HTTP `GET host path` is answered with `status`.
+async fn wait_for_status(addr: SocketAddr, host: &str, path: &str, status: u16, timeout: Duration) {
+    eventually(&format!("{status} for {host}{path}"), timeout, async || {
+        let resp = try_http_send(addr, request("GET", host, path)).await?;
+        (resp.status == status)
+            .then_some(())
+            .ok_or(format!("status {}", resp.status))
+    })
+    .await;
 }
 
 /// An HTTP/2 frame.
