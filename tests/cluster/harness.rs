@@ -254,10 +254,8 @@ impl ControlPlane {
         self.service_account_kubeconfig(namespace, &account)
     }
 
-    /// A kubeconfig that authenticates with a token (TokenRequest) of a ServiceAccount.
-    pub fn service_account_kubeconfig(&self, namespace: &str, account: &str) -> Result<PathBuf> {
-        let token =
-            self.kubectl(&["-n", namespace, "create", "token", account, "--duration=2h"])?;
+    /// The API server's URL, as the admin kubeconfig names it.
+    pub fn server(&self) -> Result<String> {
         let server = self.kubectl(&[
             "config",
             "view",
@@ -265,6 +263,14 @@ impl ControlPlane {
             "-o",
             "jsonpath={.clusters[0].cluster.server}",
         ])?;
+        Ok(server.trim().to_string())
+    }
+
+    /// A kubeconfig that authenticates with a token (TokenRequest) of a ServiceAccount.
+    pub fn service_account_kubeconfig(&self, namespace: &str, account: &str) -> Result<PathBuf> {
+        let token =
+            self.kubectl(&["-n", namespace, "create", "token", account, "--duration=2h"])?;
+        let server = self.server()?;
         let ca = self.dir.join("pki/ca.crt");
         let kubeconfig = self.dir.join(format!("{namespace}-{account}.kubeconfig"));
         std::fs::write(

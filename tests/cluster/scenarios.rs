@@ -691,14 +691,8 @@ impl Test<'_> {
         )?;
 
         // The controller talks to the API server through a proxy that can expire its watches.
-        let server = self.cp.kubectl(&[
-            "config",
-            "view",
-            "--minify",
-            "-o",
-            "jsonpath={.clusters[0].cluster.server}",
-        ])?;
-        let upstream: SocketAddr = server.trim().trim_start_matches("https://").parse()?;
+        let server = self.cp.server()?;
+        let upstream: SocketAddr = server.trim_start_matches("https://").parse()?;
         let proxy = crate::fault_proxy::FaultProxy::start(
             SocketAddr::new(self.controller_ip(9), 0),
             upstream,
