@@ -337,14 +337,22 @@ fn rewrite(route: &Route, path: &str, target: &str) -> String {
 /// before sending (RFC 3986 §5.2.4), so only a request crafted to route one way and be read another
 /// has them.
 fn has_dot_segment(path: &str) -> bool {
-    if !path.contains('.') && !path.contains('%') {
-        return false;
+    path.split('/').any(is_dot_segment)
+}
+
+/// `.` or `..`, each dot literal or `%2e`; checked byte by byte because it runs for every request.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => tail,
+            _ => return false,
+        };
+        dots += 1;
     }
-    path.split('/').any(|segment| {
-        let lower = segment.to_ascii_lowercase();
-        let dots = lower.replace("%2e", ".");
-        dots == "." || dots == ".."
-    })
+    dots == 1 || dots == 2
 }
 
 /// The request's `Content-Length`, if it has a valid one.
@@ -418,6 +426,9 @@ mod tests {
             "/..a",
             "/a/...",
             "/%2e%2e%2e",
+            "/.%2",
+            "/%",
+            "/%2f",
             "/.well-known/x",
         ] {
             assert!(!has_dot_segment(fine), "{fine}");
