@@ -287,17 +287,7 @@ fn secret_parts(secret: &Secret) -> Result<(&[u8], &[u8]), CertError> {
     if ty != TLS_SECRET_TYPE {
         return Err(CertError::WrongType(ty.to_string()));
     }
-    let get = |key: &'static str| -> Result<&[u8], CertError> {
-        if let Some(v) = secret.string_data.as_ref().and_then(|d| d.get(key)) {
-            return Ok(v.as_bytes());
-        }
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|v| v.0.as_slice())
-            .ok_or(CertError::MissingEntry(key))
-    };
+    let get = |key: &'static str| secret_entry(secret, key).ok_or(CertError::MissingEntry(key));
     Ok((get("tls.crt")?, get("tls.key")?))
 }
 
