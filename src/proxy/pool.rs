@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use http::{HeaderMap, Request, Response, StatusCode, Version, header};
+use http::{HeaderMap, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -32,7 +32,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::Guarded;
-use super::forward::{UpstreamError, classify};
+use super::forward::{UpstreamError, classify, connection_tokens};
 
 type RequestBody = Guarded<Incoming>;
 
@@ -255,14 +255,7 @@ async fn sweep(pool: Weak<Http1Pool>) {
 /// §9.3): HTTP/1.1 unless it says `close`, HTTP/1.0 only if it says `keep-alive`. hyper closes such
 /// connections itself; checking here spares a waiting task.
 fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let says = |token: &str| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
+    let says = |token: &str| connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(token));
     match version {
         Version::HTTP_11 => !says("close"),
         Version::HTTP_10 => says("keep-alive"),
@@ -274,6 +267,7 @@ fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use http::header;
     use http_body_util::{BodyExt, Full};
     use hyper::service::service_fn;
     use std::convert::Infallible;
