@@ -30,7 +30,7 @@ impl RequestFacts {
             peer,
             client: peer.ip().to_canonical(),
             method: req.method().clone(),
-            host: crate::proxy::request_host(req).to_string(),
+            host: crate::vocab::request::request_host(req).to_string(),
             path: req.uri().path().to_string(),
             version: req.version(),
         }

@@ -19,3 +19,4 @@ pub mod settings;
 pub mod source;
 pub mod status;
 pub mod tls;
+pub mod vocab;

@@ -18,11 +18,12 @@ use crate::leader::LeaderElection;
 use crate::metrics::Metrics;
 use crate::model::{BuildOptions, Config, ConfigHandle, Problem, Snapshot, build};
 use crate::proxy::listener::{self, Listener};
+use crate::proxy::termination::{self, SniResolver};
 use crate::proxy::{Proxy, Tunnels, Upstream};
 use crate::settings::Settings;
 use crate::source::{cluster, manifests};
 use crate::status::{PublishAddress, StatusWriter};
-use crate::tls::{self, CertStore, CertTable, SniResolver};
+use crate::tls::{self, CertStore, CertTable};
 
 /// Coalesces bursts of object changes into one build.
 const BUILD_DEBOUNCE: Duration = Duration::from_millis(10);
@@ -65,7 +66,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         (https.local_addr()?, http.local_addr()?, admin.local_addr()?);
 
     let resolver = Arc::new(SniResolver::new(config.clone()));
-    let server_config = Arc::new(ArcSwap::from_pointee(tls::server_config(
+    let server_config = Arc::new(ArcSwap::from_pointee(termination::server_config(
         provider.clone(),
         resolver.clone(),
         &settings.tls,
@@ -327,7 +328,7 @@ impl Publisher {
             };
             let current_settings = settings.borrow_and_update().clone();
             if current_settings.tls != tls_settings {
-                match tls::server_config(
+                match termination::server_config(
                     self.tls.provider.clone(),
                     self.tls.resolver.clone(),
                     &current_settings.tls,

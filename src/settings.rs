@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::model::NamespacedName;
+use crate::vocab::NamespacedName;
 
 /// Everything `--config` can set.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
@@ -241,7 +241,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
             d,
             "a duration like 500ms, 30s or 2m, or a number of seconds",
             |s| HumanDuration(Duration::from_secs(s)),
-            |t| crate::cli::parse_duration(t).map(HumanDuration),
+            |t| crate::vocab::parse_duration(t).map(HumanDuration),
         )
     }
 }

@@ -6,7 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::model::matching::{HostKey, PathKind, RouteTable, host_covered_by, normalize_host};
+use portcullis::model::matching::{HostKey, PathKind, RouteTable};
+use portcullis::vocab::hosts::{host_covered_by, normalize_host};
 use portcullis::model::validation::{check_host, check_path};
 
 struct Rule {

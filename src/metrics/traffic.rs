@@ -46,9 +46,9 @@ use hyper::body::{Body, Frame, SizeHint};
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
 
 use crate::access_log::{self, RequestFacts};
-use crate::model::matching::normalize_host;
 use crate::model::{Backend, Config, Route};
-use crate::proxy::content_length;
+use crate::vocab::hosts::normalize_host;
+use crate::vocab::request::content_length;
 
 /// Labels of the size and upstream histograms: the route.
 pub const ROUTE_LABELS: [&str; 4] = ["namespace", "ingress", "service", "host"];

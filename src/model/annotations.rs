@@ -270,7 +270,7 @@ impl Reader<'_> {
     /// ingress-nginx writes timeouts as whole seconds; `500ms`, `30s`, `2m` work too.
     fn duration(&mut self, name: &str) -> Option<Duration> {
         self.parse(name, |v| {
-            let d = crate::cli::parse_duration(v)?;
+            let d = crate::vocab::parse_duration(v)?;
             if d.is_zero() {
                 Err("must be greater than zero".into())
             } else {

@@ -10,7 +10,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use rustls::sign::CertifiedKey;
 
 use super::annotations::{self, AnnotationError};
-use super::matching::{HostKey, PathKind, RouteTable, host_covered_by};
+use super::matching::{HostKey, PathKind, RouteTable};
 use super::validation::{check_host, check_path};
 use super::{
     Backend, CertificateInfo, Config, Kind, NamespacedName, ObjectRef, Policy, Problem,
@@ -18,6 +18,7 @@ use super::{
 };
 use crate::settings::Settings;
 use crate::tls::{CertStore, CertTable, LoadedCert};
+use crate::vocab::hosts::host_covered_by;
 
 /// The IngressClass `spec.controller` value that names Portcullis.
 pub const CONTROLLER_NAME: &str = "portcullis.io/ingress-controller";

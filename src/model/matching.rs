@@ -10,6 +10,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
+use crate::vocab::hosts::normalize_host;
+
 /// How a rule's path is compared with the request path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PathKind {
@@ -260,41 +262,6 @@ impl<T> RouteTable<T> {
             return Some(t);
         }
         (!self.any.is_empty()).then_some(&self.any)
-    }
-}
-
-/// Lower-cases a request host and strips a `:port` and a trailing dot; allocates only when needed.
-pub fn normalize_host(host: &str) -> Cow<'_, str> {
-    let without_port = strip_port(host);
-    let trimmed = without_port.strip_suffix('.').unwrap_or(without_port);
-    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(trimmed.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(trimmed)
-    }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        // [v6]:port
-        return match host.find(']') {
-            Some(end) => &host[..=end],
-            None => host,
-        };
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    }
-}
-
-/// Whether `name` is covered by `pattern`, a certificate or TLS-section name that may be `*.suffix`.
-pub fn host_covered_by(name: &str, pattern: &str) -> bool {
-    match pattern.strip_prefix("*.") {
-        Some(suffix) => name
-            .split_once('.')
-            .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
-        None => name == pattern,
     }
 }
 
@@ -555,19 +522,5 @@ mod tests {
             "regex paths ignore case, as in ingress-nginx"
         );
         assert_eq!(t.lookup("/apix").map(String::as_str), None);
-    }
-
-    #[test]
-    fn ipv6_host_port_is_stripped() {
-        assert_eq!(normalize_host("[::1]:8443"), "[::1]");
-        assert_eq!(normalize_host("[::1]"), "[::1]");
-    }
-
-    #[test]
-    fn certificate_wildcards_cover_one_label() {
-        assert!(host_covered_by("a.foo.com", "*.foo.com"));
-        assert!(!host_covered_by("a.b.foo.com", "*.foo.com"));
-        assert!(!host_covered_by("foo.com", "*.foo.com"));
-        assert!(host_covered_by("foo.com", "foo.com"));
     }
 }

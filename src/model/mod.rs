@@ -19,11 +19,12 @@ use arc_swap::ArcSwap;
 
 pub use build::{BuildOptions, build};
 pub use matching::{PathKind, RouteTable};
-pub use objects::{Kind, NamespacedName, Object, ObjectRef, Snapshot};
+pub use objects::{Kind, Object, ObjectRef, Snapshot};
 pub use policy::{Policy, UpstreamPolicy};
 
 use crate::settings::Settings;
 use crate::tls::CertTable;
+pub use crate::vocab::NamespacedName;
 
 /// The live configuration, swapped atomically as a whole; readers `load()` it without locking.
 pub type ConfigHandle = Arc<ArcSwap<Config>>;

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use http::HeaderMap;
 use http::header::HeaderName;
 
-use super::{Connection, Scheme};
+use super::connection::{Connection, Scheme};
 use crate::settings::Cidr;
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

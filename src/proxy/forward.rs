@@ -18,65 +18,21 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::body::{BodyError, Guarded, body_error};
+use super::body::Guarded;
 use super::client::{
     ClientView, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PORT, X_FORWARDED_PROTO, first_value,
 };
+use super::connection::Connection;
 use super::pool::{Http1Pool, POOL_IDLE_TIMEOUT};
 use super::response::{Body, SERVER};
 use super::tunnels::Tunnels;
-use super::{Connection, request_host};
+use super::upstream_error::{UpstreamError, classify};
 use crate::model::UpstreamPolicy;
 use crate::model::annotations::BackendProtocol;
+use crate::vocab::request::{connection_tokens, request_host};
 
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
-
-/// Why a request could not be forwarded, and so which status the client gets.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("cannot connect to the endpoint: {0}")]
-    Connect(String),
-    #[error("connecting to the endpoint timed out")]
-    ConnectTimeout,
-    #[error("the endpoint did not answer within {0:?}")]
-    ResponseTimeout(Duration),
-    #[error("the endpoint broke the exchange: {0}")]
-    Exchange(String),
-    #[error("the request body is larger than {0} bytes")]
-    BodyTooLarge(u64),
-    #[error("the client stopped sending the request body for {0:?}")]
-    ClientIdle(Duration),
-    #[error("the request cannot be forwarded: {0}")]
-    BadRequest(String),
-}
-
-impl UpstreamError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            UpstreamError::Connect(_) | UpstreamError::Exchange(_) => StatusCode::BAD_GATEWAY,
-            UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout(_) => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
-            UpstreamError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            UpstreamError::ClientIdle(_) => StatusCode::REQUEST_TIMEOUT,
-            UpstreamError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        }
-    }
-
-    /// What the client is told: the kind of failure, never internal addresses.
-    pub fn public_message(&self) -> &'static str {
-        match self {
-            UpstreamError::Connect(_) => "cannot connect to the backend",
-            UpstreamError::ConnectTimeout => "timed out connecting to the backend",
-            UpstreamError::ResponseTimeout(_) => "the backend did not answer in time",
-            UpstreamError::Exchange(_) => "the backend closed the connection unexpectedly",
-            UpstreamError::BodyTooLarge(_) => "the request body is too large",
-            UpstreamError::ClientIdle(_) => "the request body did not arrive in time",
-            UpstreamError::BadRequest(_) => "the request cannot be forwarded",
-        }
-    }
-}
 
 type RequestBody = Guarded<Incoming>;
 
@@ -248,61 +204,11 @@ impl Upstream {
     }
 }
 
-/// Maps a failed exchange to the status the client gets. `connect`: the failure happened while
-/// connecting, so the backend never saw the request.
-pub(super) fn classify(e: &(dyn std::error::Error + 'static), connect: bool) -> UpstreamError {
-    match body_error(e) {
-        Some(BodyError::TooLarge(limit)) => return UpstreamError::BodyTooLarge(limit),
-        Some(BodyError::Idle(d)) => return UpstreamError::ClientIdle(d),
-        None => {}
-    }
-    // A request body that broke off while being sent (a malformed chunked encoding, a client gone) is
-    // a "user" error with the body's error as its cause. The client's fault, not the backend's: 400,
-    // never a 502 that blames the backend.
-    let mut source = Some(e);
-    while let Some(s) = source {
-        if let Some(h) = s.downcast_ref::<hyper::Error>()
-            && h.is_user()
-            && std::error::Error::source(h).is_some()
-        {
-            return UpstreamError::BadRequest(h.to_string());
-        }
-        source = s.source();
-    }
-    let mut source = Some(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return UpstreamError::ConnectTimeout;
-        }
-        source = s.source();
-    }
-    let detail = match std::error::Error::source(e) {
-        Some(s) => format!("{e}: {s}"),
-        None => e.to_string(),
-    };
-    if connect {
-        UpstreamError::Connect(detail)
-    } else {
-        UpstreamError::Exchange(detail)
-    }
-}
-
 /// HTTP/1.1 `Connection: upgrade` plus an `Upgrade` header.
 fn wants_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
         && connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"))
-}
-
-pub(super) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
 }
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1), plus any the

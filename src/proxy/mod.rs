@@ -3,14 +3,16 @@
 
 mod body;
 mod client;
+mod connection;
 mod forward;
 pub mod listener;
 mod pool;
 mod response;
+pub mod termination;
 mod timeouts;
 mod tunnels;
+mod upstream_error;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode, header};
@@ -18,37 +20,15 @@ use hyper::body::Incoming;
 
 use crate::metrics::{Exchange, Measured, Metrics};
 use crate::model::annotations::SourceRange;
-use crate::model::matching::normalize_host;
 use crate::model::{ConfigHandle, Policy, Route};
+use crate::vocab::hosts::normalize_host;
+use crate::vocab::request::{content_length, request_host};
 pub use client::ClientView;
+pub use connection::{Connection, Scheme};
 use forward::Forward;
 pub use forward::Upstream;
 pub use response::Body;
 pub use tunnels::Tunnels;
-
-/// Which listener a request came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    Http,
-    Https,
-}
-
-impl Scheme {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        }
-    }
-}
-
-/// Facts about one client connection, shared by all its requests.
-#[derive(Debug, Clone)]
-pub struct Connection {
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
-    pub scheme: Scheme,
-}
 
 /// ACME HTTP-01 challenges must reach the solver over plain HTTP, so they are never redirected.
 const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -355,34 +335,11 @@ fn is_dot_segment(segment: &str) -> bool {
     dots == 1 || dots == 2
 }
 
-/// The request's `Content-Length`, if it has a valid one.
-pub fn content_length<B>(req: &Request<B>) -> Option<u64> {
-    req.headers()
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-}
-
 fn path_and_query<B>(req: &Request<B>) -> &str {
     req.uri()
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/")
-}
-
-/// The host a request is for: `:authority` (HTTP/2, absolute-form) or the `Host` header.
-pub fn request_host<B>(req: &Request<B>) -> &str {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .unwrap_or("")
 }
 
 #[cfg(test)]

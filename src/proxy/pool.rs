@@ -32,7 +32,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::Guarded;
-use super::forward::{UpstreamError, classify, connection_tokens};
+use super::upstream_error::{UpstreamError, classify};
+use crate::vocab::request::connection_tokens;
 
 type RequestBody = Guarded<Incoming>;
 

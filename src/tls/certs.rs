@@ -13,7 +13,7 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
-use crate::model::NamespacedName;
+use crate::vocab::NamespacedName;
 
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 /// An optional Secret entry: a DER OCSP response for the leaf, stapled as it is to handshakes of
@@ -85,7 +85,7 @@ impl LoadedCert {
     pub fn covers(&self, host: &str) -> bool {
         self.dns_names
             .iter()
-            .any(|pattern| crate::model::matching::host_covered_by(host, pattern))
+            .any(|pattern| crate::vocab::hosts::host_covered_by(host, pattern))
     }
 }
 
