@@ -154,8 +154,8 @@ pub fn server_config(
             .with_protocol_versions(versions)?
             .with_no_client_auth()
             .with_cert_resolver(resolver);
-    // The server, not the client, picks the suite: a client that lists a weaker suite first (or is
-    // steered to) still gets the strongest one both support. Audits (testssl.sh) require it.
+    // The server, not the client, picks the suite: a client that lists a weaker suite first still
+    // gets the strongest one both support. Audits (testssl.sh) require it.
     config.ignore_client_order = true;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.session_storage = match settings.session_cache_size {
