@@ -34,7 +34,8 @@ fn module_files(src: &Path) -> BTreeMap<String, PathBuf> {
 
 /// The source without its `#[cfg(test)] mod tests { … }` block (tests may reach anywhere).
 fn without_tests(text: &str) -> &str {
-    text.find("#[cfg(test)]\nmod tests").map_or(text, |i| &text[..i])
+    text.find("#[cfg(test)]\nmod tests")
+        .map_or(text, |i| &text[..i])
 }
 
 /// The longest known module that `path` (segments after `crate::`) names.
@@ -80,7 +81,11 @@ fn referenced_paths(module: &str, is_dir_module: bool, text: &str) -> Vec<Vec<St
                 let item = item.split_whitespace().next().unwrap_or("");
                 let mut path = base.clone();
                 path.extend(prefix.iter().cloned());
-                path.extend(item.split("::").filter(|s| !s.is_empty()).map(str::to_string));
+                path.extend(
+                    item.split("::")
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string),
+                );
                 paths.push(path);
             }
         } else {

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use rustls::CipherSuite;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -35,8 +36,24 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
+/// The server's cipher suite preference, strongest first: 256-bit AEADs (AES-256-GCM, then
+/// ChaCha20-Poly1305), then AES-128-GCM, for TLS 1.3 and for TLS 1.2 with either key type. Suites the
+/// provider has that are not listed keep its order, after these.
+const SERVER_SUITE_ORDER: &[CipherSuite] = &[
+    CipherSuite::TLS13_AES_256_GCM_SHA384,
+    CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+    CipherSuite::TLS13_AES_128_GCM_SHA256,
+    CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+];
+
 /// The rustls server configuration: TLS 1.3 (and 1.2 unless `min-version` is 1.3), the provider's
-/// default (strong, AEAD-only) cipher suites, ALPN h2 and http/1.1, certificates by SNI.
+/// default (strong, AEAD-only) cipher suites in [`SERVER_SUITE_ORDER`], ALPN h2 and http/1.1,
+/// certificates by SNI.
 pub fn server_config(
     provider: Arc<CryptoProvider>,
     resolver: Arc<SniResolver>,
@@ -46,10 +63,14 @@ pub fn server_config(
         TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V1_3 => &[&rustls::version::TLS13],
     };
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(server_provider(&provider)))
+            .with_protocol_versions(versions)?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver);
+    // The server, not the client, picks the suite: a client that lists a weaker suite first still
+    // gets the strongest one both support. Audits (testssl.sh) require it.
+    config.ignore_client_order = true;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.session_storage = match settings.session_cache_size {
         0 => Arc::new(rustls::server::NoServerSessionStorage {}),
@@ -59,4 +80,68 @@ pub fn server_config(
         config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     }
     Ok(config)
+}
+
+/// `provider` with its cipher suites in the server's order of preference.
+fn server_provider(provider: &CryptoProvider) -> CryptoProvider {
+    let mut ordered = provider.clone();
+    ordered.cipher_suites.sort_by_key(|suite| {
+        SERVER_SUITE_ORDER
+            .iter()
+            .position(|s| *s == suite.suite())
+            .unwrap_or(SERVER_SUITE_ORDER.len())
+    });
+    ordered
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The suites of `provider` usable with `version`, by name, in order.
+    fn order(
+        provider: &CryptoProvider,
+        version: rustls::ProtocolVersion,
+        kind: &str,
+    ) -> Vec<String> {
+        provider
+            .cipher_suites
+            .iter()
+            .filter(|s| s.version().version == version)
+            .map(|s| format!("{:?}", s.suite()))
+            .filter(|name| name.contains(kind))
+            .collect()
+    }
+
+    #[test]
+    fn server_suites_are_the_providers_strongest_first() {
+        let default = rustls::crypto::aws_lc_rs::default_provider();
+        let server = server_provider(&default);
+        let mut same: Vec<_> = server.cipher_suites.iter().map(|s| s.suite()).collect();
+        let mut provided: Vec<_> = default.cipher_suites.iter().map(|s| s.suite()).collect();
+        same.sort_by_key(|s| u16::from(*s));
+        provided.sort_by_key(|s| u16::from(*s));
+        assert_eq!(same, provided, "reordered, never added or removed");
+
+        use rustls::ProtocolVersion::{TLSv1_2, TLSv1_3};
+        assert_eq!(
+            order(&server, TLSv1_3, "TLS13"),
+            [
+                "TLS13_AES_256_GCM_SHA384",
+                "TLS13_CHACHA20_POLY1305_SHA256",
+                "TLS13_AES_128_GCM_SHA256"
+            ]
+        );
+        for kind in ["ECDSA", "RSA"] {
+            assert_eq!(
+                order(&server, TLSv1_2, &format!("ECDHE_{kind}")),
+                [
+                    format!("TLS_ECDHE_{kind}_WITH_AES_256_GCM_SHA384"),
+                    format!("TLS_ECDHE_{kind}_WITH_CHACHA20_POLY1305_SHA256"),
+                    format!("TLS_ECDHE_{kind}_WITH_AES_128_GCM_SHA256"),
+                ],
+                "TLS 1.2 with an {kind} key"
+            );
+        }
+    }
 }

@@ -19,19 +19,37 @@ pub struct Output {
 /// Runs `program` with `args` and stdin closed, killing it after `timeout`. Panics if the program
 /// cannot be started (a missing tool is a broken test environment, not a pass).
 pub async fn run(program: &str, args: &[String], timeout: Duration) -> Output {
+    run_with_input(program, args, b"", timeout).await
+}
+
+/// Like [`run`], with `input` as the program's stdin (closed after it; empty means none at all).
+pub async fn run_with_input(
+    program: &str,
+    args: &[String],
+    input: &[u8],
+    timeout: Duration,
+) -> Output {
     let program = program.to_string();
     let args = args.to_vec();
-    tokio::task::spawn_blocking(move || run_blocking(&program, &args, timeout))
+    let input = input.to_vec();
+    tokio::task::spawn_blocking(move || run_blocking(&program, &args, &input, timeout))
         .await
         .expect("tool task")
 }
 
-fn run_blocking(program: &str, args: &[String], timeout: Duration) -> Output {
+fn run_blocking(program: &str, args: &[String], input: &[u8], timeout: Duration) -> Output {
     let dir = tempfile::tempdir().expect("temp dir for tool output");
     let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let stdin = if input.is_empty() {
+        Stdio::null()
+    } else {
+        let in_path = dir.path().join("stdin");
+        std::fs::write(&in_path, input).expect("stdin file");
+        Stdio::from(std::fs::File::open(&in_path).expect("stdin file"))
+    };
     let mut child = Command::new(program)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(std::fs::File::create(&out_path).expect("stdout file"))
         .stderr(std::fs::File::create(&err_path).expect("stderr file"))
         .spawn()
