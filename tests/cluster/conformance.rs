@@ -258,6 +258,27 @@ impl Driver for ClusterDriver {
         .boxed_local()
     }
 
+    /// Stops the controller, then deletes the scenario's Services: the cluster's Service IP range
+    /// (a /24) is far smaller than all the scenarios' Services together.
+    fn after_scenario(&mut self) -> Result<(), String> {
+        self.controller = None;
+        match &self.namespace {
+            Some(namespace) => self
+                .cp
+                .kubectl(&[
+                    "-n",
+                    namespace,
+                    "delete",
+                    "services",
+                    "--all",
+                    "--wait=false",
+                ])
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}")),
+            None => Ok(()),
+        }
+    }
+
     /// The IngressClass is cluster-wide and shared by every test, so it is not changed here: the
     /// suite creates it as the default class (main.rs), and this checks that it still is.
     fn make_class_default(&mut self) -> BoxFuture<'_, Result<(), String>> {
