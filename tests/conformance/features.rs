@@ -71,8 +71,10 @@ fn files_to_run(mode: Mode) -> Result<Vec<PathBuf>, String> {
         ),
         Some(dir) => {
             let dir = PathBuf::from(dir);
-            let (run, left): (Vec<_>, Vec<_>) =
-                feature_files_in(&dir)?.into_iter().partition(|f| {
+            let (run, left): (Vec<_>, Vec<_>) = feature_files_in(&dir)
+                .map_err(|e| format!("{UPSTREAM_ENV}: {e}"))?
+                .into_iter()
+                .partition(|f| {
                     mode == Mode::Cluster
                         || !f
                             .file_name()
