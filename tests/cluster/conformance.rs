@@ -1,7 +1,19 @@
-//! The five upstream Ingress conformance features (kubernetes-sigs/ingress-controller-conformance),
-//! unchanged, in cluster mode: objects go through the real API server, backends are echo servers on
-//! 10.244.x.y behind real EndpointSlices, status is written by the controller, and the step
-//! definitions are the same as the manifest-mode runner's (tests/conformance/world.rs).
+//! The Ingress conformance scenarios in cluster mode: the project's own (`tests/conformance/
+//! features/`, `@cluster` ones included) and, when `PORTCULLIS_UPSTREAM_CONFORMANCE` names their
+//! directory, the upstream kubernetes-sigs/ingress-controller-conformance features, unchanged.
+//! Objects go through the real API server, backends are echo servers on 10.244.x.y behind real
+//! EndpointSlices, status is written by the controller, and the step definitions are the same as
+//! the manifest-mode runner's (tests/conformance/).
+
+// The steps and the World of the manifest-mode runner, shared unchanged.
+#[path = "../conformance/features.rs"]
+mod features;
+#[path = "../conformance/steps.rs"]
+mod steps;
+#[path = "../conformance/upstream_steps.rs"]
+mod upstream_steps;
+#[path = "../conformance/world.rs"]
+mod world;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -10,29 +22,19 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use anyhow::{Result, bail, ensure};
-use cucumber::World as _;
-use cucumber::writer::Stats as _;
+use anyhow::{Result, anyhow};
 use futures_util::FutureExt;
 use futures_util::future::LocalBoxFuture as BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::Ingress;
 
-use crate::conformance_features::{FeatureFiles, feature_dir};
-use crate::conformance_world::{BackendPort, Driver, IngressWorld, Target, use_driver};
 use crate::harness::{ControlPlane, Controller, eventually};
 use crate::support::manifests::{self, ErasedObject};
 use crate::support::{EchoIdentity, EchoServer};
+use features::Mode;
+use world::{BackendPort, Driver, Target, use_driver};
 
-pub const NAME: &str = "upstream_conformance_features_pass_in_cluster_mode";
-
-const FEATURES: [&str; 5] = [
-    "default_backend.feature",
-    "host_rules.feature",
-    "path_rules.feature",
-    "ingress_class.feature",
-    "load_balancing.feature",
-];
+pub const NAME: &str = "conformance_scenarios_pass_in_cluster_mode";
 
 /// The Service port upstream's echo Service gets when the Ingress names the port only by name.
 const DEFAULT_SERVICE_PORT: i32 = 8080;
@@ -46,40 +48,9 @@ static NEXT_SCENARIO: AtomicU8 = AtomicU8::new(0);
 pub async fn run(cp: Arc<ControlPlane>) -> Result<()> {
     let _ = CONTROL_PLANE.set(cp);
     use_driver(ClusterDriver::boxed);
-    let files: Vec<PathBuf> = FEATURES.iter().map(|f| feature_dir().join(f)).collect();
-    if let Some(missing) = files.iter().find(|f| !f.is_file()) {
-        bail!(
-            "{} is missing: the conformance features live in ../shared beside the project",
-            missing.display()
-        );
-    }
-    let writer = IngressWorld::cucumber::<&str>()
-        .with_parser(FeatureFiles)
-        .max_concurrent_scenarios(4)
-        .after(|_, _, _, _, world| {
-            async move {
-                if let Some(world) = world
-                    && let Err(e) = world.after_scenario()
-                {
-                    panic!("{e}");
-                }
-            }
-            .boxed_local()
-        })
-        .fail_on_skipped()
-        .with_cli(cucumber::cli::Opts::<_, _, _, cucumber::cli::Empty>::default())
-        .run(files)
-        .await;
-    ensure!(
-        !writer.execution_has_failed() && writer.skipped_steps() == 0 && writer.passed_steps() > 0,
-        "conformance: {} failed, {} skipped, {} passed steps; {} parsing errors, {} hook errors",
-        writer.failed_steps(),
-        writer.skipped_steps(),
-        writer.passed_steps(),
-        writer.parsing_errors(),
-        writer.hook_errors()
-    );
-    Ok(())
+    features::run(Mode::Cluster, Vec::new())
+        .await
+        .map_err(|e| anyhow!(e))
 }
 
 /// One scenario's objects in the real API server, and a controller of its own watching only the
@@ -167,12 +138,10 @@ impl ClusterDriver {
             .remove(service)
             .ok_or_else(|| format!("no backend {service}"))?;
         while servers.len() < replicas {
-            let ip = IpAddr::V4(Ipv4Addr::new(
-                10,
-                244,
-                100 + self.slot,
-                self.next_backend_ip,
-            ));
+            let net = 100u8
+                .checked_add(self.slot)
+                .ok_or("more scenarios than backend networks 10.244.100-255.x")?;
+            let ip = IpAddr::V4(Ipv4Addr::new(10, 244, net, self.next_backend_ip));
             self.next_backend_ip += 1;
             let pod = format!("{ingress}-{service}-{}", servers.len());
             servers.push(
@@ -285,6 +254,51 @@ impl Driver for ClusterDriver {
                 ));
             }
             Ok(Some(address))
+        }
+        .boxed_local()
+    }
+
+    /// Stops the controller, then deletes the scenario's Services: the cluster's Service IP range
+    /// (a /24) is far smaller than all the scenarios' Services together.
+    fn after_scenario(&mut self) -> Result<(), String> {
+        self.controller = None;
+        match &self.namespace {
+            Some(namespace) => self
+                .cp
+                .kubectl(&[
+                    "-n",
+                    namespace,
+                    "delete",
+                    "services",
+                    "--all",
+                    "--wait=false",
+                ])
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}")),
+            None => Ok(()),
+        }
+    }
+
+    /// The IngressClass is cluster-wide and shared by every test, so it is not changed here: the
+    /// suite creates it as the default class (main.rs), and this checks that it still is.
+    fn make_class_default(&mut self) -> BoxFuture<'_, Result<(), String>> {
+        async {
+            let default = self
+                .cp
+                .kubectl(&[
+                    "get",
+                    "ingressclass",
+                    "portcullis",
+                    "-o",
+                    r"jsonpath={.metadata.annotations.ingressclass\.kubernetes\.io/is-default-class}",
+                ])
+                .map_err(|e| format!("{e:#}"))?;
+            match default.trim() {
+                "true" => Ok(()),
+                other => Err(format!(
+                    "the IngressClass portcullis is not the default (is-default-class {other:?})"
+                )),
+            }
         }
         .boxed_local()
     }

@@ -8,10 +8,6 @@
 
 mod chart;
 mod conformance;
-#[path = "../conformance/features.rs"]
-mod conformance_features;
-#[path = "../conformance/world.rs"]
-mod conformance_world;
 mod fault_proxy;
 mod harness;
 mod measure;

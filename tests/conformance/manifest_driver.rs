@@ -8,7 +8,7 @@ use std::hash::{BuildHasher, RandomState};
 use futures_util::FutureExt;
 use futures_util::future::LocalBoxFuture as BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 use super::world::{BackendPort, Driver, Target};
 use crate::support::manifests::{self, ErasedObject};
@@ -20,19 +20,75 @@ const DEFAULT_SERVICE_PORT: i32 = 8080;
 pub struct ManifestDriver {
     dir: ManifestDir,
     /// Backends by namespace and Service name, kept running for the scenario.
-    backends: HashMap<(String, String), EchoServer>,
+    backends: HashMap<(String, String), Backend>,
     controller: Option<Controller>,
 }
+
+/// One Service's pods.
+struct Backend {
+    ingress: String,
+    port: BackendPort,
+    pods: Vec<EchoServer>,
+}
+
+const INGRESS_CLASS_FILE: &str = "ingress-class.yaml";
 
 impl ManifestDriver {
     pub fn boxed() -> Box<dyn Driver> {
         let dir = ManifestDir::new();
-        dir.write("ingress-class.yaml", &[&manifests::ingress_class()]);
+        dir.write(INGRESS_CLASS_FILE, &[&manifests::ingress_class()]);
         Box::new(ManifestDriver {
             dir,
             backends: HashMap::new(),
             controller: None,
         })
+    }
+
+    /// Starts pods until the backend has `replicas`, and writes its Service and EndpointSlices.
+    async fn ensure_pods(
+        &mut self,
+        namespace: &str,
+        service: &str,
+        replicas: usize,
+    ) -> Result<(), String> {
+        let key = (namespace.to_string(), service.to_string());
+        let backend = self
+            .backends
+            .get_mut(&key)
+            .ok_or_else(|| format!("no Ingress names the Service {service:?}"))?;
+        while backend.pods.len() < replicas {
+            // The index keeps pod names apart even if two random suffixes collide.
+            let pod = format!(
+                "{}-{service}-{}{}",
+                backend.ingress,
+                random_suffix(),
+                backend.pods.len()
+            );
+            backend.pods.push(
+                EchoServer::start(EchoIdentity {
+                    namespace: namespace.into(),
+                    ingress: backend.ingress.clone(),
+                    service: service.into(),
+                    pod,
+                })
+                .await,
+            );
+        }
+        let addrs: Vec<_> = backend.pods.iter().map(EchoServer::addr).collect();
+        let objects = manifests::service_with_endpoints(
+            namespace,
+            service,
+            backend.port.number.unwrap_or(DEFAULT_SERVICE_PORT),
+            backend.port.name.as_deref(),
+            &addrs,
+            true,
+        );
+        self.write(
+            &format!("service-{namespace}-{service}.yaml"),
+            &objects.objects(),
+        )
+        .await;
+        Ok(())
     }
 
     /// Writes objects; once the controller runs, waits until they are live.
@@ -75,28 +131,37 @@ impl Driver for ManifestDriver {
             if self.backends.contains_key(&key) {
                 return Ok(());
             }
-            let deployment = format!("{ingress}-{service}");
-            let echo = EchoServer::start(EchoIdentity {
-                namespace: namespace.into(),
-                ingress: ingress.into(),
-                service: service.into(),
-                pod: format!("{deployment}-{}", random_suffix()),
-            })
-            .await;
-            let objects = manifests::service_with_endpoints(
-                namespace,
-                service,
-                port.number.unwrap_or(DEFAULT_SERVICE_PORT),
-                port.name.as_deref(),
-                &[echo.addr()],
-                true,
+            let backend = Backend {
+                ingress: ingress.to_string(),
+                port: port.clone(),
+                pods: Vec::new(),
+            };
+            self.backends.insert(key, backend);
+            self.ensure_pods(namespace, service, 1).await
+        }
+        .boxed_local()
+    }
+
+    fn scale_backend<'a>(
+        &'a mut self,
+        namespace: &'a str,
+        service: &'a str,
+        replicas: usize,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        self.ensure_pods(namespace, service, replicas).boxed_local()
+    }
+
+    fn make_class_default(&mut self) -> BoxFuture<'_, Result<(), String>> {
+        async {
+            let mut class: IngressClass = manifests::ingress_class();
+            class.metadata.annotations = Some(
+                [(
+                    "ingressclass.kubernetes.io/is-default-class".to_string(),
+                    "true".to_string(),
+                )]
+                .into(),
             );
-            self.write(
-                &format!("service-{namespace}-{service}.yaml"),
-                &objects.objects(),
-            )
-            .await;
-            self.backends.insert(key, echo);
+            self.write(INGRESS_CLASS_FILE, &[&class]).await;
             Ok(())
         }
         .boxed_local()
