@@ -117,8 +117,8 @@ async fn connect(addr: SocketAddr) -> TcpStream {
 
 /// Reads until the peer closes the connection or `timeout` passes: what was read, and how long the
 /// close took (`None`: still open).
-async fn read_until_closed(
-    stream: &mut TcpStream,
+async fn read_until_closed<S: AsyncRead + Unpin>(
+    stream: &mut S,
     timeout: Duration,
 ) -> (Vec<u8>, Option<Duration>) {
     let started = Instant::now();
@@ -602,21 +602,8 @@ async fn request_smuggling_attempts_get_400_and_never_desynchronise_the_backend(
     let smuggled = "GET /smuggled HTTP/1.1\r\nHost: smuggle.test\r\n\r\n";
     let h = "Host: smuggle.test\r\n";
     // (name, bytes, whether 400 is the only acceptable answer)
+    // (name, bytes, whether 400 is the only acceptable answer)
     let attacks: Vec<(&str, String, bool)> = vec![
-        (
-            "CL then TE",
-            format!(
-                "POST /a HTTP/1.1\r\n{h}Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
-            ),
-            false,
-        ),
-        (
-            "TE then CL",
-            format!(
-                "POST /a HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\nContent-Length: 60\r\n\r\n0\r\n\r\n{smuggled}"
-            ),
-            false,
-        ),
         (
             "duplicate CL, different values",
             format!(
@@ -761,6 +748,80 @@ async fn request_smuggling_attempts_get_400_and_never_desynchronise_the_backend(
         }
     }
     eprintln!("smuggling outcomes:\n{}", outcomes.join("\n"));
+
+    // Both framings in one head, whichever comes first, also after an honest request on the same
+    // connection: 400 and close, on plain HTTP and on TLS with or without ALPN, never forwarded.
+    let ambiguous: [(&str, String, &[u16]); 3] = [
+        (
+            "CL then TE",
+            format!(
+                "POST /a HTTP/1.1\r\n{h}Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+            &[400],
+        ),
+        (
+            "TE then CL",
+            format!(
+                "POST /a HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\nContent-Length: 60\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+            &[400],
+        ),
+        (
+            "CL and TE after a pipelined request",
+            format!(
+                "POST /a HTTP/1.1\r\n{h}Content-Length: 5\r\n\r\nhelloPOST /b HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+            &[200, 400],
+        ),
+    ];
+    for listener in ["http", "https (ALPN http/1.1)", "https (no ALPN)"] {
+        for (name, bytes, want) in &ambiguous {
+            let forwarded = raw.paths().len();
+            let (received, closed) = match listener {
+                "http" => {
+                    let mut s = connect(rig.ctl.addrs.http).await;
+                    s.write_all(bytes.as_bytes()).await.expect("send");
+                    read_until_closed(&mut s, Duration::from_secs(4)).await
+                }
+                _ => {
+                    let alpn: &[&str] = if listener.contains("ALPN http") {
+                        &["http/1.1"]
+                    } else {
+                        &[]
+                    };
+                    let conn = TlsClient::new()
+                        .sni("smuggle.test")
+                        .alpn(alpn)
+                        .connect(rig.ctl.addrs.https)
+                        .await
+                        .expect("TLS");
+                    let mut s = conn.stream;
+                    s.write_all(bytes.as_bytes()).await.expect("send");
+                    read_until_closed(&mut s, Duration::from_secs(4)).await
+                }
+            };
+            let text = String::from_utf8_lossy(&received);
+            let statuses: Vec<u16> = text
+                .match_indices("HTTP/1.1 ")
+                .filter_map(|(i, m)| text.get(i + m.len()..i + m.len() + 3)?.parse().ok())
+                .collect();
+            assert_eq!(&statuses, want, "{listener}, {name}: {text:?}");
+            assert!(
+                closed.is_some(),
+                "{listener}, {name}: the connection is closed"
+            );
+            assert!(
+                text.to_ascii_lowercase().contains("connection: close"),
+                "{listener}, {name}: the 400 says the connection closes: {text:?}"
+            );
+            assert_eq!(
+                raw.paths().len() - forwarded,
+                want.len() - 1,
+                "{listener}, {name}: only the honest request is forwarded: {:?}",
+                raw.paths()
+            );
+        }
+    }
     // A last, honest request on a fresh connection reaches the backend as itself.
     let resp = http_send(
         rig.ctl.addrs.http,
