@@ -1265,6 +1265,65 @@ async fn http2_control_frame_and_continuation_floods_are_bounded() {
 // ---------------------------------------------------------------------------------------------
 // TLS posture
 
+/// The HTTP version of a TLS connection is the one ALPN chose, whatever the client sends afterwards;
+/// plain HTTP serves HTTP/1.1 and HTTP/2 with prior knowledge.
+#[tokio::test]
+async fn the_http_version_is_the_one_alpn_negotiated_and_plain_http_also_serves_h2c() {
+    let rig = rig(&[]).await;
+    let tls = |alpn: &'static [&'static str]| async move {
+        let conn = TlsClient::new()
+            .sni(HOST)
+            .alpn(alpn)
+            .connect(rig.ctl.addrs.https)
+            .await
+            .expect("TLS");
+        conn.stream
+    };
+    let get = format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
+
+    // `h2` negotiated, HTTP/1.1 sent: an invalid connection preface ends the connection, unanswered.
+    let mut s = tls(&["h2"]).await;
+    s.write_all(get.as_bytes()).await.expect("send");
+    let (received, closed) = read_until_closed(&mut s, Duration::from_secs(4)).await;
+    assert!(closed.is_some(), "the connection is closed");
+    assert!(
+        !received.windows(9).any(|w| w == b"HTTP/1.1 "),
+        "no HTTP/1.1 answer after ALPN h2: {:?}",
+        String::from_utf8_lossy(&received)
+    );
+
+    // `http/1.1` negotiated (or no ALPN), the HTTP/2 preface sent: not HTTP/2, so a 400 at most.
+    for alpn in [&["http/1.1"][..], &[]] {
+        let mut s = tls(alpn).await;
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .expect("preface");
+        s.write_all(&frame(0x4, 0, 0, &[])).await.expect("SETTINGS");
+        let (received, closed) = read_until_closed(&mut s, Duration::from_secs(4)).await;
+        assert!(closed.is_some(), "{alpn:?}: the connection is closed");
+        assert!(
+            received.is_empty() || status_of(&received) == Some(400),
+            "{alpn:?}: not served as HTTP/2: {:?}",
+            String::from_utf8_lossy(&received)
+        );
+        // And HTTP/1.1 is what it serves.
+        let mut s = tls(alpn).await;
+        s.write_all(get.as_bytes()).await.expect("send");
+        let (received, _) = read_until_closed(&mut s, Duration::from_secs(4)).await;
+        assert_eq!(status_of(&received), Some(200), "{alpn:?}");
+    }
+
+    // Plain HTTP: HTTP/2 with prior knowledge (h2c) and HTTP/1.1.
+    let mut h2c = Sender::http2(connect(rig.ctl.addrs.http).await)
+        .await
+        .expect("h2c handshake");
+    let resp = h2c.send(request("GET", HOST, "/")).await;
+    assert_eq!(resp.status, 200, "h2c prior knowledge on plain HTTP");
+    assert_eq!(resp.version, http::Version::HTTP_2);
+    rig.assert_serves_others().await;
+    rig.finish();
+}
+
 #[tokio::test]
 async fn tls_posture_versions_cipher_suites_and_alpn() {
     let rig = rig(&[]).await;
