@@ -89,9 +89,9 @@ impl<T> Framing<T> {
 
     /// Follows `bytes`, the next bytes read from the client.
     fn follow(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
+        while !bytes.is_empty() && self.state != State::Done {
             bytes = match self.state {
-                State::Done => return,
+                State::Done => &[],
                 State::Head => self.head(bytes),
                 State::Body(left) => {
                     let n = left.min(bytes.len() as u64);
@@ -117,6 +117,9 @@ impl<T> Framing<T> {
                 State::ChunkSize | State::Trailers => self.line(bytes),
             };
         }
+        if self.state == State::Done {
+            self.buf = Vec::new();
+        }
     }
 
     /// Reads head bytes; at the end of the head, decides how its body is framed.
@@ -128,8 +131,15 @@ impl<T> Framing<T> {
                 .take_while(|b| matches!(b, b'\r' | b'\n'))
                 .count();
             bytes = &bytes[skip..];
-            if bytes.is_empty() {
-                return bytes;
+            match bytes.first() {
+                None => return bytes,
+                // Not a request method (the bytes of an upgraded connection, say): stop at once
+                // rather than buffer a head that never ends.
+                Some(&b) if !is_token(b) => {
+                    self.state = State::Done;
+                    return &[];
+                }
+                Some(_) => {}
             }
         }
         let old = self.buf.len();
@@ -223,6 +233,11 @@ fn head_end(buf: &[u8]) -> Option<usize> {
         [b'\n', b'\r', b'\n', ..] => Some(i + 3),
         _ => None,
     })
+}
+
+/// A `tchar` of RFC 9110 §5.6.2, which a method is made of.
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// A `Content-Length` value as hyper reads it: decimal digits only.
@@ -388,6 +403,16 @@ mod tests {
         ] {
             each_step(&format!("{first}{after}"), None);
         }
+    }
+
+    #[test]
+    fn bytes_that_cannot_start_a_request_end_the_following_at_once() {
+        // A WebSocket frame after `101`: nothing is buffered.
+        let mut f = Framing::new((), Arc::new(Heads::default()), 8192, 100);
+        f.follow(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n\x81\x85");
+        f.follow(&[b'x'; 4000]);
+        assert_eq!(f.state, State::Done);
+        assert_eq!(f.buf.capacity(), 0);
     }
 
     #[test]

@@ -114,7 +114,7 @@ impl Listener {
                     header_read: limits.header_read_timeout.0,
                     idle: limits.idle_timeout.0,
                 },
-                max_head: builder.max_head,
+                max_head: builder.max_http1_head,
                 max_headers: limits.max_headers,
                 proxy: self.proxy.clone(),
                 builder: builder.clone(),
@@ -138,18 +138,18 @@ macro_rules! http1_limits {
             .header_read_timeout(None)
             .keep_alive(true)
             .max_headers($limits.max_headers)
-            .max_buf_size($max_head.max(MIN_BUF_SIZE))
+            .max_buf_size($max_head)
     };
 }
 
 /// The same limits for hyper's HTTP/2 settings, whichever builder carries them.
 macro_rules! http2_limits {
-    ($builder:expr, $limits:expr, $max_head:expr) => {
+    ($builder:expr, $limits:expr, $header_bytes:expr) => {
         $builder
             .timer(TokioTimer::new())
             .max_concurrent_streams($limits.http2_max_concurrent_streams)
             .max_pending_accept_reset_streams($limits.http2_max_pending_reset_streams)
-            .max_header_list_size(u32::try_from($max_head).unwrap_or(u32::MAX))
+            .max_header_list_size(u32::try_from($header_bytes).unwrap_or(u32::MAX))
             .keep_alive_interval(Duration::from_secs(30))
     };
 }
@@ -160,24 +160,26 @@ struct Builders {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     sniffing: auto::Builder<TokioExecutor>,
-    max_head: usize,
+    /// The largest HTTP/1.1 request head hyper reads.
+    max_http1_head: usize,
 }
 
 impl Builders {
     fn new(limits: &Limits) -> Self {
-        let max_head = usize::try_from(limits.max_header_bytes.0).unwrap_or(usize::MAX);
+        let header_bytes = usize::try_from(limits.max_header_bytes.0).unwrap_or(usize::MAX);
+        let max_http1_head = header_bytes.max(MIN_BUF_SIZE);
         let mut http1 = http1::Builder::new();
-        http1_limits!(http1, limits, max_head);
+        http1_limits!(http1, limits, max_http1_head);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
-        http2_limits!(http2, limits, max_head);
+        http2_limits!(http2, limits, header_bytes);
         let mut sniffing = auto::Builder::new(TokioExecutor::new());
-        http1_limits!(sniffing.http1(), limits, max_head);
-        http2_limits!(sniffing.http2(), limits, max_head);
+        http1_limits!(sniffing.http1(), limits, max_http1_head);
+        http2_limits!(sniffing.http2(), limits, header_bytes);
         Builders {
             http1,
             http2,
             sniffing,
-            max_head,
+            max_http1_head,
         }
     }
 }
