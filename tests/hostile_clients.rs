@@ -117,8 +117,8 @@ async fn connect(addr: SocketAddr) -> TcpStream {
 
 /// Reads until the peer closes the connection or `timeout` passes: what was read, and how long the
 /// close took (`None`: still open).
-async fn read_until_closed(
-    stream: &mut TcpStream,
+async fn read_until_closed<S: AsyncRead + Unpin>(
+    stream: &mut S,
     timeout: Duration,
 ) -> (Vec<u8>, Option<Duration>) {
     let started = Instant::now();
@@ -602,21 +602,8 @@ async fn request_smuggling_attempts_get_400_and_never_desynchronise_the_backend(
     let smuggled = "GET /smuggled HTTP/1.1\r\nHost: smuggle.test\r\n\r\n";
     let h = "Host: smuggle.test\r\n";
     // (name, bytes, whether 400 is the only acceptable answer)
+    // (name, bytes, whether 400 is the only acceptable answer)
     let attacks: Vec<(&str, String, bool)> = vec![
-        (
-            "CL then TE",
-            format!(
-                "POST /a HTTP/1.1\r\n{h}Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
-            ),
-            false,
-        ),
-        (
-            "TE then CL",
-            format!(
-                "POST /a HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\nContent-Length: 60\r\n\r\n0\r\n\r\n{smuggled}"
-            ),
-            false,
-        ),
         (
             "duplicate CL, different values",
             format!(
@@ -761,6 +748,80 @@ async fn request_smuggling_attempts_get_400_and_never_desynchronise_the_backend(
         }
     }
     eprintln!("smuggling outcomes:\n{}", outcomes.join("\n"));
+
+    // Both framings in one head, whichever comes first, also after an honest request on the same
+    // connection: 400 and close, on plain HTTP and on TLS with or without ALPN, never forwarded.
+    let ambiguous: [(&str, String, &[u16]); 3] = [
+        (
+            "CL then TE",
+            format!(
+                "POST /a HTTP/1.1\r\n{h}Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+            &[400],
+        ),
+        (
+            "TE then CL",
+            format!(
+                "POST /a HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\nContent-Length: 60\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+            &[400],
+        ),
+        (
+            "CL and TE after a pipelined request",
+            format!(
+                "POST /a HTTP/1.1\r\n{h}Content-Length: 5\r\n\r\nhelloPOST /b HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+            &[200, 400],
+        ),
+    ];
+    for listener in ["http", "https (ALPN http/1.1)", "https (no ALPN)"] {
+        for (name, bytes, want) in &ambiguous {
+            let forwarded = raw.paths().len();
+            let (received, closed) = match listener {
+                "http" => {
+                    let mut s = connect(rig.ctl.addrs.http).await;
+                    s.write_all(bytes.as_bytes()).await.expect("send");
+                    read_until_closed(&mut s, Duration::from_secs(4)).await
+                }
+                _ => {
+                    let alpn: &[&str] = if listener.contains("ALPN http") {
+                        &["http/1.1"]
+                    } else {
+                        &[]
+                    };
+                    let conn = TlsClient::new()
+                        .sni("smuggle.test")
+                        .alpn(alpn)
+                        .connect(rig.ctl.addrs.https)
+                        .await
+                        .expect("TLS");
+                    let mut s = conn.stream;
+                    s.write_all(bytes.as_bytes()).await.expect("send");
+                    read_until_closed(&mut s, Duration::from_secs(4)).await
+                }
+            };
+            let text = String::from_utf8_lossy(&received);
+            let statuses: Vec<u16> = text
+                .match_indices("HTTP/1.1 ")
+                .filter_map(|(i, m)| text.get(i + m.len()..i + m.len() + 3)?.parse().ok())
+                .collect();
+            assert_eq!(&statuses, want, "{listener}, {name}: {text:?}");
+            assert!(
+                closed.is_some(),
+                "{listener}, {name}: the connection is closed"
+            );
+            assert!(
+                text.to_ascii_lowercase().contains("connection: close"),
+                "{listener}, {name}: the 400 says the connection closes: {text:?}"
+            );
+            assert_eq!(
+                raw.paths().len() - forwarded,
+                want.len() - 1,
+                "{listener}, {name}: only the honest request is forwarded: {:?}",
+                raw.paths()
+            );
+        }
+    }
     // A last, honest request on a fresh connection reaches the backend as itself.
     let resp = http_send(
         rig.ctl.addrs.http,
@@ -1203,6 +1264,65 @@ async fn http2_control_frame_and_continuation_floods_are_bounded() {
 
 // ---------------------------------------------------------------------------------------------
 // TLS posture
+
+/// The HTTP version of a TLS connection is the one ALPN chose, whatever the client sends afterwards;
+/// plain HTTP serves HTTP/1.1 and HTTP/2 with prior knowledge.
+#[tokio::test]
+async fn the_http_version_is_the_one_alpn_negotiated_and_plain_http_also_serves_h2c() {
+    let rig = rig(&[]).await;
+    let tls = |alpn: &'static [&'static str]| async move {
+        let conn = TlsClient::new()
+            .sni(HOST)
+            .alpn(alpn)
+            .connect(rig.ctl.addrs.https)
+            .await
+            .expect("TLS");
+        conn.stream
+    };
+    let get = format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
+
+    // `h2` negotiated, HTTP/1.1 sent: an invalid connection preface ends the connection, unanswered.
+    let mut s = tls(&["h2"]).await;
+    s.write_all(get.as_bytes()).await.expect("send");
+    let (received, closed) = read_until_closed(&mut s, Duration::from_secs(4)).await;
+    assert!(closed.is_some(), "the connection is closed");
+    assert!(
+        !received.windows(9).any(|w| w == b"HTTP/1.1 "),
+        "no HTTP/1.1 answer after ALPN h2: {:?}",
+        String::from_utf8_lossy(&received)
+    );
+
+    // `http/1.1` negotiated (or no ALPN), the HTTP/2 preface sent: not HTTP/2, so a 400 at most.
+    for alpn in [&["http/1.1"][..], &[]] {
+        let mut s = tls(alpn).await;
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .expect("preface");
+        s.write_all(&frame(0x4, 0, 0, &[])).await.expect("SETTINGS");
+        let (received, closed) = read_until_closed(&mut s, Duration::from_secs(4)).await;
+        assert!(closed.is_some(), "{alpn:?}: the connection is closed");
+        assert!(
+            received.is_empty() || status_of(&received) == Some(400),
+            "{alpn:?}: not served as HTTP/2: {:?}",
+            String::from_utf8_lossy(&received)
+        );
+        // And HTTP/1.1 is what it serves.
+        let mut s = tls(alpn).await;
+        s.write_all(get.as_bytes()).await.expect("send");
+        let (received, _) = read_until_closed(&mut s, Duration::from_secs(4)).await;
+        assert_eq!(status_of(&received), Some(200), "{alpn:?}");
+    }
+
+    // Plain HTTP: HTTP/2 with prior knowledge (h2c) and HTTP/1.1.
+    let mut h2c = Sender::http2(connect(rig.ctl.addrs.http).await)
+        .await
+        .expect("h2c handshake");
+    let resp = h2c.send(request("GET", HOST, "/")).await;
+    assert_eq!(resp.status, 200, "h2c prior knowledge on plain HTTP");
+    assert_eq!(resp.version, http::Version::HTTP_2);
+    rig.assert_serves_others().await;
+    rig.finish();
+}
 
 #[tokio::test]
 async fn tls_posture_versions_cipher_suites_and_alpn() {

@@ -1,14 +1,21 @@
-//! Accept loops for the plain-HTTP and TLS listeners. Each connection is served by hyper (HTTP/1.1 with
-//! upgrades, HTTP/2 by ALPN or prior knowledge) with the limits of the live settings, and tracked so
-//! shutdown can drain it. Settings and certificates change under a running listener; the socket never
-//! closes.
+//! Accept loops for the plain-HTTP and TLS listeners. Each connection is served by hyper with the limits
+//! of the live settings, and tracked so shutdown can drain it. Settings and certificates change under a
+//! running listener; the socket never closes.
+//!
+//! The HTTP version of a TLS connection is the one ALPN negotiated: `h2` is served as HTTP/2 only (an
+//! invalid connection preface ends the connection, RFC 9113 §3.4), `http/1.1` or no ALPN as HTTP/1.1
+//! only (with upgrades). Plain HTTP has no negotiation: the first bytes tell HTTP/1.1 from HTTP/2 with
+//! prior knowledge (h2c), and both are served.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -17,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
+use super::framing::{AmbiguousFraming, Framing, Heads};
 use super::timeouts::{Protocol, TimedIo, Timeouts, Tracker};
 use super::{Connection, Proxy, Scheme};
 use crate::metrics::OpenConnection;
@@ -67,7 +75,7 @@ impl Listener {
         // When this many connections are open, stop accepting: new clients wait in the kernel's
         // backlog instead of costing memory here.
         let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-        let mut builder = Arc::new(http_builder(&limits));
+        let mut builder = Arc::new(Builders::new(&limits));
         loop {
             let permit = tokio::select! {
                 permit = permits.clone().acquire_owned() => match permit {
@@ -92,7 +100,7 @@ impl Listener {
             let settings = self.config.load().settings.clone();
             if settings.limits != limits {
                 limits = settings.limits.clone();
-                builder = Arc::new(http_builder(&limits));
+                builder = Arc::new(Builders::new(&limits));
             }
             let accepted = Accepted {
                 conn: Arc::new(Connection {
@@ -106,9 +114,12 @@ impl Listener {
                     header_read: limits.header_read_timeout.0,
                     idle: limits.idle_timeout.0,
                 },
+                max_head: builder.max_http1_head,
+                max_headers: limits.max_headers,
                 proxy: self.proxy.clone(),
                 builder: builder.clone(),
-                watcher: graceful.watcher(),
+                stop: stop.clone(),
+                _watcher: graceful.watcher(),
                 _permit: permit,
                 _open: connections.accepted(),
             };
@@ -117,26 +128,81 @@ impl Listener {
     }
 }
 
-fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let header_bytes = usize::try_from(limits.max_header_bytes.0).unwrap_or(usize::MAX);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // The header-read and idle timeouts are enforced by `TimedIo`: hyper's own header timer starts
-        // when a keep-alive connection goes idle, which would cap the idle timeout at it.
-        .header_read_timeout(None)
-        .keep_alive(true)
-        .max_headers(limits.max_headers)
-        .max_buf_size(header_bytes.max(MIN_BUF_SIZE));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.http2_max_concurrent_streams)
-        .max_pending_accept_reset_streams(limits.http2_max_pending_reset_streams)
-        .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Duration::from_secs(30));
-    builder
+/// The same limits for hyper's HTTP/1.1 settings, whichever builder carries them.
+macro_rules! http1_limits {
+    ($builder:expr, $limits:expr, $max_head:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            // The header-read and idle timeouts are enforced by `TimedIo`: hyper's own header timer
+            // starts when a keep-alive connection goes idle, which would cap the idle timeout at it.
+            .header_read_timeout(None)
+            .keep_alive(true)
+            .max_headers($limits.max_headers)
+            .max_buf_size($max_head)
+    };
+}
+
+/// The same limits for hyper's HTTP/2 settings, whichever builder carries them.
+macro_rules! http2_limits {
+    ($builder:expr, $limits:expr, $header_bytes:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams($limits.http2_max_concurrent_streams)
+            .max_pending_accept_reset_streams($limits.http2_max_pending_reset_streams)
+            .max_header_list_size(u32::try_from($header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(Duration::from_secs(30))
+    };
+}
+
+/// hyper's connection builders for the live limits: one per HTTP version for TLS connections, whose
+/// version ALPN chose, and hyper-util's sniffing one for plain HTTP.
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    sniffing: auto::Builder<TokioExecutor>,
+    /// The largest HTTP/1.1 request head hyper reads.
+    max_http1_head: usize,
+}
+
+impl Builders {
+    fn new(limits: &Limits) -> Self {
+        let header_bytes = usize::try_from(limits.max_header_bytes.0).unwrap_or(usize::MAX);
+        let max_http1_head = header_bytes.max(MIN_BUF_SIZE);
+        let mut http1 = http1::Builder::new();
+        http1_limits!(http1, limits, max_http1_head);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2_limits!(http2, limits, header_bytes);
+        let mut sniffing = auto::Builder::new(TokioExecutor::new());
+        http1_limits!(sniffing.http1(), limits, max_http1_head);
+        http2_limits!(sniffing.http2(), limits, header_bytes);
+        Builders {
+            http1,
+            http2,
+            sniffing,
+            max_http1_head,
+        }
+    }
+}
+
+/// Serves a connection until it ends; once `stop` turns true, asks it to finish its requests and close
+/// (`begin_drain`, hyper's graceful shutdown), and serves it until it has.
+async fn until_drained<C: Future>(
+    conn: C,
+    mut stop: watch::Receiver<bool>,
+    begin_drain: impl FnOnce(Pin<&mut C>),
+) -> C::Output {
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        out = conn.as_mut() => return out,
+        stopped = async { stop.wait_for(|stopped| *stopped).await.is_ok() } => {
+            if !stopped {
+                // The sender is gone without a stop: nothing will ask for a drain.
+                return conn.await;
+            }
+        }
+    }
+    begin_drain(conn.as_mut());
+    conn.await
 }
 
 /// One accepted connection and what serving it needs.
@@ -145,9 +211,14 @@ struct Accepted {
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
     timeouts: Timeouts,
+    max_head: usize,
+    max_headers: usize,
     proxy: Arc<Proxy>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
+    builder: Arc<Builders>,
+    /// Turns true when shutdown begins: the connection then drains.
+    stop: watch::Receiver<bool>,
+    /// Held for the connection's lifetime: shutdown waits until every watcher is gone.
+    _watcher: Watcher,
     /// Held for the connection's lifetime: one of `max-connections`.
     _permit: OwnedSemaphorePermit,
     /// Held for the connection's lifetime: counts it in `portcullis_open_connections`.
@@ -161,21 +232,29 @@ impl Accepted {
             tls,
             handshake_timeout,
             timeouts,
+            max_head,
+            max_headers,
             proxy,
             builder,
-            watcher,
+            stop,
+            _watcher,
             _permit,
             _open,
         } = self;
         let metrics = proxy.metrics().clone();
         let tracker = Tracker::new();
+        let heads = Arc::new(Heads::default());
         let service = {
             let conn = conn.clone();
             let tracker = tracker.clone();
-            service_fn(move |req| {
+            let heads = heads.clone();
+            service_fn(move |mut req| {
                 let proxy = proxy.clone();
                 let conn = conn.clone();
                 let in_flight = tracker.request();
+                if heads.next_is_ambiguous() {
+                    req.extensions_mut().insert(AmbiguousFraming);
+                }
                 async move {
                     // Boxed: the request's future is several kilobytes, and hyper moves the service's
                     // future (for HTTP/2 into a task of its own); a pointer moves cheaply.
@@ -184,23 +263,18 @@ impl Accepted {
                 }
             })
         };
-        let result = match tls {
+        let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = match tls {
             None => {
-                watcher
-                    .watch(
-                        builder
-                            .serve_connection_with_upgrades(
-                                TokioIo::new(TimedIo::new(
-                                    tcp,
-                                    tracker,
-                                    timeouts,
-                                    Protocol::Unknown,
-                                )),
-                                service,
-                            )
-                            .into_owned(),
-                    )
-                    .await
+                let io = TimedIo::new(
+                    Framing::new(tcp, heads, max_head, max_headers),
+                    tracker,
+                    timeouts,
+                    Protocol::Unknown,
+                );
+                let served = builder
+                    .sniffing
+                    .serve_connection_with_upgrades(TokioIo::new(io), service);
+                until_drained(served, stop, |c| c.graceful_shutdown()).await
             }
             Some(acceptor) => {
                 let started = Instant::now();
@@ -222,20 +296,30 @@ impl Accepted {
                             return;
                         }
                     };
-                let protocol = match stream.get_ref().1.alpn_protocol() {
-                    Some(b"h2") => Protocol::Http2,
-                    _ => Protocol::Unknown,
-                };
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                 // The handshake is over: the header-read clock of the first request starts now.
                 tracker.restart_clock();
-                let stream = TimedIo::new(stream, tracker, timeouts, protocol);
-                watcher
-                    .watch(
-                        builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .into_owned(),
-                    )
-                    .await
+                if h2 {
+                    let io = TimedIo::new(stream, tracker, timeouts, Protocol::Http2);
+                    let served = builder.http2.serve_connection(TokioIo::new(io), service);
+                    until_drained(served, stop, |c| c.graceful_shutdown())
+                        .await
+                        .map_err(Into::into)
+                } else {
+                    let io = TimedIo::new(
+                        Framing::new(stream, heads, max_head, max_headers),
+                        tracker,
+                        timeouts,
+                        Protocol::Http1,
+                    );
+                    let served = builder
+                        .http1
+                        .serve_connection(TokioIo::new(io), service)
+                        .with_upgrades();
+                    until_drained(served, stop, |c| c.graceful_shutdown())
+                        .await
+                        .map_err(Into::into)
+                }
             }
         };
         if let Err(e) = result {

@@ -5,6 +5,7 @@ mod body;
 mod client;
 mod connection;
 mod forward;
+mod framing;
 pub mod listener;
 mod pool;
 mod response;
@@ -85,6 +86,23 @@ impl Proxy {
         let client = ClientView::new(conn, req.headers(), &config.settings.trusted_proxies);
         exchange.client(client.ip);
         let host = request_host(&req);
+        if req
+            .extensions()
+            .get::<framing::AmbiguousFraming>()
+            .is_some()
+        {
+            // hyper framed it by Transfer-Encoding; a hop that reads Content-Length would not.
+            let mut resp = discard_body(
+                req,
+                response::error(
+                    StatusCode::BAD_REQUEST,
+                    "the request has both Content-Length and Transfer-Encoding",
+                ),
+            );
+            resp.headers_mut()
+                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            return resp;
+        }
         if has_dot_segment(req.uri().path()) {
             // `/public/../admin` would be routed by `/public` and read as `/admin` by the backend.
             return discard_body(
