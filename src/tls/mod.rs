@@ -13,7 +13,7 @@ use rustls::sign::CertifiedKey;
 use crate::model::{ConfigHandle, matching::normalize_host};
 use crate::settings::{TlsSettings, TlsVersion};
 
-pub use certs::{CertError, CertLoad, CertStore, LoadedCert};
+pub use certs::{CertError, CertLoad, CertStore, CertWarning, LoadedCert};
 
 /// The name the generated default certificate is issued for; `.invalid` can never be a real host.
 pub const DEFAULT_CERT_NAME: &str = "portcullis.invalid";
