@@ -17,7 +17,7 @@ use super::{
     ProblemKind, Route, Snapshot,
 };
 use crate::settings::Settings;
-use crate::tls::{CertStore, CertTable, LoadedCert};
+use crate::tls::{CertStore, CertTable, CertWarning, LoadedCert};
 use crate::vocab::hosts::host_covered_by;
 
 /// The IngressClass `spec.controller` value that names Portcullis.
@@ -529,16 +529,16 @@ impl Builder<'_> {
             hosts.to_vec()
         };
         for host in names {
+            // Served anyway: the client's name-mismatch error then names the real problem.
             if !cert.covers(&host) {
                 self.problems.push(Problem::object(
                     object.clone(),
                     ProblemKind::CertificateHostMismatch,
                     format!(
-                        "the certificate in Secret {id} is not valid for TLS host {host:?} (it covers {:?}); the default certificate is served for it",
+                        "the certificate in Secret {id} is not valid for TLS host {host:?} (it covers {:?}); it is served for it anyway, and clients will refuse it",
                         cert.dns_names
                     ),
                 ));
-                continue;
             }
             match self.tls_owners.get(&host) {
                 Some(owner) if owner != &id => self.problems.push(Problem::object(
@@ -596,12 +596,29 @@ impl Builder<'_> {
             ));
         }
         let cert = load.cert?;
+        for warning in &cert.warnings {
+            let kind = match warning {
+                CertWarning::CaCertificate => ProblemKind::CertificateIsCa,
+                CertWarning::NoSubjectAltName => ProblemKind::CertificateWithoutSan,
+                CertWarning::ChainOrder => ProblemKind::CertificateChainOrder,
+                CertWarning::UnrelatedCertificates(_) => ProblemKind::CertificateChainUnrelated,
+                CertWarning::NoServerAuth | CertWarning::NoDigitalSignature => {
+                    ProblemKind::CertificateKeyUsage
+                }
+                CertWarning::Ed25519Key => ProblemKind::CertificateKeyType,
+            };
+            self.problems.push(Problem::object(
+                object.clone(),
+                kind,
+                format!("Secret {id}: {warning}; the certificate is served"),
+            ));
+        }
         if self.now > cert.not_after {
             self.problems.push(Problem::object(
                 object.clone(),
                 ProblemKind::CertificateExpired,
                 format!(
-                    "the certificate in Secret {id} expired at {} (Unix time)",
+                    "the certificate in Secret {id} expired at {} (Unix time); it is served anyway",
                     cert.not_after
                 ),
             ));
@@ -610,7 +627,7 @@ impl Builder<'_> {
                 object.clone(),
                 ProblemKind::CertificateNotYetValid,
                 format!(
-                    "the certificate in Secret {id} is not valid before {} (Unix time)",
+                    "the certificate in Secret {id} is not valid before {} (Unix time); it is served anyway",
                     cert.not_before
                 ),
             ));

@@ -33,26 +33,77 @@ pub enum CertError {
     BadCertificatePem(String),
     #[error("tls.crt: the first certificate cannot be parsed: {0}")]
     BadCertificate(String),
-    #[error("tls.crt: the first certificate is a CA certificate, not a server certificate")]
-    CaCertificate,
     #[error("tls.key holds no PEM private key (PKCS#1, PKCS#8 or SEC1 expected)")]
     NoKey,
     #[error("tls.key is encrypted; Portcullis needs an unencrypted key")]
     EncryptedKey,
     #[error("tls.key is not valid PEM: {0}")]
     BadKeyPem(String),
+    #[error(
+        "tls.key cannot be used: the certificate's RSA key has {0} bits, and handshakes cannot be signed with RSA keys below 2048 bits"
+    )]
+    RsaKeyTooSmall(usize),
     #[error("tls.key cannot be used: {0}")]
     UnsupportedKey(String),
-    #[error("tls.key does not match the certificate in tls.crt")]
+    #[error("tls.key does not match any certificate in tls.crt")]
     KeyMismatch,
 }
 
-impl CertError {
-    /// A short, stable name for metrics and Events.
-    pub fn kind(&self) -> &'static str {
+/// Something about a certificate that clients may object to, but that does not stop Portcullis serving
+/// it: the client's error then names the real problem. Reported, never fatal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CertWarning {
+    /// A CA certificate (`CA:TRUE`) issued by another CA. Self-signed ones are what
+    /// `openssl req -x509` makes and are not reported.
+    CaCertificate,
+    /// No DNS subjectAltName: browsers ignore the CN, so they reject it for every name.
+    NoSubjectAltName,
+    /// The certificate matching the key was not first, or the issuers did not follow it in order; it is
+    /// served reordered (leaf, then each issuer).
+    ChainOrder,
+    /// Certificates in `tls.crt` that are not on the leaf's issuer path (their subjects); served after
+    /// the chain, as given.
+    UnrelatedCertificates(Vec<String>),
+    /// extendedKeyUsage without serverAuth: clients refuse it for TLS servers.
+    NoServerAuth,
+    /// keyUsage without digitalSignature: clients refuse handshake signatures made with it.
+    NoDigitalSignature,
+    /// An Ed25519 key, which no major browser accepts in certificates.
+    Ed25519Key,
+}
+
+impl fmt::Display for CertWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CertError::KeyMismatch => "key-mismatch",
-            _ => "invalid-certificate",
+            CertWarning::CaCertificate => f.write_str(
+                "the certificate is a CA certificate (basicConstraints CA:TRUE) issued by another CA; many clients refuse a CA certificate as a server certificate",
+            ),
+            CertWarning::NoSubjectAltName => f.write_str(
+                "the certificate has no DNS subjectAltName; browsers ignore the common name and refuse it",
+            ),
+            CertWarning::ChainOrder => f.write_str(
+                "tls.crt is not in order (the server certificate first, then each issuer); Portcullis sends it reordered",
+            ),
+            CertWarning::UnrelatedCertificates(subjects) => {
+                // A bundle can hold hundreds; name a few.
+                let shown: Vec<&str> = subjects.iter().take(3).map(String::as_str).collect();
+                let more = if subjects.len() > 3 { "; …" } else { "" };
+                write!(
+                    f,
+                    "tls.crt holds {} certificate(s) that are not issuers of the server certificate ({}{more}); they are sent after the chain",
+                    subjects.len(),
+                    shown.join("; ")
+                )
+            }
+            CertWarning::NoServerAuth => f.write_str(
+                "the certificate's extendedKeyUsage does not include serverAuth; clients refuse it for a TLS server",
+            ),
+            CertWarning::NoDigitalSignature => f.write_str(
+                "the certificate's keyUsage does not include digitalSignature; clients refuse the handshake",
+            ),
+            CertWarning::Ed25519Key => f.write_str(
+                "the certificate has an Ed25519 key; browsers do not support those, only some other clients do",
+            ),
         }
     }
 }
@@ -67,6 +118,8 @@ pub struct LoadedCert {
     pub not_after: i64,
     /// Hex SHA-256 of the leaf, safe to log.
     pub fingerprint: String,
+    /// What clients may object to; the certificate is served anyway.
+    pub warnings: Vec<CertWarning>,
 }
 
 impl fmt::Debug for LoadedCert {
@@ -77,6 +130,7 @@ impl fmt::Debug for LoadedCert {
             .field("not_before", &self.not_before)
             .field("not_after", &self.not_after)
             .field("fingerprint", &self.fingerprint)
+            .field("warnings", &self.warnings)
             .finish_non_exhaustive()
     }
 }
@@ -99,18 +153,28 @@ pub fn load_pem(
 }
 
 /// [`load_pem`], stapling `ocsp` (a DER OCSP response) when given and not empty.
+///
+/// The server certificate is the one whose public key matches `tls.key`, wherever it is in `tls.crt`;
+/// it is served first, followed by its issuers in order, then anything else `tls.crt` holds.
 pub fn load_pem_with_ocsp(
     cert_pem: &[u8],
     key_pem: &[u8],
     ocsp: Option<&[u8]>,
     provider: &CryptoProvider,
 ) -> Result<LoadedCert, CertError> {
+    use x509_parser::certificate::X509Certificate;
+    use x509_parser::prelude::FromDer;
     let chain = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| CertError::BadCertificatePem(pem_error(&e)))?;
-    let leaf = chain.first().ok_or(CertError::NoCertificate)?;
-    let (dns_names, not_before, not_after) = inspect_leaf(leaf)?;
-    let fingerprint = sha256_hex(leaf.as_ref());
+    let first = chain.first().ok_or(CertError::NoCertificate)?;
+    X509Certificate::from_der(first.as_ref())
+        .map_err(|e| CertError::BadCertificate(e.to_string()))?;
+    // Certificates after the first that do not parse are passed on as they are.
+    let parsed: Vec<Option<Parsed<'_>>> = chain
+        .iter()
+        .map(|c| X509Certificate::from_der(c.as_ref()).ok().map(|(_, c)| c))
+        .collect();
 
     let key = match PrivateKeyDer::from_pem_slice(key_pem) {
         Ok(key) => key,
@@ -120,10 +184,64 @@ pub fn load_pem_with_ocsp(
         Err(pem::Error::NoItemsFound) => return Err(CertError::NoKey),
         Err(e) => return Err(CertError::BadKeyPem(pem_error(&e))),
     };
-    let mut certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| match e {
-        rustls::Error::InconsistentKeys(_) => CertError::KeyMismatch,
-        other => CertError::UnsupportedKey(other.to_string()),
+    let signing_key = provider.key_provider.load_private_key(key).map_err(|e| {
+        // The leaf is not known yet; in a file in order it is the first certificate.
+        match parsed[0].as_ref().and_then(small_rsa_bits) {
+            Some(bits) => CertError::RsaKeyTooSmall(bits),
+            None => CertError::UnsupportedKey(e.to_string()),
+        }
     })?;
+
+    let mut warnings = Vec::new();
+    let leaf_index = match signing_key.public_key() {
+        Some(spki) => parsed
+            .iter()
+            .position(|c| {
+                c.as_ref()
+                    .is_some_and(|c| c.public_key().raw == spki.as_ref())
+            })
+            .ok_or(CertError::KeyMismatch)?,
+        // The provider cannot tell; trust the order given, as rustls does.
+        None => 0,
+    };
+    let order = issuer_path(&parsed, leaf_index);
+    if order.iter().enumerate().any(|(position, &i)| position != i) {
+        warnings.push(CertWarning::ChainOrder);
+    }
+    let mut on_path = vec![false; chain.len()];
+    for &i in &order {
+        on_path[i] = true;
+    }
+    let unrelated: Vec<usize> = (0..chain.len()).filter(|&i| !on_path[i]).collect();
+    if !unrelated.is_empty() {
+        warnings.push(CertWarning::UnrelatedCertificates(
+            unrelated
+                .iter()
+                .map(|&i| match &parsed[i] {
+                    Some(c) => c.subject().to_string(),
+                    None => "unparsable".to_string(),
+                })
+                .collect(),
+        ));
+    }
+    let Some(leaf) = parsed[leaf_index].as_ref() else {
+        return Err(CertError::KeyMismatch);
+    };
+    if leaf.is_ca() && (order.len() > 1 || !self_issued(leaf)) {
+        warnings.push(CertWarning::CaCertificate);
+    }
+    let (dns_names, not_before, not_after) = inspect_leaf(leaf, &mut warnings);
+    if signing_key.algorithm() == rustls::SignatureAlgorithm::ED25519 {
+        warnings.push(CertWarning::Ed25519Key);
+    }
+    let fingerprint = sha256_hex(chain[leaf_index].as_ref());
+
+    let served: Vec<CertificateDer<'static>> = order
+        .iter()
+        .chain(&unrelated)
+        .map(|&i| chain[i].clone())
+        .collect();
+    let mut certified = CertifiedKey::new(served, signing_key);
     certified.ocsp = ocsp.filter(|r| !r.is_empty()).map(<[u8]>::to_vec);
     Ok(LoadedCert {
         key: Arc::new(certified),
@@ -131,7 +249,87 @@ pub fn load_pem_with_ocsp(
         not_before,
         not_after,
         fingerprint,
+        warnings,
     })
+}
+
+type Parsed<'a> = x509_parser::certificate::X509Certificate<'a>;
+
+/// Indices into `certs` of the leaf at `leaf` and then each issuer, up to the last one present.
+fn issuer_path(certs: &[Option<Parsed<'_>>], leaf: usize) -> Vec<usize> {
+    let mut path = vec![leaf];
+    let mut used = vec![false; certs.len()];
+    used[leaf] = true;
+    let mut current = certs[leaf].as_ref();
+    while let Some(cert) = current {
+        let next = certs
+            .iter()
+            .enumerate()
+            .find(|(i, c)| !used[*i] && c.as_ref().is_some_and(|c| issued_by(cert, c)));
+        match next {
+            Some((i, c)) => {
+                path.push(i);
+                used[i] = true;
+                current = c.as_ref();
+            }
+            None => break,
+        }
+    }
+    path
+}
+
+/// Whether `issuer` looks like the issuer of `cert`: its subject is `cert`'s issuer, with another key,
+/// and the key identifiers agree where both are given. (Signatures are the client's to check.)
+fn issued_by(cert: &Parsed<'_>, issuer: &Parsed<'_>) -> bool {
+    cert.issuer().as_raw() == issuer.subject().as_raw()
+        && cert.public_key().raw != issuer.public_key().raw
+        && match (authority_key_id(cert), subject_key_id(issuer)) {
+            (Some(a), Some(s)) => a == s,
+            _ => true,
+        }
+}
+
+/// Whether `cert` names itself as its issuer (by name, and by key identifier where given).
+fn self_issued(cert: &Parsed<'_>) -> bool {
+    cert.issuer().as_raw() == cert.subject().as_raw()
+        && match (authority_key_id(cert), subject_key_id(cert)) {
+            (Some(a), Some(s)) => a == s,
+            _ => true,
+        }
+}
+
+fn authority_key_id<'a>(cert: &'a Parsed<'_>) -> Option<&'a [u8]> {
+    use x509_parser::extensions::ParsedExtension;
+    cert.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|k| k.0)
+            }
+            _ => None,
+        })
+}
+
+fn subject_key_id<'a>(cert: &'a Parsed<'_>) -> Option<&'a [u8]> {
+    use x509_parser::extensions::ParsedExtension;
+    cert.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(ski) => Some(ski.0),
+            _ => None,
+        })
+}
+
+/// The size of a certificate's RSA key when it is below 2048 bits.
+fn small_rsa_bits(cert: &Parsed<'_>) -> Option<usize> {
+    use x509_parser::public_key::PublicKey;
+    let Ok(PublicKey::RSA(rsa)) = cert.public_key().parsed() else {
+        return None;
+    };
+    let modulus = rsa.modulus;
+    let significant = modulus.iter().position(|&b| b != 0)?;
+    let bits = (modulus.len() - significant) * 8 - modulus[significant].leading_zeros() as usize;
+    (bits < 2048).then_some(bits)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -149,12 +347,19 @@ fn pem_error(e: &pem::Error) -> String {
     }
 }
 
-fn inspect_leaf(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64, i64), CertError> {
+/// The leaf's DNS names and validity, noting what clients may object to in `warnings`.
+fn inspect_leaf(cert: &Parsed<'_>, warnings: &mut Vec<CertWarning>) -> (Vec<String>, i64, i64) {
     use x509_parser::prelude::*;
-    let (_, cert) = X509Certificate::from_der(leaf.as_ref())
-        .map_err(|e| CertError::BadCertificate(e.to_string()))?;
-    if cert.is_ca() {
-        return Err(CertError::CaCertificate);
+    if let Ok(Some(eku)) = cert.extended_key_usage()
+        && !eku.value.server_auth
+        && !eku.value.any
+    {
+        warnings.push(CertWarning::NoServerAuth);
+    }
+    if let Ok(Some(ku)) = cert.key_usage()
+        && !ku.value.digital_signature()
+    {
+        warnings.push(CertWarning::NoDigitalSignature);
     }
     let mut names: Vec<String> = match cert.subject_alternative_name() {
         Ok(Some(san)) => san
@@ -169,6 +374,8 @@ fn inspect_leaf(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64, i64), Ce
         _ => Vec::new(),
     };
     if names.is_empty() {
+        warnings.push(CertWarning::NoSubjectAltName);
+        // Still the names to route by when an Ingress lists no TLS hosts.
         names.extend(
             cert.subject()
                 .iter_common_name()
@@ -177,11 +384,11 @@ fn inspect_leaf(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64, i64), Ce
         );
     }
     let validity = cert.validity();
-    Ok((
+    (
         names,
         validity.not_before.timestamp(),
         validity.not_after.timestamp(),
-    ))
+    )
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -329,6 +536,123 @@ mod tests {
         assert!(!cert.covers("b.example.com"));
         assert!(cert.not_after > cert.not_before);
         assert_eq!(cert.fingerprint.len(), 64);
+    }
+
+    /// A leaf for `name` issued by a fresh CA: (leaf PEM, leaf key PEM, CA PEM).
+    fn issued(
+        name: &str,
+        tweak: impl FnOnce(&mut rcgen::CertificateParams),
+    ) -> (String, String, String) {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Test CA");
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        tweak(&mut params);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = params.signed_by(&key, &ca).unwrap();
+        (leaf.pem(), key.serialize_pem(), ca.pem())
+    }
+
+    fn served_chain(cert: &LoadedCert) -> Vec<Vec<u8>> {
+        cert.key.cert.iter().map(|c| c.to_vec()).collect()
+    }
+
+    fn ders(pem: &str) -> Vec<Vec<u8>> {
+        CertificateDer::pem_slice_iter(pem.as_bytes())
+            .map(|c| c.unwrap().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn a_self_signed_ca_certificate_is_served_without_warning() {
+        let mut params = rcgen::CertificateParams::new(vec!["a.example.com".to_string()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let crt = params.self_signed(&key).unwrap().pem();
+        let cert = load_pem(crt.as_bytes(), key.serialize_pem().as_bytes(), &provider()).unwrap();
+        assert!(cert.warnings.is_empty(), "{:?}", cert.warnings);
+        assert!(cert.covers("a.example.com"));
+    }
+
+    #[test]
+    fn a_ca_certificate_issued_by_another_ca_is_served_with_a_warning() {
+        let (leaf, key, ca) = issued("a.example.com", |p| {
+            p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        });
+        let cert = load_pem(
+            format!("{leaf}{ca}").as_bytes(),
+            key.as_bytes(),
+            &provider(),
+        )
+        .unwrap();
+        assert_eq!(cert.warnings, [CertWarning::CaCertificate]);
+    }
+
+    #[test]
+    fn the_leaf_is_found_by_its_key_and_the_chain_served_in_order() {
+        let (leaf, key, ca) = issued("a.example.com", |_| {});
+        let (stray, _) = self_signed(&["stray.example.com"]);
+        let p = provider();
+        let ordered = load_pem(format!("{leaf}{ca}").as_bytes(), key.as_bytes(), &p).unwrap();
+        assert!(ordered.warnings.is_empty(), "{:?}", ordered.warnings);
+        assert_eq!(served_chain(&ordered), [ders(&leaf), ders(&ca)].concat());
+
+        let reversed = load_pem(format!("{ca}{leaf}").as_bytes(), key.as_bytes(), &p).unwrap();
+        assert_eq!(reversed.warnings, [CertWarning::ChainOrder]);
+        assert_eq!(served_chain(&reversed), served_chain(&ordered));
+        assert_eq!(reversed.fingerprint, ordered.fingerprint);
+
+        let cluttered =
+            load_pem(format!("{stray}{leaf}{ca}").as_bytes(), key.as_bytes(), &p).unwrap();
+        assert_eq!(cluttered.warnings.len(), 2, "{:?}", cluttered.warnings);
+        assert!(matches!(
+            &cluttered.warnings[1],
+            CertWarning::UnrelatedCertificates(subjects) if subjects.len() == 1
+        ));
+        assert_eq!(
+            served_chain(&cluttered),
+            [ders(&leaf), ders(&ca), ders(&stray)].concat(),
+            "unrelated certificates go last"
+        );
+    }
+
+    #[test]
+    fn names_and_usages_clients_refuse_are_warned_about() {
+        let p = provider();
+        let warnings = |tweak: fn(&mut rcgen::CertificateParams)| {
+            let (leaf, key, _) = issued("a.example.com", tweak);
+            load_pem(leaf.as_bytes(), key.as_bytes(), &p)
+                .unwrap()
+                .warnings
+        };
+        assert_eq!(
+            warnings(|p| {
+                p.subject_alt_names.clear();
+                p.distinguished_name
+                    .push(rcgen::DnType::CommonName, "a.example.com");
+            }),
+            [CertWarning::NoSubjectAltName]
+        );
+        assert_eq!(
+            warnings(|p| p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth]),
+            [CertWarning::NoServerAuth]
+        );
+        assert_eq!(
+            warnings(|p| p.key_usages = vec![rcgen::KeyUsagePurpose::KeyAgreement]),
+            [CertWarning::NoDigitalSignature]
+        );
+        assert_eq!(
+            warnings(|p| {
+                p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+                p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+            }),
+            []
+        );
     }
 
     #[test]

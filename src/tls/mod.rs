@@ -12,7 +12,7 @@ use rustls::sign::CertifiedKey;
 
 use crate::vocab::hosts::normalize_host;
 
-pub use certs::{CertError, CertLoad, CertStore, LoadedCert};
+pub use certs::{CertError, CertLoad, CertStore, CertWarning, LoadedCert};
 
 /// The name the generated default certificate is issued for; `.invalid` can never be a real host.
 pub const DEFAULT_CERT_NAME: &str = "portcullis.invalid";

@@ -7,12 +7,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject as _;
 
 use crate::harness::*;
 
 pub const NAMES: &[&str] = &[
     "tls_secret_rotated_through_the_api_is_served_without_restart",
     "secret_created_after_its_ingress_is_picked_up",
+    "a_secret_made_as_the_kubernetes_docs_show_is_served",
     "ingresses_of_other_or_unknown_classes_are_never_served_nor_given_status",
     "classless_ingresses_follow_the_default_class",
     "only_the_leader_writes_status_and_a_successor_takes_over",
@@ -27,6 +29,7 @@ pub async fn run(name: &str, cp: &ControlPlane, slot: u8) -> Result<()> {
     match name {
         "tls_secret_rotated_through_the_api_is_served_without_restart" => t.secret_rotation().await,
         "secret_created_after_its_ingress_is_picked_up" => t.secret_after_ingress().await,
+        "a_secret_made_as_the_kubernetes_docs_show_is_served" => t.docs_secret().await,
         "ingresses_of_other_or_unknown_classes_are_never_served_nor_given_status" => {
             t.foreign_classes().await
         }
@@ -144,6 +147,99 @@ impl Test<'_> {
         );
         let body = resp.into_body().collect().await?.to_bytes();
         ensure!(String::from_utf8_lossy(&body).contains("/after"));
+        Ok(())
+    }
+
+    /// The Kubernetes documentation's recipe for a TLS Secret: `openssl req -x509 …` (a self-signed
+    /// certificate that OpenSSL 3 marks CA:TRUE), then `kubectl create secret tls`.
+    async fn docs_secret(&self) -> Result<()> {
+        let (ns, kubeconfig) = self.setup("docs-secret")?;
+        let backend = Backend::start(self.backend_addr(1), "web", "web-1").await?;
+        let host = "foo.example.com";
+        let dir = tempfile::tempdir()?;
+        let (cn, san) = (format!("/CN={host}"), format!("subjectAltName=DNS:{host}"));
+        let openssl = std::process::Command::new("openssl")
+            .current_dir(dir.path())
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes"])
+            .args([
+                "-keyout", "tls.key", "-out", "tls.crt", "-subj", &cn, "-addext", &san,
+            ])
+            .output()?;
+        ensure!(
+            openssl.status.success(),
+            "openssl: {}",
+            String::from_utf8_lossy(&openssl.stderr)
+        );
+        let crt = dir.path().join("tls.crt");
+        let pem = std::fs::read(&crt)?;
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(&pem)?;
+        let fp = crate::support::pki::fingerprint(&der);
+        let (cert_arg, key_arg) = (
+            format!("--cert={}", crt.display()),
+            format!("--key={}", dir.path().join("tls.key").display()),
+        );
+        self.cp.kubectl(&[
+            "-n", &ns, "create", "secret", "tls", "docs-tls", &cert_arg, &key_arg,
+        ])?;
+        self.cp.apply(
+            &[
+                service_with_endpoints(&ns, "web", &[backend.addr]),
+                ingress(&ns, "web", host, "web", Some("docs-tls")),
+            ]
+            .join("---\n"),
+        )?;
+        let controller = self.start(&kubeconfig, &ns, 1, &[]).await?;
+        eventually("the docs certificate served", WAIT, || async {
+            https_get(controller.https(), host, "/")
+                .await
+                .ok()
+                .filter(|(s, _, got)| *s == 200 && *got == fp)
+        })
+        .await?;
+        // A client that trusts exactly that certificate, as the docs' reader would, verifies it.
+        let https = controller.https();
+        let resolve = format!("{host}:{}:{}", https.port(), https.ip());
+        let ca = crt.display().to_string();
+        let url = format!("https://{host}:{}/", https.port());
+        let curl = crate::support::tools::curl(&[
+            "--cacert",
+            &ca,
+            "--resolve",
+            &resolve,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &url,
+        ])
+        .await;
+        ensure!(
+            curl.success && curl.stdout == "200",
+            "curl --cacert tls.crt: {} {}",
+            curl.stdout,
+            curl.stderr
+        );
+        // Served without complaint: a Normal Event, no Warning.
+        let events = || {
+            self.cp.kubectl(&[
+                "-n",
+                &ns,
+                "get",
+                "events.events.k8s.io",
+                "-o",
+                "jsonpath={range .items[*]}{.regarding.name} {.reason} {.type}{\"\\n\"}{end}",
+            ])
+        };
+        eventually("the Served Event", WAIT, || async {
+            events().ok().filter(|e| e.contains("web Served Normal"))
+        })
+        .await?;
+        let warnings: Vec<String> = events()?
+            .lines()
+            .filter(|l| l.ends_with(" Warning"))
+            .map(String::from)
+            .collect();
+        ensure!(warnings.is_empty(), "Warning Events: {warnings:?}");
         Ok(())
     }
 
