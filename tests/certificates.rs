@@ -701,22 +701,7 @@ async fn curl_check(
 ) -> Result<(), String> {
     let ca = scratch.join(format!("{}-ca.pem", row.name));
     std::fs::write(&ca, &curl.ca).expect("write the CA file for curl");
-    let port = ctl.addrs.https.port();
-    let url = format!("https://{}:{port}/", row.host);
-    let resolve = format!("{}:{port}:{}", row.host, ctl.addrs.ip);
-    let ca = ca.display().to_string();
-    let out = tools::curl(&[
-        "--cacert",
-        &ca,
-        "--resolve",
-        &resolve,
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &url,
-    ])
-    .await;
+    let out = tools::curl_https_status(&row.host, ctl.addrs.https, &ca).await;
     let ok = match curl.fails_with {
         None => out.success && out.stdout == "200",
         Some(text) => !out.success && out.stderr.contains(text),

@@ -198,21 +198,7 @@ impl Test<'_> {
         .await?;
         // A client that trusts exactly that certificate, as the docs' reader would, verifies it.
         let https = controller.https();
-        let resolve = format!("{host}:{}:{}", https.port(), https.ip());
-        let ca = crt.display().to_string();
-        let url = format!("https://{host}:{}/", https.port());
-        let curl = crate::support::tools::curl(&[
-            "--cacert",
-            &ca,
-            "--resolve",
-            &resolve,
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &url,
-        ])
-        .await;
+        let curl = crate::support::tools::curl_https_status(host, https, &crt).await;
         ensure!(
             curl.success && curl.stdout == "200",
             "curl --cacert tls.crt: {} {}",

@@ -103,3 +103,27 @@ pub async fn curl(args: &[&str]) -> Output {
     all.extend(args.iter().map(|a| a.to_string()));
     run("curl", &all, Duration::from_secs(15)).await
 }
+
+/// `curl --cacert CA https://HOST/` with HOST resolved to `addr`: stdout is the status code; stderr
+/// says why verification failed, as a user would read it.
+pub async fn curl_https_status(
+    host: &str,
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+) -> Output {
+    let resolve = format!("{host}:{}:{}", addr.port(), addr.ip());
+    let url = format!("https://{host}:{}/", addr.port());
+    let ca = ca.display().to_string();
+    curl(&[
+        "--cacert",
+        &ca,
+        "--resolve",
+        &resolve,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &url,
+    ])
+    .await
+}
