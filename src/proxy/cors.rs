@@ -73,3 +73,76 @@ fn varies_by_origin(headers: &HeaderMap) -> bool {
         .map(str::trim)
         .any(|t| t == "*" || t.eq_ignore_ascii_case("origin"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn cors(origin: &str) -> Cors {
+        let map: BTreeMap<String, String> = [
+            ("portcullis.io/enable-cors", "true"),
+            ("portcullis.io/cors-allow-origin", origin),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        crate::model::annotations::parse(Some(&map)).0.cors.unwrap()
+    }
+
+    fn req(method: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().method(method).uri("/");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn a_preflight_needs_an_admitted_origin_and_a_requested_method() {
+        let c = cors("https://a.test");
+        let pre = [
+            ("origin", "https://a.test"),
+            ("access-control-request-method", "PUT"),
+        ];
+        assert!(evaluate(&c, &req("OPTIONS", &pre)).preflight().is_some());
+        assert!(evaluate(&c, &req("GET", &pre)).preflight().is_none());
+        let no_method = req("OPTIONS", &pre[..1]);
+        assert!(evaluate(&c, &no_method).preflight().is_none());
+        let other = req(
+            "OPTIONS",
+            &[
+                ("origin", "https://b.test"),
+                ("access-control-request-method", "PUT"),
+            ],
+        );
+        assert!(evaluate(&c, &other).preflight().is_none());
+        let any = cors("*");
+        let no_origin = req("OPTIONS", &pre[1..]);
+        assert!(evaluate(&any, &no_origin).preflight().is_none());
+    }
+
+    #[test]
+    fn vary_is_added_once_beside_the_backend_s_and_cors_headers_replace_its_own() {
+        let c = cors("https://a.test");
+        let mut h = HeaderMap::new();
+        h.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        evaluate(&c, &req("GET", &[("origin", "https://a.test")])).apply(&mut h);
+        let vary: Vec<_> = h.get_all(header::VARY).iter().collect();
+        assert_eq!(vary, ["Accept-Encoding", "Origin"]);
+        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://a.test");
+
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::VARY,
+            HeaderValue::from_static("accept-encoding, ORIGIN"),
+        );
+        evaluate(&c, &req("GET", &[])).apply(&mut h);
+        assert_eq!(h.get_all(header::VARY).iter().count(), 1);
+        assert!(!h.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+    }
+}
