@@ -674,7 +674,7 @@ async fn a_realistic_ingress_nginx_ingress_is_served_the_same_way() {
     let _slow = backend(&dir, "slow").await;
     certificate(&dir, "shop-tls", &["shop.test"]);
     // What an ingress-nginx user typically has: TLS with the redirect, a regex rewrite under /api,
-    // a body limit, timeouts, an allowlist, a prefix header, and one annotation Portcullis lacks.
+    // a body limit, timeouts, an allowlist, a prefix header, CORS, and one annotation Portcullis lacks.
     let ing = IngressBuilder::new(NS, "shop")
         .tls(&["shop.test"], "shop-tls")
         .path(
@@ -704,6 +704,7 @@ async fn a_realistic_ingress_nginx_ingress_is_served_the_same_way() {
         )
         .annotation("nginx.ingress.kubernetes.io/x-forwarded-prefix", "/api")
         .annotation("nginx.ingress.kubernetes.io/enable-cors", "true")
+        .annotation("nginx.ingress.kubernetes.io/enable-modsecurity", "true")
         .class(None)
         .build();
     dir.write("ingress.yaml", &[&ing]);
@@ -717,6 +718,7 @@ async fn a_realistic_ingress_nginx_ingress_is_served_the_same_way() {
     let r = secure(&ctl, get("shop.test", "/api/v1/cart?id=7")).await;
     assert_eq!(r.status, 200);
     assert!(r.header("strict-transport-security").is_some());
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
     let seen = r.echo();
     assert_eq!(
         (seen.service.as_str(), seen.path.as_str()),
@@ -733,7 +735,7 @@ async fn a_realistic_ingress_nginx_ingress_is_served_the_same_way() {
     );
     let big = request("POST", "shop.test", "/api/upload").body(vec![0u8; 9 << 20]);
     assert_eq!(secure(&ctl, big).await.status, 413);
-    ctl.wait_for_log(&["Ingress web/shop", "enable-cors", "not supported"])
+    ctl.wait_for_log(&["Ingress web/shop", "enable-modsecurity", "not supported"])
         .await;
     // Reported once, not on every rebuild.
     dir.write(
@@ -744,7 +746,7 @@ async fn a_realistic_ingress_nginx_ingress_is_served_the_same_way() {
     );
     ctl.wait_for_generation(2).await;
     assert_eq!(
-        ctl.logs().matches("enable-cors").count(),
+        ctl.logs().matches("enable-modsecurity").count(),
         1,
         "{}",
         ctl.logs()

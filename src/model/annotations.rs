@@ -1,12 +1,18 @@
 //! Typed Ingress annotations, read under `portcullis.io/` and, for the same meaning, under
 //! `nginx.ingress.kubernetes.io/` (ours wins when both are set). Each annotation is parsed in one place
 //! into one type; an invalid value is reported and its default applies, except for the source-range
-//! allowlist, which fails closed (an invalid list denies every client).
+//! lists, which fail closed (an invalid allowlist denies every client, an invalid deny list serves
+//! nobody), and CORS, which an invalid value turns off.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::settings::{ByteSize, Cidr, RedirectCode};
+
+mod cors;
+mod denylist;
+pub use cors::Cors;
+pub use denylist::DenyRange;
 
 pub const OWN_PREFIX: &str = "portcullis.io/";
 pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
@@ -38,7 +44,15 @@ pub const SUPPORTED: &[&str] = &[
     "use-regex",
     "allowlist-source-range",
     "whitelist-source-range",
+    "denylist-source-range",
     "default-backend",
+    "enable-cors",
+    "cors-allow-origin",
+    "cors-allow-methods",
+    "cors-allow-headers",
+    "cors-expose-headers",
+    "cors-allow-credentials",
+    "cors-max-age",
 ];
 
 /// ingress-nginx annotations that inject raw configuration; refused by design (they were the source of
@@ -105,7 +119,9 @@ pub struct IngressAnnotations {
     /// Paths of this Ingress (other than `Exact`) are regular expressions; implied by `rewrite-target`.
     pub use_regex: bool,
     pub source_range: Option<SourceRange>,
+    pub deny_range: Option<DenyRange>,
     pub default_backend: Option<String>,
+    pub cors: Option<Cors>,
 }
 
 impl Default for IngressAnnotations {
@@ -132,7 +148,9 @@ impl Default for IngressAnnotations {
             rewrite_target: None,
             use_regex: false,
             source_range: None,
+            deny_range: None,
             default_backend: None,
+            cors: None,
         }
     }
 }
@@ -211,6 +229,7 @@ pub fn parse(
         use_regex: r.bool("use-regex").unwrap_or(false) || rewrite_target.is_some(),
         rewrite_target,
         source_range: r.source_range(),
+        deny_range: r.denylist(),
         default_backend: r.parse("default-backend", |v| {
             match super::validation::check_host(v) {
                 Ok(()) if !v.contains('.') => Ok(v.to_string()),
@@ -219,9 +238,21 @@ pub fn parse(
                 )),
             }
         }),
+        cors: r.cors(),
     };
     r.report_unknown();
     (parsed, r.errors)
+}
+
+/// The forms Go's strconv.ParseBool accepts, which ingress-nginx users have written for years.
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "true" | "True" | "TRUE" | "t" | "T" | "1" => Ok(true),
+        "false" | "False" | "FALSE" | "f" | "F" | "0" => Ok(false),
+        other => Err(format!(
+            "{other:?} is not a boolean (use \"true\" or \"false\")"
+        )),
+    }
 }
 
 struct Reader<'a> {
@@ -257,14 +288,7 @@ impl Reader<'_> {
     }
 
     fn bool(&mut self, name: &str) -> Option<bool> {
-        // The forms Go's strconv.ParseBool accepts, which ingress-nginx users have written for years.
-        self.parse(name, |v| match v {
-            "true" | "True" | "TRUE" | "t" | "T" | "1" => Ok(true),
-            "false" | "False" | "FALSE" | "f" | "F" | "0" => Ok(false),
-            other => Err(format!(
-                "{other:?} is not a boolean (use \"true\" or \"false\")"
-            )),
-        })
+        self.parse(name, parse_bool)
     }
 
     /// ingress-nginx writes timeouts as whole seconds; `500ms`, `30s`, `2m` work too.

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use super::annotations::{BackendProtocol, FixedRedirect, IngressAnnotations, SourceRange};
+use super::annotations::{
+    BackendProtocol, Cors, DenyRange, FixedRedirect, IngressAnnotations, SourceRange,
+};
 use crate::settings::{RedirectCode, Settings};
 
 /// Per-Ingress policy, shared by all its routes.
@@ -19,6 +21,8 @@ pub struct Policy {
     /// The `Strict-Transport-Security` value, if HSTS is on for this Ingress.
     pub hsts: Option<HeaderValue>,
     pub source_range: Option<SourceRange>,
+    pub deny_range: Option<DenyRange>,
+    pub cors: Option<Cors>,
     pub upstream: UpstreamPolicy,
 }
 
@@ -66,6 +70,8 @@ impl Policy {
             use_port_in_redirects: a.use_port_in_redirects,
             hsts,
             source_range: a.source_range.clone(),
+            deny_range: a.deny_range.clone(),
+            cors: a.cors.clone(),
             upstream: UpstreamPolicy {
                 protocol: a.backend_protocol,
                 connect_timeout: a.proxy_connect_timeout.unwrap_or(u.connect_timeout.0),

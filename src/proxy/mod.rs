@@ -1,9 +1,11 @@
 //! The data plane: accepting connections on :80 and :443, choosing a route for each request, answering
 //! redirects and errors, and forwarding everything else to a backend endpoint.
 
+mod access;
 mod body;
 mod client;
 mod connection;
+mod cors;
 mod forward;
 mod framing;
 pub mod listener;
@@ -20,7 +22,6 @@ use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::metrics::{Exchange, Measured, Metrics};
-use crate::model::annotations::SourceRange;
 use crate::model::{ConfigHandle, Policy, Route};
 use crate::vocab::hosts::normalize_host;
 use crate::vocab::request::{content_length, request_host};
@@ -74,8 +75,9 @@ impl Proxy {
     }
 
     /// Answers one request. The order follows ingress-nginx, whose users depend on it: redirects
-    /// (fixed, HTTPS, www, app-root) first, then the source-range check, the body-size check, and the
-    /// backend; HSTS is added to HTTPS responses for hosts that have a certificate.
+    /// (fixed, HTTPS, www, app-root) first, then the source-range check (deny, then allow), CORS
+    /// preflights, the body-size check, and the backend; HSTS is added to HTTPS responses for hosts
+    /// that have a certificate, CORS headers to every answer of a route with CORS.
     async fn answer(
         &self,
         conn: &Connection,
@@ -124,7 +126,8 @@ impl Proxy {
             .as_ref()
             .filter(|_| conn.scheme == Scheme::Https && config.certs.find(host).is_some())
             .cloned();
-        let mut resp = match self.answer_locally(&client, &route, &req) {
+        let cors = route.policy.cors.as_ref().map(|c| cors::evaluate(c, &req));
+        let mut resp = match self.answer_locally(&client, &route, &req, cors.as_ref()) {
             Some(resp) => {
                 if resp.status().is_redirection() {
                     self.metrics.redirect(resp.status());
@@ -142,6 +145,9 @@ impl Proxy {
             resp.headers_mut()
                 .insert(header::STRICT_TRANSPORT_SECURITY, value);
         }
+        if let Some(cors) = cors {
+            cors.apply(resp.headers_mut());
+        }
         resp
     }
 
@@ -151,6 +157,7 @@ impl Proxy {
         client: &ClientView,
         route: &Route,
         req: &Request<Incoming>,
+        cors: Option<&cors::CorsAnswer>,
     ) -> Option<Response<Body>> {
         let policy = &route.policy;
         let path = req.uri().path();
@@ -180,15 +187,11 @@ impl Proxy {
             let location = format!("{}://{}{root}", client.scheme.as_str(), request_host(req));
             return Some(response::redirect(StatusCode::FOUND, &location));
         }
-        match &policy.source_range {
-            Some(SourceRange::Allow(list)) if list.iter().any(|c| c.0.contains(&client.ip)) => {}
-            Some(_) => {
-                return Some(response::error(
-                    StatusCode::FORBIDDEN,
-                    "your address is not allowed",
-                ));
-            }
-            None => {}
+        if let Some(refused) = access::check(client.ip, policy) {
+            return Some(refused);
+        }
+        if let Some(preflight) = cors.and_then(cors::CorsAnswer::preflight) {
+            return Some(preflight);
         }
         if let Some(max) = policy.upstream.max_body_size
             && content_length(req).is_some_and(|len| len > max)

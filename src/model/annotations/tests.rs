@@ -1,6 +1,6 @@
 use super::*;
 
-fn parse_map(pairs: &[(&str, &str)]) -> (IngressAnnotations, Vec<AnnotationError>) {
+pub(super) fn parse_map(pairs: &[(&str, &str)]) -> (IngressAnnotations, Vec<AnnotationError>) {
     let map: BTreeMap<String, String> = pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -8,16 +8,16 @@ fn parse_map(pairs: &[(&str, &str)]) -> (IngressAnnotations, Vec<AnnotationError
     parse(Some(&map))
 }
 
-fn ours(name: &str, value: &str) -> (IngressAnnotations, Vec<AnnotationError>) {
+pub(super) fn ours(name: &str, value: &str) -> (IngressAnnotations, Vec<AnnotationError>) {
     parse_map(&[(&format!("portcullis.io/{name}"), value)])
 }
 
-fn nginx(name: &str, value: &str) -> (IngressAnnotations, Vec<AnnotationError>) {
+pub(super) fn nginx(name: &str, value: &str) -> (IngressAnnotations, Vec<AnnotationError>) {
     parse_map(&[(&format!("nginx.ingress.kubernetes.io/{name}"), value)])
 }
 
 /// Asserts exactly one error, about `key`, whose message contains `needle`.
-fn one_error(errors: &[AnnotationError], needle: &str) {
+pub(super) fn one_error(errors: &[AnnotationError], needle: &str) {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
         errors[0].to_string().contains(needle),
@@ -269,7 +269,7 @@ fn default_backend_names_a_service() {
 #[test]
 fn unknown_and_snippet_annotations_are_reported() {
     let (_, errors) = parse_map(&[
-        ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+        ("nginx.ingress.kubernetes.io/enable-modsecurity", "true"),
         (
             "nginx.ingress.kubernetes.io/configuration-snippet",
             "more_set_headers x;",
@@ -283,7 +283,7 @@ fn unknown_and_snippet_annotations_are_reported() {
     assert!(
         messages[0].contains("configuration-snippet") && messages[0].contains("refused by design")
     );
-    assert!(messages[1].contains("enable-cors") && messages[1].contains("not supported"));
+    assert!(messages[1].contains("enable-modsecurity") && messages[1].contains("not supported"));
     assert!(
         messages[2].contains("ssl-redirects")
             && messages[2].contains("not a Portcullis annotation")

@@ -843,7 +843,7 @@ fn from_to_www_redirect_adds_the_other_host_unless_it_has_rules() {
 #[test]
 fn unsupported_ingress_nginx_annotations_are_reported_once_per_ingress() {
     let yaml = [
-        annotated_ingress("a", "nginx.ingress.kubernetes.io/enable-cors: \"true\", nginx.ingress.kubernetes.io/server-snippet: x", "a.example.com", &[("/", "Prefix"), ("/b", "Prefix")], "svc"),
+        annotated_ingress("a", "nginx.ingress.kubernetes.io/enable-modsecurity: \"true\", nginx.ingress.kubernetes.io/server-snippet: x", "a.example.com", &[("/", "Prefix"), ("/b", "Prefix")], "svc"),
         service("svc"),
     ]
     .concat();
