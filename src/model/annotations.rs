@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use crate::settings::{ByteSize, Cidr, RedirectCode};
 
+pub mod basic_auth;
+use basic_auth::BasicAuthAnnotation;
+
 pub const OWN_PREFIX: &str = "portcullis.io/";
 pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
@@ -39,6 +42,10 @@ pub const SUPPORTED: &[&str] = &[
     "allowlist-source-range",
     "whitelist-source-range",
     "default-backend",
+    "auth-type",
+    "auth-secret",
+    "auth-secret-type",
+    "auth-realm",
 ];
 
 /// ingress-nginx annotations that inject raw configuration; refused by design (they were the source of
@@ -106,6 +113,7 @@ pub struct IngressAnnotations {
     pub use_regex: bool,
     pub source_range: Option<SourceRange>,
     pub default_backend: Option<String>,
+    pub basic_auth: Option<BasicAuthAnnotation>,
 }
 
 impl Default for IngressAnnotations {
@@ -133,6 +141,7 @@ impl Default for IngressAnnotations {
             use_regex: false,
             source_range: None,
             default_backend: None,
+            basic_auth: None,
         }
     }
 }
@@ -219,6 +228,7 @@ pub fn parse(
                 )),
             }
         }),
+        basic_auth: basic_auth::parse(&mut r),
     };
     r.report_unknown();
     (parsed, r.errors)

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
+use super::annotations::basic_auth::BasicAuthPolicy;
 use super::annotations::{BackendProtocol, FixedRedirect, IngressAnnotations, SourceRange};
 use crate::settings::{RedirectCode, Settings};
 
@@ -19,6 +20,8 @@ pub struct Policy {
     /// The `Strict-Transport-Security` value, if HSTS is on for this Ingress.
     pub hsts: Option<HeaderValue>,
     pub source_range: Option<SourceRange>,
+    /// Resolved by `build()` against the named Secret.
+    pub basic_auth: Option<BasicAuthPolicy>,
     pub upstream: UpstreamPolicy,
 }
 
@@ -66,6 +69,7 @@ impl Policy {
             use_port_in_redirects: a.use_port_in_redirects,
             hsts,
             source_range: a.source_range.clone(),
+            basic_auth: None,
             upstream: UpstreamPolicy {
                 protocol: a.backend_protocol,
                 connect_timeout: a.proxy_connect_timeout.unwrap_or(u.connect_timeout.0),
