@@ -1,6 +1,7 @@
 //! The data plane: accepting connections on :80 and :443, choosing a route for each request, answering
 //! redirects and errors, and forwarding everything else to a backend endpoint.
 
+mod basic_auth;
 mod body;
 mod client;
 mod connection;
@@ -41,6 +42,7 @@ pub struct Proxy {
     /// The HTTPS listener's port, for `use-port-in-redirects`.
     https_port: u16,
     metrics: Arc<Metrics>,
+    basic_auth: basic_auth::BasicAuth,
 }
 
 impl Proxy {
@@ -55,6 +57,7 @@ impl Proxy {
             upstream,
             https_port,
             metrics,
+            basic_auth: basic_auth::BasicAuth::default(),
         }
     }
 
@@ -74,8 +77,8 @@ impl Proxy {
     }
 
     /// Answers one request. The order follows ingress-nginx, whose users depend on it: redirects
-    /// (fixed, HTTPS, www, app-root) first, then the source-range check, the body-size check, and the
-    /// backend; HSTS is added to HTTPS responses for hosts that have a certificate.
+    /// (fixed, HTTPS, www, app-root) first, then the source-range check, the body-size check, basic
+    /// auth, and the backend; HSTS is added to HTTPS responses for hosts that have a certificate.
     async fn answer(
         &self,
         conn: &Connection,
@@ -124,7 +127,14 @@ impl Proxy {
             .as_ref()
             .filter(|_| conn.scheme == Scheme::Https && config.certs.find(host).is_some())
             .cloned();
-        let mut resp = match self.answer_locally(&client, &route, &req) {
+        let local = match self.answer_locally(&client, &route, &req) {
+            None => match &route.policy.basic_auth {
+                Some(auth) => self.basic_auth.check(auth, req.headers()).await,
+                None => None,
+            },
+            local => local,
+        };
+        let mut resp = match local {
             Some(resp) => {
                 if resp.status().is_redirection() {
                     self.metrics.redirect(resp.status());
