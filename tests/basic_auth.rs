@@ -230,61 +230,55 @@ async fn every_htpasswd_scheme_admits_the_right_password_and_challenges_the_rest
 }
 
 #[tokio::test]
-async fn auth_map_secrets_map_users_to_hashes() {
+async fn auth_map_secrets_map_users_to_hashes_in_the_ingress_namespace_only() {
     let dir = ManifestDir::new();
     let app = manifests::echo_service(&dir, NS, "app").await;
     let alice = htpasswd("-B", "alice", "alice's secret").await;
     let bob = htpasswd("-m", "bob", "bob's secret").await;
     let hash = |line: &str| line.split_once(':').map(|(_, h)| h.to_string()).unwrap();
+    let team = [("alice", hash(&alice)), ("bob", hash(&bob))];
+    let team: Vec<(&str, &str)> = team.iter().map(|(u, h)| (*u, h.as_str())).collect();
     dir.write(
         "secret-map.yaml",
-        &[&opaque_secret(
-            "auth",
-            "team",
-            &[("alice", &hash(&alice)), ("bob", &hash(&bob))],
-        )],
+        &[
+            &opaque_secret(NS, "team", &team),
+            &opaque_secret("elsewhere", "team", &team),
+        ],
     );
+    let map = |secret| {
+        [
+            ("auth-type", "basic"),
+            ("auth-secret", secret),
+            ("auth-secret-type", "auth-map"),
+        ]
+    };
     dir.write(
         "ingress.yaml",
-        &[&protected(
-            "mapped",
-            "mapped.test",
-            &[
-                ("auth-type", "basic"),
-                ("auth-secret", "auth/team"),
-                ("auth-secret-type", "auth-map"),
-            ],
-        )],
+        &[
+            &protected("mapped", "mapped.test", &map("web/team")),
+            &protected("borrowed", "borrowed.test", &map("elsewhere/team")),
+        ],
     );
     let ctl = Controller::start(dir.path(), &[]).await;
+    let alice = Some(("alice", "alice's secret"));
+    assert_eq!(curl(&ctl, "mapped.test", "/ok-a", alice).await.status, 200);
+    let bob = Some(("bob", "bob's secret"));
+    assert_eq!(curl(&ctl, "mapped.test", "/ok-b", bob).await.status, 200);
+    let mixed = Some(("alice", "bob's secret"));
     assert_eq!(
-        curl(
-            &ctl,
-            "mapped.test",
-            "/ok-a",
-            Some(("alice", "alice's secret"))
-        )
-        .await
-        .status,
-        200
-    );
-    assert_eq!(
-        curl(&ctl, "mapped.test", "/ok-b", Some(("bob", "bob's secret")))
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        curl(
-            &ctl,
-            "mapped.test",
-            "/denied",
-            Some(("alice", "bob's secret"))
-        )
-        .await
-        .status,
+        curl(&ctl, "mapped.test", "/denied", mixed).await.status,
         401
     );
+    let borrowed = curl(&ctl, "borrowed.test", "/denied", alice).await;
+    assert_eq!(
+        borrowed.status, 503,
+        "another namespace's Secret is not used"
+    );
+    ctl.wait_for_log(&[
+        "Ingress web/borrowed",
+        "auth-secret elsewhere/team is in another namespace",
+    ])
+    .await;
     assert_eq!(reached(&app, "/denied"), Vec::<String>::new());
 }
 

@@ -489,7 +489,7 @@ impl Builder<'_> {
                 .map(|w| (ProblemKind::InvalidAuthSecret, w))
                 .collect(),
             Err(e @ ResolveError::Missing(_)) => vec![(ProblemKind::MissingSecret, e.to_string())],
-            Err(e @ ResolveError::Invalid(..)) => {
+            Err(e @ (ResolveError::Invalid(..) | ResolveError::OtherNamespace(_))) => {
                 vec![(ProblemKind::InvalidAuthSecret, e.to_string())]
             }
         };

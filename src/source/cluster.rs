@@ -105,7 +105,6 @@ pub fn start(
     let stores = Stores {
         auth_secrets: AuthSecrets {
             client: client.clone(),
-            namespace: namespace.map(str::to_string),
             changed: changed.clone(),
             metrics: metrics.clone(),
             watches: Arc::default(),
@@ -232,13 +231,12 @@ where
 }
 
 /// The Secrets named by Ingresses for basic auth, one watch each (field selector on the name), started
-/// and stopped as Ingresses come to name them or stop naming them. The chart's Secret access (list and
+/// and stopped as Ingresses come to name them or stop naming them. Only Secrets in the Ingress's own
+/// namespace are ever named (see `referenced_secret`). The chart's Secret access (list and
 /// watch) already covers them; nothing else of the cluster's Secrets is read.
 #[derive(Clone)]
 pub struct AuthSecrets {
     client: Client,
-    /// `--watch-namespace`: Secrets elsewhere are not read (they stay missing and fail closed).
-    namespace: Option<String>,
     changed: Arc<Notify>,
     metrics: Arc<Metrics>,
     watches: Arc<Mutex<HashMap<NamespacedName, SecretWatch>>>,
@@ -263,7 +261,6 @@ impl AuthSecrets {
                 let ns = i.metadata.namespace.as_deref().unwrap_or("default");
                 referenced_secret(i.metadata.annotations.as_ref(), ns)
             })
-            .filter(|id| self.namespace.as_ref().is_none_or(|ns| *ns == id.namespace))
             .collect();
         let Ok(mut watches) = self.watches.lock() else {
             return Vec::new();

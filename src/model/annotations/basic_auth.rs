@@ -148,10 +148,13 @@ pub fn referenced_secret(
             secret_namespace,
             secret_name,
             ..
-        } => Some(NamespacedName::new(
-            secret_namespace.unwrap_or_else(|| ingress_namespace.to_string()),
-            secret_name,
-        )),
+        } if secret_namespace
+            .as_deref()
+            .is_none_or(|ns| ns == ingress_namespace) =>
+        {
+            Some(NamespacedName::new(ingress_namespace, secret_name))
+        }
+        BasicAuthAnnotation::Basic { .. } => None,
         BasicAuthAnnotation::Invalid => None,
     }
 }
@@ -175,6 +178,12 @@ pub fn resolve<'s>(
     };
     let namespace = secret_namespace.as_deref().unwrap_or(ingress_namespace);
     let id = NamespacedName::new(namespace, secret_name.as_str());
+    if namespace != ingress_namespace {
+        return (
+            BasicAuthPolicy::Unavailable,
+            Err(ResolveError::OtherNamespace(id)),
+        );
+    }
     let Some(secret) = lookup(namespace, secret_name) else {
         return (BasicAuthPolicy::Unavailable, Err(ResolveError::Missing(id)));
     };
@@ -230,6 +239,12 @@ pub enum ResolveError {
     Missing(NamespacedName),
     #[error("auth-secret {0}: {1}; the Ingress's routes answer 503")]
     Invalid(NamespacedName, String),
+    /// Another namespace's users and hashes are not an Ingress author's to use (nor to test
+    /// passwords against).
+    #[error(
+        "auth-secret {0} is in another namespace than the Ingress, which is not allowed; the Ingress's routes answer 503"
+    )]
+    OtherNamespace(NamespacedName),
 }
 
 /// `Basic realm="…"`, with quotes and backslashes escaped (RFC 9110 quoted-string).
@@ -386,12 +401,12 @@ mod tests {
 
     #[test]
     fn resolution_reads_the_named_secret() {
-        let a = parsed(&[("auth-type", "basic"), ("auth-secret", "other/s")])
+        let a = parsed(&[("auth-type", "basic"), ("auth-secret", "ns/s")])
             .0
             .unwrap();
-        let s = secret("other", "s", &[("auth", &format!("alice:{APR1}\n"))]);
+        let s = secret("ns", "s", &[("auth", &format!("alice:{APR1}\n"))]);
         let (policy, result) = resolve(&a, "ns", |ns, name| {
-            assert_eq!((ns, name), ("other", "s"));
+            assert_eq!((ns, name), ("ns", "s"));
             Some(&s)
         });
         assert!(result.is_ok());
@@ -404,6 +419,17 @@ mod tests {
         };
         assert_eq!(challenge, "Basic realm=\"\"");
         assert!(credentials.user("alice").unwrap().verify(b"open sesame"));
+    }
+
+    #[test]
+    fn secrets_of_other_namespaces_are_refused() {
+        let a = parsed(&[("auth-type", "basic"), ("auth-secret", "other/s")])
+            .0
+            .unwrap();
+        let s = secret("other", "s", &[("auth", &format!("alice:{APR1}\n"))]);
+        let (policy, result) = resolve(&a, "ns", |_, _| Some(&s));
+        assert_eq!(policy, BasicAuthPolicy::Unavailable);
+        assert!(matches!(result, Err(ResolveError::OtherNamespace(_))));
     }
 
     #[test]
@@ -453,11 +479,13 @@ mod tests {
             referenced_secret(Some(&a), "ns"),
             Some(NamespacedName::new("ns", "s"))
         );
-        let a = annotations(&[("auth-type", "basic"), ("auth-secret", "o/s")]);
+        let a = annotations(&[("auth-type", "basic"), ("auth-secret", "ns/s")]);
         assert_eq!(
             referenced_secret(Some(&a), "ns"),
-            Some(NamespacedName::new("o", "s"))
+            Some(NamespacedName::new("ns", "s"))
         );
+        let a = annotations(&[("auth-type", "basic"), ("auth-secret", "o/s")]);
+        assert_eq!(referenced_secret(Some(&a), "ns"), None, "never read");
         assert_eq!(
             referenced_secret(Some(&annotations(&[("auth-secret", "s")])), "ns"),
             None
