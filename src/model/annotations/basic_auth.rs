@@ -55,9 +55,6 @@ pub enum BasicAuthPolicy {
 
 pub(super) fn parse(r: &mut Reader<'_>) -> Option<BasicAuthAnnotation> {
     let auth_type = r.get("auth-type");
-    if auth_type.is_none() && NAMES.iter().all(|n| r.get(n).is_none()) {
-        return None;
-    }
     let invalid = |r: &mut Reader<'_>, key: String, reason: &str| {
         r.errors.push(AnnotationError::Invalid {
             key,
