@@ -8,6 +8,11 @@ use std::fmt;
 use base64::Engine as _;
 use subtle::ConstantTimeEq;
 
+/// The costliest hashes accepted. Every wrong password costs one full check, and checks share one
+/// bounded pool, so one Ingress's absurdly expensive hash must not slow every other site's sign-in.
+const MAX_BCRYPT_COST: u32 = 15;
+const MAX_SHA_CRYPT_ROUNDS: u32 = 1_000_000;
+
 /// The users of one auth Secret and their password hashes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -142,6 +147,14 @@ impl PasswordHash {
             if hash.len() != 60 || !hash.is_ascii() {
                 return Err("bcrypt hash is not 60 characters");
             }
+            match hash[4..6].parse::<u32>() {
+                Ok(cost) if cost <= MAX_BCRYPT_COST => {}
+                _ => {
+                    return Err(
+                        "bcrypt cost is above 15 (each check would take seconds; use htpasswd -B -C 15 or less)",
+                    );
+                }
+            }
             return Ok(PasswordHash::Bcrypt(hash.to_string()));
         }
         for magic in ["$apr1$", "$1$"] {
@@ -160,6 +173,16 @@ impl PasswordHash {
         if hash.starts_with("$5$") || hash.starts_with("$6$") {
             if hash.split('$').count() < 4 {
                 return Err("SHA-crypt hash has no salt");
+            }
+            if let Some(rounds) = hash[3..].strip_prefix("rounds=") {
+                match rounds.split('$').next().map(str::parse::<u32>) {
+                    Some(Ok(n)) if n <= MAX_SHA_CRYPT_ROUNDS => {}
+                    _ => {
+                        return Err(
+                            "SHA-crypt rounds are above 1000000 (each check would take seconds)",
+                        );
+                    }
+                }
             }
             return Ok(PasswordHash::ShaCrypt(hash.to_string()));
         }
@@ -323,6 +346,23 @@ mod tests {
         assert!(PasswordHash::parse("{SHA}not base64!").is_err());
         assert!(PasswordHash::parse("$apr1$nosalt").is_err());
         assert!(PasswordHash::parse("$5$").is_err());
+    }
+
+    #[test]
+    fn hashes_too_expensive_to_check_are_refused() {
+        // htpasswd -B -C 16, and htpasswd -5 -r 2000000.
+        let bcrypt16 = "$2y$16$yRWJui3kiaXyjEn7.2d3ou2oJMYA.wlKFr06so4Azri4vQ2rb1J.y";
+        assert!(PasswordHash::parse(bcrypt16).unwrap_err().contains("cost"));
+        let rounds = "$6$rounds=2000000$U/o3hYYsKUA/IwuP$2OxmaUbvttxNZxknNcMW0.EVEsTEwrYy6dD0C9qSoPFHBfzc0jj4/6uLz.QETzZHqaqlrKJLYAR5WIBcDDpjV1";
+        assert!(PasswordHash::parse(rounds).unwrap_err().contains("rounds"));
+        assert!(
+            PasswordHash::parse("$5$rounds=5000$abc$2GOUVsTgYANOONL7PR2GSo/SGpJd8hiU6JNM8x4vV53")
+                .is_ok()
+        );
+        assert!(
+            PasswordHash::parse("$5$rounds=x$abc$2GOUVsTgYANOONL7PR2GSo/SGpJd8hiU6JNM8x4vV53")
+                .is_err()
+        );
     }
 
     #[test]
