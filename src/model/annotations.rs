@@ -13,6 +13,8 @@ mod cors;
 mod denylist;
 pub use cors::Cors;
 pub use denylist::DenyRange;
+pub mod basic_auth;
+use basic_auth::BasicAuthAnnotation;
 
 pub const OWN_PREFIX: &str = "portcullis.io/";
 pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
@@ -53,6 +55,10 @@ pub const SUPPORTED: &[&str] = &[
     "cors-expose-headers",
     "cors-allow-credentials",
     "cors-max-age",
+    "auth-type",
+    "auth-secret",
+    "auth-secret-type",
+    "auth-realm",
 ];
 
 /// ingress-nginx annotations that inject raw configuration; refused by design (they were the source of
@@ -122,6 +128,7 @@ pub struct IngressAnnotations {
     pub deny_range: Option<DenyRange>,
     pub default_backend: Option<String>,
     pub cors: Option<Cors>,
+    pub basic_auth: Option<BasicAuthAnnotation>,
 }
 
 impl Default for IngressAnnotations {
@@ -151,6 +158,7 @@ impl Default for IngressAnnotations {
             deny_range: None,
             default_backend: None,
             cors: None,
+            basic_auth: None,
         }
     }
 }
@@ -239,6 +247,7 @@ pub fn parse(
             }
         }),
         cors: r.cors(),
+        basic_auth: basic_auth::parse(&mut r),
     };
     r.report_unknown();
     (parsed, r.errors)

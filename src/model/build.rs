@@ -278,7 +278,11 @@ impl Builder<'_> {
             ));
             return;
         };
-        let policy = Arc::new(Policy::new(&annotations, self.settings));
+        let mut policy = Policy::new(&annotations, self.settings);
+        if let Some(auth) = &annotations.basic_auth {
+            policy.basic_auth = Some(self.basic_auth(&object, &id.namespace, auth));
+        }
+        let policy = Arc::new(policy);
         let fallback = annotations
             .default_backend
             .as_deref()
@@ -465,6 +469,35 @@ impl Builder<'_> {
                 .routes
                 .insert(&HostKey::Exact(alias.into()), PathKind::Prefix, "/", route);
         }
+    }
+
+    /// Basic auth resolved against its Secret; every problem is reported and fails closed.
+    fn basic_auth(
+        &mut self,
+        object: &ObjectRef,
+        namespace: &str,
+        auth: &annotations::basic_auth::BasicAuthAnnotation,
+    ) -> annotations::basic_auth::BasicAuthPolicy {
+        use annotations::basic_auth::{ResolveError, resolve};
+        let index = self.index;
+        let (policy, result) = resolve(auth, namespace, |ns, name| {
+            index.secrets.get(&(ns, name)).copied()
+        });
+        let problems = match result {
+            Ok(warnings) => warnings
+                .into_iter()
+                .map(|w| (ProblemKind::InvalidAuthSecret, w))
+                .collect(),
+            Err(e @ ResolveError::Missing(_)) => vec![(ProblemKind::MissingSecret, e.to_string())],
+            Err(e @ (ResolveError::Invalid(..) | ResolveError::OtherNamespace(_))) => {
+                vec![(ProblemKind::InvalidAuthSecret, e.to_string())]
+            }
+        };
+        for (kind, message) in problems {
+            self.problems
+                .push(Problem::object(object.clone(), kind, message));
+        }
+        policy
     }
 
     /// The `default-backend` annotation: a Service in the Ingress's namespace, on its first port.

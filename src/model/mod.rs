@@ -5,6 +5,7 @@
 
 pub mod annotations;
 pub mod build;
+pub mod htpasswd;
 pub mod matching;
 mod objects;
 pub mod policy;
@@ -130,6 +131,7 @@ pub enum ProblemKind {
     MissingService,
     MissingServicePort,
     MissingSecret,
+    InvalidAuthSecret,
     InvalidCertificate,
     KeyMismatch,
     CertificateHostMismatch,
@@ -147,7 +149,7 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 24] = [
+    pub const ALL: [ProblemKind; 25] = [
         ProblemKind::ParseError,
         ProblemKind::DuplicateObject,
         ProblemKind::InvalidObject,
@@ -158,6 +160,7 @@ impl ProblemKind {
         ProblemKind::MissingService,
         ProblemKind::MissingServicePort,
         ProblemKind::MissingSecret,
+        ProblemKind::InvalidAuthSecret,
         ProblemKind::InvalidCertificate,
         ProblemKind::KeyMismatch,
         ProblemKind::CertificateHostMismatch,
@@ -186,6 +189,7 @@ impl ProblemKind {
             ProblemKind::MissingService => "missing-service",
             ProblemKind::MissingServicePort => "missing-service-port",
             ProblemKind::MissingSecret => "missing-secret",
+            ProblemKind::InvalidAuthSecret => "invalid-auth-secret",
             ProblemKind::InvalidCertificate => "invalid-certificate",
             ProblemKind::KeyMismatch => "key-mismatch",
             ProblemKind::CertificateHostMismatch => "certificate-host-mismatch",

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
+use super::annotations::basic_auth::BasicAuthPolicy;
 use super::annotations::{
     BackendProtocol, Cors, DenyRange, FixedRedirect, IngressAnnotations, SourceRange,
 };
@@ -23,6 +24,8 @@ pub struct Policy {
     pub source_range: Option<SourceRange>,
     pub deny_range: Option<DenyRange>,
     pub cors: Option<Cors>,
+    /// Resolved by `build()` against the named Secret.
+    pub basic_auth: Option<BasicAuthPolicy>,
     pub upstream: UpstreamPolicy,
 }
 
@@ -72,6 +75,7 @@ impl Policy {
             source_range: a.source_range.clone(),
             deny_range: a.deny_range.clone(),
             cors: a.cors.clone(),
+            basic_auth: None,
             upstream: UpstreamPolicy {
                 protocol: a.backend_protocol,
                 connect_timeout: a.proxy_connect_timeout.unwrap_or(u.connect_timeout.0),

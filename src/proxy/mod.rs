@@ -2,6 +2,7 @@
 //! redirects and errors, and forwarding everything else to a backend endpoint.
 
 mod access;
+mod basic_auth;
 mod body;
 mod client;
 mod connection;
@@ -42,6 +43,7 @@ pub struct Proxy {
     /// The HTTPS listener's port, for `use-port-in-redirects`.
     https_port: u16,
     metrics: Arc<Metrics>,
+    basic_auth: basic_auth::BasicAuth,
 }
 
 impl Proxy {
@@ -56,6 +58,7 @@ impl Proxy {
             upstream,
             https_port,
             metrics,
+            basic_auth: basic_auth::BasicAuth::default(),
         }
     }
 
@@ -76,8 +79,9 @@ impl Proxy {
 
     /// Answers one request. The order follows ingress-nginx, whose users depend on it: redirects
     /// (fixed, HTTPS, www, app-root) first, then the source-range check (deny, then allow), CORS
-    /// preflights, the body-size check, and the backend; HSTS is added to HTTPS responses for hosts
-    /// that have a certificate, CORS headers to every answer of a route with CORS.
+    /// preflights (before auth, as browsers send no credentials on them), the body-size check, basic
+    /// auth, and the backend; HSTS is added to HTTPS responses for hosts that have a certificate, CORS
+    /// headers to every answer of a route with CORS.
     async fn answer(
         &self,
         conn: &Connection,
@@ -127,7 +131,14 @@ impl Proxy {
             .filter(|_| conn.scheme == Scheme::Https && config.certs.find(host).is_some())
             .cloned();
         let cors = route.policy.cors.as_ref().map(|c| cors::evaluate(c, &req));
-        let mut resp = match self.answer_locally(&client, &route, &req, cors.as_ref()) {
+        let local = match self.answer_locally(&client, &route, &req, cors.as_ref()) {
+            None => match &route.policy.basic_auth {
+                Some(auth) => self.basic_auth.check(auth, req.headers()).await,
+                None => None,
+            },
+            local => local,
+        };
+        let mut resp = match local {
             Some(resp) => {
                 if resp.status().is_redirection() {
                     self.metrics.redirect(resp.status());

@@ -2,9 +2,13 @@
 //! the stores dirty; after a short debounce the whole snapshot is published. Nothing is published until
 //! every watch has completed its initial list. While the API server is unreachable the watchers retry
 //! with backoff and the last snapshot (so the last configuration) stays live.
+//!
+//! Secrets are watched narrowly: every `kubernetes.io/tls` Secret, plus, one watch each, the Secrets
+//! that Ingresses name for basic auth (by `metadata.name` field selector); no other Secret is read.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -18,7 +22,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
 
 use crate::metrics::Metrics;
-use crate::model::{Kind, Snapshot};
+use crate::model::annotations::basic_auth::referenced_secret;
+use crate::model::{Kind, NamespacedName, Snapshot};
 use crate::tls::certs::TLS_SECRET_TYPE;
 
 /// Coalesces bursts of watch events (a `kubectl apply` of many objects) into one snapshot.
@@ -26,6 +31,9 @@ const DEBOUNCE: Duration = Duration::from_millis(20);
 /// `kubectl apply` keeps a full copy of every object here; for Secrets that is key material we must not
 /// keep twice.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// How long the first snapshot waits for the initial list of the auth Secrets named then; a Secret
+/// still unknown after that fails closed until it arrives.
+const AUTH_SECRET_SYNC: Duration = Duration::from_secs(5);
 
 /// Connects with `--kubeconfig`, else the in-cluster service account, else `KUBECONFIG`/`~/.kube/config`.
 pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
@@ -51,14 +59,25 @@ pub struct Stores {
     pub secrets: Store<Secret>,
     pub services: Store<Service>,
     pub endpoint_slices: Store<EndpointSlice>,
+    pub auth_secrets: AuthSecrets,
 }
 
 impl Stores {
     pub fn snapshot(&self) -> Snapshot {
+        let mut secrets = self.secrets.state();
+        let tls: std::collections::HashSet<_> = secrets
+            .iter()
+            .map(|s| (s.metadata.namespace.clone(), s.metadata.name.clone()))
+            .collect();
+        secrets.extend(
+            self.auth_secrets.state().into_iter().filter(|s| {
+                !tls.contains(&(s.metadata.namespace.clone(), s.metadata.name.clone()))
+            }),
+        );
         Snapshot {
             ingresses: self.ingresses.state(),
             ingress_classes: self.ingress_classes.state(),
-            secrets: self.secrets.state(),
+            secrets,
             services: self.services.state(),
             endpoint_slices: self.endpoint_slices.state(),
             ..Snapshot::default()
@@ -84,6 +103,12 @@ pub fn start(
     let changed = Arc::new(Notify::new());
     let all = watcher::Config::default();
     let stores = Stores {
+        auth_secrets: AuthSecrets {
+            client: client.clone(),
+            changed: changed.clone(),
+            metrics: metrics.clone(),
+            watches: Arc::default(),
+        },
         ingresses: spawn_watch(
             scoped(&client, namespace),
             all.clone(),
@@ -150,6 +175,26 @@ where
         + Sync
         + 'static,
 {
+    watch_task(api, config, kind, changed, metrics).0
+}
+
+/// A reflector fed by its own task; aborting the task ends the watch.
+fn watch_task<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    kind: Kind,
+    changed: &Arc<Notify>,
+    metrics: &Arc<Metrics>,
+) -> (Store<K>, tokio::task::AbortHandle)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let (reader, writer) = reflector::store();
     let changed = changed.clone();
     let metrics = metrics.clone();
@@ -160,7 +205,7 @@ where
             object.annotations_mut().remove(LAST_APPLIED);
         })
         .reflect(writer);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
@@ -182,7 +227,64 @@ where
             }
         }
     });
-    reader
+    (reader, task.abort_handle())
+}
+
+/// The Secrets named by Ingresses for basic auth, one watch each (field selector on the name), started
+/// and stopped as Ingresses come to name them or stop naming them. Only Secrets in the Ingress's own
+/// namespace are ever named (see `referenced_secret`). The chart's Secret access (list and
+/// watch) already covers them; nothing else of the cluster's Secrets is read.
+#[derive(Clone)]
+pub struct AuthSecrets {
+    client: Client,
+    changed: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    watches: Arc<Mutex<HashMap<NamespacedName, SecretWatch>>>,
+}
+
+/// One Secret's store and the task that feeds it.
+type SecretWatch = (Store<Secret>, tokio::task::AbortHandle);
+
+impl AuthSecrets {
+    fn state(&self) -> Vec<Arc<Secret>> {
+        self.watches.lock().map_or_else(
+            |_| Vec::new(),
+            |w| w.values().flat_map(|(store, _)| store.state()).collect(),
+        )
+    }
+
+    /// Watches exactly the Secrets these Ingresses name; returns the stores of watches just started.
+    fn reconcile(&self, ingresses: &[Arc<Ingress>]) -> Vec<Store<Secret>> {
+        let wanted: std::collections::HashSet<NamespacedName> = ingresses
+            .iter()
+            .filter_map(|i| {
+                let ns = i.metadata.namespace.as_deref().unwrap_or("default");
+                referenced_secret(i.metadata.annotations.as_ref(), ns)
+            })
+            .collect();
+        let Ok(mut watches) = self.watches.lock() else {
+            return Vec::new();
+        };
+        watches.retain(|id, (_, task)| {
+            let keep = wanted.contains(id);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        let mut started = Vec::new();
+        for id in wanted {
+            if watches.contains_key(&id) {
+                continue;
+            }
+            let config = watcher::Config::default().fields(&format!("metadata.name={}", id.name));
+            let api = Api::namespaced(self.client.clone(), &id.namespace);
+            let (store, task) = watch_task(api, config, Kind::Secret, &self.changed, &self.metrics);
+            started.push(store.clone());
+            watches.insert(id, (store, task));
+        }
+        started
+    }
 }
 
 /// Retry delays for failed watches: 0.5 s doubling up to 5 s, with jitter so replicas do not retry in
@@ -230,8 +332,13 @@ pub async fn publish(
     tx: watch::Sender<Option<Arc<Snapshot>>>,
 ) -> anyhow::Result<()> {
     stores.wait_until_ready().await?;
+    let started = stores.auth_secrets.reconcile(&stores.ingresses.state());
+    for store in started {
+        let _ = tokio::time::timeout(AUTH_SECRET_SYNC, store.wait_until_ready()).await;
+    }
     tracing::info!("initial list complete for every watched kind");
     loop {
+        stores.auth_secrets.reconcile(&stores.ingresses.state());
         tx.send_replace(Some(Arc::new(stores.snapshot())));
         changed.notified().await;
         tokio::time::sleep(DEBOUNCE).await;

@@ -22,6 +22,7 @@ pub const NAMES: &[&str] = &[
     "every_problem_kind_becomes_one_warning_event",
     "traffic_keeps_flowing_through_api_server_and_etcd_outages",
     "expired_watches_are_relisted_while_traffic_flows",
+    "basic_auth_secret_changes_through_the_api_are_live_and_a_deleted_one_fails_closed",
 ];
 
 pub async fn run(name: &str, cp: &ControlPlane, slot: u8) -> Result<()> {
@@ -39,6 +40,9 @@ pub async fn run(name: &str, cp: &ControlPlane, slot: u8) -> Result<()> {
         "every_problem_kind_becomes_one_warning_event" => t.events().await,
         "traffic_keeps_flowing_through_api_server_and_etcd_outages" => t.api_outage().await,
         "expired_watches_are_relisted_while_traffic_flows" => t.expired_watches().await,
+        "basic_auth_secret_changes_through_the_api_are_live_and_a_deleted_one_fails_closed" => {
+            t.basic_auth_secret().await
+        }
         other => bail!("unknown scenario {other}"),
     }
 }
@@ -678,6 +682,103 @@ impl Test<'_> {
             before.len(),
             after.len()
         );
+        Ok(())
+    }
+
+    /// An Opaque auth Secret (not covered by the TLS Secret watch) changed, then deleted, through the
+    /// API: each change is live without restart, and deletion shuts the site (503) with a Warning
+    /// Event naming the Secret.
+    async fn basic_auth_secret(&self) -> Result<()> {
+        let (ns, kubeconfig) = self.setup("basic-auth")?;
+        let backend = Backend::start(self.backend_addr(1), "web", "web-1").await?;
+        let htpasswd = |password: &str| -> Result<String> {
+            let out = std::process::Command::new("htpasswd")
+                .args(["-nbB", "alice", password])
+                .output()?;
+            ensure!(
+                out.status.success(),
+                "htpasswd: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(String::from_utf8(out.stdout)?.trim().to_string())
+        };
+        let secret = |line: &str| {
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: users, namespace: {ns}}}\ntype: Opaque\nstringData: {{auth: {}}}\n",
+                serde_json::Value::from(line)
+            )
+        };
+        let protected = ingress(&ns, "private", "private.example.com", "web", None).replace(
+            &format!("namespace: {ns}}}"),
+            &format!(
+                "namespace: {ns}, annotations: {{nginx.ingress.kubernetes.io/auth-type: basic, nginx.ingress.kubernetes.io/auth-secret: users}}}}"
+            ),
+        );
+        self.cp.apply(
+            &[
+                service_with_endpoints(&ns, "web", &[backend.addr]),
+                secret(&htpasswd("first")?),
+                protected,
+            ]
+            .join("---\n"),
+        )?;
+        let controller = self.start(&kubeconfig, &ns, 1, &[]).await?;
+        let status = |password: &'static str| {
+            let addr = controller.http();
+            async move {
+                let credentials =
+                    crate::support::controller::base64(format!("alice:{password}").as_bytes());
+                let req = crate::support::request("GET", "private.example.com", "/")
+                    .header("authorization", &format!("Basic {credentials}"));
+                crate::support::client::try_http_send(addr, req)
+                    .await
+                    .ok()
+                    .map(|r| r.status.as_u16())
+            }
+        };
+        eventually("alice admitted with the first password", WAIT, || async {
+            (status("first").await == Some(200)).then_some(())
+        })
+        .await?;
+        ensure!(status("second").await == Some(401));
+
+        self.cp.apply(&secret(&htpasswd("second")?))?;
+        eventually(
+            "the changed Secret admits the second password",
+            WAIT,
+            || async { (status("second").await == Some(200)).then_some(()) },
+        )
+        .await?;
+        ensure!(
+            status("first").await == Some(401),
+            "the first password no longer works"
+        );
+
+        self.cp.kubectl(&["-n", &ns, "delete", "secret", "users"])?;
+        eventually("a deleted Secret fails closed", WAIT, || async {
+            (status("second").await == Some(503)).then_some(())
+        })
+        .await?;
+        eventually("a Warning Event naming the missing Secret", WAIT, || async {
+            let out = self
+                .cp
+                .kubectl(&[
+                    "-n",
+                    &ns,
+                    "get",
+                    "events.events.k8s.io",
+                    "-o",
+                    "jsonpath={range .items[*]}{.regarding.name} {.reason} {.type} {.note}{\"\\n\"}{end}",
+                ])
+                .ok()?;
+            out.lines()
+                .any(|l| {
+                    l.starts_with("private MissingSecret Warning")
+                        && l.contains(&format!("auth-secret {ns}/users does not exist"))
+                })
+                .then_some(())
+        })
+        .await?;
         Ok(())
     }
 

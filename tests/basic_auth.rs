@@ -1,0 +1,523 @@
+//! Basic authentication through the real binary in manifest mode, with `curl` as the client and
+//! password hashes made by Apache's own `htpasswd`: the right password reaches the backend, anything
+//! else gets 401 with the realm and never reaches it, every hash scheme `htpasswd` makes works, and an
+//! auth setting that cannot be enforced answers 503 (never serves the route open) and is reported.
+//! Secret files edited while running take effect without a restart.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use support::client;
+use support::manifests;
+use support::tools;
+use support::wait::LIVE;
+use support::*;
+
+const NS: &str = "web";
+const PASSWORD: &str = "open sesame";
+
+/// One `user:hash` line made by `htpasswd -nb <flag>`.
+async fn htpasswd(flag: &str, user: &str, password: &str) -> String {
+    let args = ["-nb", flag, user, password].map(String::from);
+    let out = tools::run("htpasswd", &args, Duration::from_secs(10)).await;
+    assert!(out.success, "htpasswd {flag}: {}", out.stderr);
+    out.stdout.trim().to_string()
+}
+
+fn opaque_secret(namespace: &str, name: &str, data: &[(&str, &str)]) -> Secret {
+    let mut s = Secret {
+        type_: Some("Opaque".into()),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        ..Default::default()
+    };
+    s.metadata.namespace = Some(namespace.into());
+    s.metadata.name = Some(name.into());
+    s
+}
+
+fn protected(
+    name: &str,
+    host: &str,
+    annotations: &[(&str, &str)],
+) -> k8s_openapi::api::networking::v1::Ingress {
+    let mut b = IngressBuilder::new(NS, name).route(Some(host), "app");
+    for (k, v) in annotations {
+        b = b.annotation(&format!("nginx.ingress.kubernetes.io/{k}"), v);
+    }
+    b.build()
+}
+
+/// `(name, value)` annotation pairs, without prefix.
+type Annotations<'a> = &'a [(&'a str, &'a str)];
+
+/// What `curl` got: status and response headers (lower-case names).
+struct Answer {
+    status: u16,
+    headers: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+async fn curl(ctl: &Controller, host: &str, path: &str, user: Option<(&str, &str)>) -> Answer {
+    let url = format!("http://{}{path}", ctl.addrs.http);
+    let host_header = format!("Host: {host}");
+    let credentials = user.map(|(u, p)| format!("{u}:{p}"));
+    let mut args = vec!["-D", "-", "-o", "/dev/null", "-H", &host_header, &url];
+    if let Some(c) = &credentials {
+        args.extend(["-u", c.as_str()]);
+    }
+    let out = tools::curl(&args).await;
+    assert!(out.success, "curl {url}: {}", out.stderr);
+    let status = out
+        .stdout
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {:?}", out.stdout));
+    Answer {
+        status,
+        headers: out.stdout,
+    }
+}
+
+/// Paths the backend saw that start with `prefix`.
+fn reached(app: &EchoServer, prefix: &str) -> Vec<String> {
+    app.seen()
+        .into_iter()
+        .map(|s| s.path)
+        .filter(|p| p.starts_with(prefix))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_htpasswd_scheme_admits_the_right_password_and_challenges_the_rest() {
+    let dir = ManifestDir::new();
+    let app = manifests::echo_service(&dir, NS, "app").await;
+    let schemes = [
+        ("-B", "bcrypt"),
+        ("-m", "apr1"),
+        ("-s", "sha1"),
+        ("-2", "sha256"),
+        ("-5", "sha512"),
+    ];
+    let mut lines = vec!["# made by htpasswd".to_string()];
+    for (flag, user) in schemes {
+        lines.push(htpasswd(flag, user, PASSWORD).await);
+    }
+    lines.push(String::new());
+    dir.write(
+        "secret-users.yaml",
+        &[&opaque_secret(NS, "users", &[("auth", &lines.join("\n"))])],
+    );
+    dir.write(
+        "ingresses.yaml",
+        &[
+            &protected(
+                "private",
+                "private.test",
+                &[
+                    ("auth-type", "basic"),
+                    ("auth-secret", "users"),
+                    ("auth-realm", "Authentication Required - private"),
+                ],
+            ),
+            &protected(
+                "default-realm",
+                "plain-realm.test",
+                &[("auth-type", "basic"), ("auth-secret", "web/users")],
+            ),
+            &protected("open", "open.test", &[]),
+        ],
+    );
+    let ctl = Controller::start(dir.path(), &[]).await;
+
+    for (_, user) in schemes {
+        let ok = curl(
+            &ctl,
+            "private.test",
+            &format!("/ok-{user}"),
+            Some((user, PASSWORD)),
+        )
+        .await;
+        assert_eq!(ok.status, 200, "{user} with the right password");
+        let wrong = curl(
+            &ctl,
+            "private.test",
+            "/denied-wrong",
+            Some((user, "open sesame!")),
+        )
+        .await;
+        assert_eq!(wrong.status, 401, "{user} with a wrong password");
+        assert_eq!(
+            wrong.header("www-authenticate"),
+            Some("Basic realm=\"Authentication Required - private\"")
+        );
+    }
+    let unknown = curl(
+        &ctl,
+        "private.test",
+        "/denied-unknown",
+        Some(("mallory", PASSWORD)),
+    )
+    .await;
+    assert_eq!(unknown.status, 401);
+    let anonymous = curl(&ctl, "private.test", "/denied-anonymous", None).await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(
+        anonymous.header("www-authenticate"),
+        Some("Basic realm=\"Authentication Required - private\"")
+    );
+
+    let default_realm = curl(&ctl, "plain-realm.test", "/denied-default", None).await;
+    assert_eq!(default_realm.status, 401);
+    assert_eq!(
+        default_realm.header("www-authenticate"),
+        Some("Basic realm=\"\""),
+        "ingress-nginx's default realm"
+    );
+    assert_eq!(
+        curl(
+            &ctl,
+            "plain-realm.test",
+            "/ok-ns",
+            Some(("bcrypt", PASSWORD))
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        curl(&ctl, "open.test", "/ok-open", None).await.status,
+        200,
+        "other Ingresses stay open"
+    );
+
+    // A verified password is remembered; the next requests pass without re-hashing and still pass.
+    for _ in 0..3 {
+        assert_eq!(
+            curl(
+                &ctl,
+                "private.test",
+                "/ok-again",
+                Some(("bcrypt", PASSWORD))
+            )
+            .await
+            .status,
+            200
+        );
+    }
+    assert_eq!(reached(&app, "/ok-").len(), schemes.len() + 5);
+    assert_eq!(
+        reached(&app, "/denied"),
+        Vec::<String>::new(),
+        "the backend never sees a refused request"
+    );
+}
+
+#[tokio::test]
+async fn auth_map_secrets_map_users_to_hashes_in_the_ingress_namespace_only() {
+    let dir = ManifestDir::new();
+    let app = manifests::echo_service(&dir, NS, "app").await;
+    let alice = htpasswd("-B", "alice", "alice's secret").await;
+    let bob = htpasswd("-m", "bob", "bob's secret").await;
+    let hash = |line: &str| line.split_once(':').map(|(_, h)| h.to_string()).unwrap();
+    let team = [("alice", hash(&alice)), ("bob", hash(&bob))];
+    let team: Vec<(&str, &str)> = team.iter().map(|(u, h)| (*u, h.as_str())).collect();
+    dir.write(
+        "secret-map.yaml",
+        &[
+            &opaque_secret(NS, "team", &team),
+            &opaque_secret("elsewhere", "team", &team),
+        ],
+    );
+    let map = |secret| {
+        [
+            ("auth-type", "basic"),
+            ("auth-secret", secret),
+            ("auth-secret-type", "auth-map"),
+        ]
+    };
+    dir.write(
+        "ingress.yaml",
+        &[
+            &protected("mapped", "mapped.test", &map("web/team")),
+            &protected("borrowed", "borrowed.test", &map("elsewhere/team")),
+        ],
+    );
+    let ctl = Controller::start(dir.path(), &[]).await;
+    let alice = Some(("alice", "alice's secret"));
+    assert_eq!(curl(&ctl, "mapped.test", "/ok-a", alice).await.status, 200);
+    let bob = Some(("bob", "bob's secret"));
+    assert_eq!(curl(&ctl, "mapped.test", "/ok-b", bob).await.status, 200);
+    let mixed = Some(("alice", "bob's secret"));
+    assert_eq!(
+        curl(&ctl, "mapped.test", "/denied", mixed).await.status,
+        401
+    );
+    let borrowed = curl(&ctl, "borrowed.test", "/denied", alice).await;
+    assert_eq!(
+        borrowed.status, 503,
+        "another namespace's Secret is not used"
+    );
+    ctl.wait_for_log(&[
+        "Ingress web/borrowed",
+        "auth-secret elsewhere/team is in another namespace",
+    ])
+    .await;
+    assert_eq!(reached(&app, "/denied"), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn auth_that_cannot_be_enforced_answers_503_and_is_reported() {
+    let dir = ManifestDir::new();
+    let app = manifests::echo_service(&dir, NS, "app").await;
+    let good = htpasswd("-B", "alice", PASSWORD).await;
+    let des = htpasswd("-d", "alice", "secret").await;
+    let plain = htpasswd("-p", "alice", PASSWORD).await;
+    dir.write(
+        "secrets.yaml",
+        &[
+            &opaque_secret(NS, "no-key", &[("users", &good)]),
+            &opaque_secret(
+                NS,
+                "garbage",
+                &[("auth", &format!("{good}\nthis line has no hash\n"))],
+            ),
+            &opaque_secret(NS, "des", &[("auth", &des)]),
+            &opaque_secret(NS, "plain", &[("auth", &plain)]),
+        ],
+    );
+    let basic = |secret: &'static str| [("auth-type", "basic"), ("auth-secret", secret)];
+    let cases: &[(&str, Annotations, &str)] = &[
+        ("missing", &basic("nowhere"), "does not exist"),
+        ("no-key", &basic("no-key"), "has no key \"auth\""),
+        ("garbage", &basic("garbage"), "line 2 is not user:hash"),
+        ("des", &basic("des"), "DES crypt hashes are refused"),
+        ("plain", &basic("plain"), "plain-text passwords are refused"),
+        (
+            "digest",
+            &[("auth-type", "digest"), ("auth-secret", "des")],
+            "digest authentication is not implemented",
+        ),
+        ("no-secret", &[("auth-type", "basic")], "needs auth-secret"),
+        (
+            "no-type",
+            &[("auth-secret", "des")],
+            "is set without auth-type",
+        ),
+    ];
+    let mut objects: Vec<_> = cases
+        .iter()
+        .map(|(name, annotations, _)| protected(name, &format!("{name}.test"), annotations))
+        .collect();
+    objects.push(protected("open", "open.test", &[]));
+    let refs: Vec<&dyn manifests::ErasedObject> = objects.iter().map(|o| o as _).collect();
+    dir.write("ingresses.yaml", &refs);
+    let ctl = Controller::start(dir.path(), &[]).await;
+
+    for (name, _, why) in cases {
+        let r = curl(
+            &ctl,
+            &format!("{name}.test"),
+            "/denied",
+            Some(("alice", PASSWORD)),
+        )
+        .await;
+        assert_eq!(r.status, 503, "{name}: fails closed");
+        ctl.wait_for_log(&[&format!("Ingress web/{name}"), why])
+            .await;
+    }
+    assert_eq!(
+        curl(&ctl, "open.test", "/ok", None).await.status,
+        200,
+        "the rest keeps serving"
+    );
+    assert_eq!(reached(&app, "/denied"), Vec::<String>::new());
+
+    let metrics = tools::curl(&[&format!("http://{}/metrics", ctl.addrs.admin)]).await;
+    for kind in [
+        "missing-secret",
+        "invalid-auth-secret",
+        "invalid-annotation",
+        "unsupported-annotation",
+    ] {
+        let series = format!("portcullis_problems{{kind=\"{kind}\"}}");
+        let value = metrics
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        assert!(value.is_some_and(|v| v >= 1), "{series}: {value:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_edited_secret_file_is_live_without_restart_and_fails_closed_when_broken() {
+    let dir = ManifestDir::new();
+    let app = manifests::echo_service(&dir, NS, "app").await;
+    let first = htpasswd("-B", "alice", "first password").await;
+    dir.write(
+        "secret.yaml",
+        &[&opaque_secret(NS, "users", &[("auth", &first)])],
+    );
+    dir.write(
+        "ingress.yaml",
+        &[&protected(
+            "private",
+            "private.test",
+            &[("auth-type", "basic"), ("auth-secret", "users")],
+        )],
+    );
+    let ctl = Controller::start(dir.path(), &[]).await;
+    assert_eq!(
+        curl(
+            &ctl,
+            "private.test",
+            "/ok-1",
+            Some(("alice", "first password"))
+        )
+        .await
+        .status,
+        200
+    );
+
+    let second = htpasswd("-m", "alice", "second password").await;
+    dir.write(
+        "secret.yaml",
+        &[&opaque_secret(NS, "users", &[("auth", &second)])],
+    );
+    eventually("the new password admits alice", LIVE, async || match curl(
+        &ctl,
+        "private.test",
+        "/ok-2",
+        Some(("alice", "second password")),
+    )
+    .await
+    .status
+    {
+        200 => Ok(()),
+        other => Err(format!("status {other}")),
+    })
+    .await;
+    let old = curl(
+        &ctl,
+        "private.test",
+        "/denied-old",
+        Some(("alice", "first password")),
+    )
+    .await;
+    assert_eq!(
+        old.status, 401,
+        "the old password, although remembered as verified, no longer passes"
+    );
+
+    // No last good credentials: a Secret that turns bad shuts the site rather than keeping old users.
+    dir.write(
+        "secret.yaml",
+        &[&opaque_secret(NS, "users", &[("auth", "alice:plain text")])],
+    );
+    eventually("a broken Secret answers 503", LIVE, async || {
+        match curl(
+            &ctl,
+            "private.test",
+            "/probe-broken",
+            Some(("alice", "second password")),
+        )
+        .await
+        .status
+        {
+            503 => Ok(()),
+            other => Err(format!("status {other}")),
+        }
+    })
+    .await;
+    dir.remove("secret.yaml");
+    ctl.wait_for_log(&[
+        "Ingress web/private",
+        "auth-secret web/users does not exist",
+    ])
+    .await;
+    assert_eq!(
+        curl(
+            &ctl,
+            "private.test",
+            "/denied-gone",
+            Some(("alice", "second password"))
+        )
+        .await
+        .status,
+        503
+    );
+    assert_eq!(reached(&app, "/denied"), Vec::<String>::new());
+}
+
+/// Benchmark note, not a timed test (run with `--ignored --nocapture`): the steady-state cost of a
+/// basic-auth route (bcrypt, so every request after the first relies on the remembered verification)
+/// against an open route to the same backend, over keep-alive connections, rounds interleaved.
+#[tokio::test]
+#[ignore]
+async fn benchmark_basic_auth_route_against_an_open_route() {
+    const ROUNDS: usize = 5;
+    const REQUESTS: usize = 1000;
+    let dir = ManifestDir::new();
+    let _app = manifests::echo_service(&dir, NS, "app").await;
+    let line = htpasswd("-B", "alice", PASSWORD).await;
+    dir.write(
+        "secret.yaml",
+        &[&opaque_secret(NS, "users", &[("auth", &line)])],
+    );
+    dir.write(
+        "ingress.yaml",
+        &[
+            &protected(
+                "private",
+                "private.test",
+                &[("auth-type", "basic"), ("auth-secret", "users")],
+            ),
+            &protected("open", "open.test", &[]),
+        ],
+    );
+    let ctl = Controller::start(dir.path(), &[]).await;
+    let credentials = format!(
+        "Basic {}",
+        support::controller::base64(format!("alice:{PASSWORD}").as_bytes())
+    );
+    let mut open = client::http_connection(ctl.addrs.http).await;
+    let mut private = client::http_connection(ctl.addrs.http).await;
+    let mut elapsed = [Duration::ZERO; 2];
+    for _ in 0..ROUNDS {
+        for (i, (sender, host)) in [(&mut open, "open.test"), (&mut private, "private.test")]
+            .into_iter()
+            .enumerate()
+        {
+            let started = std::time::Instant::now();
+            for _ in 0..REQUESTS {
+                let req = request("GET", host, "/").header("authorization", &credentials);
+                assert_eq!(sender.send(req).await.status, 200, "{host}");
+            }
+            elapsed[i] += started.elapsed();
+        }
+    }
+    let per_request = |d: Duration| d.as_secs_f64() * 1e6 / (ROUNDS * REQUESTS) as f64;
+    let (o, p) = (per_request(elapsed[0]), per_request(elapsed[1]));
+    println!(
+        "open route {o:.1} µs/request, basic-auth route {p:.1} µs/request, ratio {:.2}",
+        p / o
+    );
+}
