@@ -521,3 +521,60 @@ async fn benchmark_basic_auth_route_against_an_open_route() {
         p / o
     );
 }
+
+/// Browsers send a CORS preflight without credentials, so it is answered before authentication (as
+/// ingress-nginx does); the request it announces still needs the password.
+#[tokio::test]
+async fn a_cors_preflight_is_answered_without_credentials_and_the_request_still_needs_them() {
+    let dir = ManifestDir::new();
+    let app = manifests::echo_service(&dir, NS, "app").await;
+    let line = htpasswd("-B", "alice", PASSWORD).await;
+    dir.write(
+        "secret.yaml",
+        &[&opaque_secret(NS, "users", &[("auth", &line)])],
+    );
+    dir.write(
+        "ingress.yaml",
+        &[&protected(
+            "api",
+            "api.test",
+            &[
+                ("auth-type", "basic"),
+                ("auth-secret", "users"),
+                ("enable-cors", "true"),
+                ("cors-allow-origin", "https://app.test"),
+            ],
+        )],
+    );
+    let ctl = Controller::start(dir.path(), &[]).await;
+
+    let preflight = request("OPTIONS", "api.test", "/preflight")
+        .header("origin", "https://app.test")
+        .header("access-control-request-method", "PUT");
+    let r = client::http_send(ctl.addrs.http, preflight).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.test")
+    );
+
+    let put = request("PUT", "api.test", "/put").header("origin", "https://app.test");
+    let r = client::http_send(ctl.addrs.http, put).await;
+    assert_eq!(r.status, 401, "the request itself is still authenticated");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.test"),
+        "so the browser can show the 401 to the page"
+    );
+    assert_eq!(
+        curl(&ctl, "api.test", "/ok", Some(("alice", PASSWORD)))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        reached(&app, "/p"),
+        Vec::<String>::new(),
+        "neither reached the backend"
+    );
+}
