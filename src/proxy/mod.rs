@@ -6,6 +6,7 @@ mod client;
 mod forward;
 pub mod listener;
 mod pool;
+pub mod proxy_protocol;
 mod response;
 mod timeouts;
 mod tunnels;
@@ -45,7 +46,10 @@ impl Scheme {
 /// Facts about one client connection, shared by all its requests.
 #[derive(Debug, Clone)]
 pub struct Connection {
+    /// The client's end: the TCP peer, or the source address of a trusted PROXY protocol header.
     pub peer: SocketAddr,
+    /// The TCP peer (the load balancer) when a trusted PROXY protocol header named the client.
+    pub proxied_by: Option<SocketAddr>,
     pub local: SocketAddr,
     pub scheme: Scheme,
 }
@@ -87,7 +91,7 @@ impl Proxy {
         conn: &Connection,
         req: Request<Incoming>,
     ) -> Response<Measured<Body>> {
-        let mut exchange = self.metrics.exchange(&req, conn.peer);
+        let mut exchange = self.metrics.exchange(&req, conn.peer, conn.proxied_by);
         let resp = self.answer(conn, req, &mut exchange).await;
         exchange.respond(resp)
     }
