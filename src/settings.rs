@@ -503,10 +503,22 @@ impl Settings {
             path: path.display().to_string(),
             source,
         })?;
-        Settings::from_yaml(&text).map_err(|message| SettingsError::Invalid {
+        let settings = Settings::from_yaml(&text).map_err(|message| SettingsError::Invalid {
             path: path.display().to_string(),
             message,
-        })
+        })?;
+        settings.warn_if_inconsistent();
+        Ok(settings)
+    }
+
+    /// Logs settings that are valid but almost certainly not what was meant.
+    fn warn_if_inconsistent(&self) {
+        if self.proxy_protocol != ProxyProtocol::Off && self.trusted_proxies.is_empty() {
+            tracing::warn!(
+                proxy_protocol = self.proxy_protocol.as_str(),
+                "proxy-protocol is on but trusted-proxies is empty: every PROXY header is ignored"
+            );
+        }
     }
 
     /// The JSON Schema of the configuration file.
@@ -544,6 +556,7 @@ pub async fn watch_file(
                 adjust(&mut settings);
                 if **tx.borrow() != settings {
                     tracing::info!(file = %path.display(), "configuration file changed; applying it");
+                    settings.warn_if_inconsistent();
                     tx.send_replace(std::sync::Arc::new(settings));
                 }
             }

@@ -617,3 +617,20 @@ async fn optional_serves_both_and_the_mode_reloads_for_new_connections() {
     let proxied = http_from(lb.http_v2, ALICE.into(), HOST).await;
     assert_eq!(client_seen(&proxied), ALICE.to_string());
 }
+
+#[tokio::test]
+async fn without_trusted_proxies_headers_are_ignored_and_the_start_warns() {
+    let s = setup("proxy-protocol: required\n").await;
+    s.ctl
+        .wait_for_log(&["WARN", "trusted-proxies is empty"])
+        .await;
+    let mut tcp = client::tcp(s.ctl.addrs.http, Some(LB.into()))
+        .await
+        .unwrap();
+    tcp.write_all(b"PROXY TCP4 203.0.113.9 127.0.0.1 4711 80\r\n")
+        .await
+        .unwrap();
+    let r = Sender::http1(tcp).await.unwrap().send(get(HOST)).await;
+    assert_eq!(client_seen(&r), LB.to_string());
+    assert_eq!(metric(&s.ctl, &headers("http", "untrusted", "1")).await, 1);
+}

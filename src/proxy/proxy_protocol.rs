@@ -1,8 +1,8 @@
 //! The PROXY protocol (HAProxy's v1 text and v2 binary headers) that TCP load balancers send ahead of
 //! the client's bytes, read on the HTTP and HTTPS listeners before HTTP or TLS. The bytes are parsed by
 //! the `ppp` crate; this module decides how much to read and for how long, what a header says about
-//! the client, and why a connection is refused. Whether the address is believed (the peer is in
-//! `trusted-proxies`) is the listener's decision.
+//! the client, and why a connection is refused. A header's address replaces the TCP peer's only when
+//! the listener found that peer in `trusted-proxies`.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
