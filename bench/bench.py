@@ -223,7 +223,7 @@ class Impl:
                         pass
                 self.proc.wait(timeout=5)
         self.proc = None
-        wait_port_free(443)
+        wait_port_free(443, getattr(self, "listen_ip", "127.0.0.1"))
 
     def spawn(self, cmd):
         self.log = open(self.dir / "stderr.log", "ab")
@@ -240,11 +240,11 @@ class Impl:
             wait_tls("a.bench.test", self.fx.fp["a"], 60, self)
 
 
-def wait_port_free(port, timeout=10):
+def wait_port_free(port, host="127.0.0.1", timeout=10):
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            s = socket.create_connection(("127.0.0.1", port), timeout=0.2)
+            s = socket.create_connection((host, port), timeout=0.2)
             s.close()
             time.sleep(0.05)
         except OSError:
@@ -299,14 +299,18 @@ class Portcullis(Impl):
                     + secret_yaml(f"{n}-tls", self.fx.crt(n), self.fx.key(n)))
         settings = self.dir / "settings.yaml"
         settings.write_text("tls:\n  min-version: \"1.2\"\n" + (
-            "" if resumption else "  session-tickets: false\n  session-cache-size: 0\n"))
-        self.args = ["--manifests", m, "--config", settings, "--https-addr", "127.0.0.1:443",
-                     "--http-addr", "127.0.0.1:80", "--admin-addr", "127.0.0.1:10254", "--log-level", "warn"]
+            "" if resumption else "  session-tickets: false\n  session-cache-size: 0\n") + self.settings_extra)
+        ip = self.listen_ip
+        self.args = ["--manifests", m, "--config", settings, "--https-addr", f"{ip}:443",
+                     "--http-addr", f"{ip}:80", "--admin-addr", f"{ip}:10254", "--log-level", "warn"]
 
     def launch(self):
         self.spawn([PORTCULLIS] + self.args + self.extra_args)
 
     extra_args = []
+    # The PROXY protocol scenario moves Portcullis behind a TCP relay on 127.0.0.1.
+    listen_ip = "127.0.0.1"
+    settings_extra = ""
 
     def add_host(self, host):
         short = host.split(".")[0]
@@ -777,6 +781,46 @@ class Bench:
             self.record("limit-tls-only", "tls-only", round=rnd, **self.measured(impl, lambda: wrk("https://a.bench.test/", d)))
             impl.stop()
 
+    # -- (h) PROXY protocol overhead ------------------------------------------------------------------
+
+    def proxy_protocol(self, rnd):
+        """Portcullis behind HAProxy in TCP mode (on the client core, as the load balancer would be on
+        another machine), once with `send-proxy-v2` and `proxy-protocol: required`, once with neither:
+        the ratio is what reading and trusting the header costs per connection."""
+        d, w = self.d, self.warm
+        impl = self.impls["portcullis"]
+        relay_dir = self.work / "pp-relay"
+        relay_dir.mkdir(exist_ok=True)
+        modes = random.sample(["off", "required"], 2)
+        for mode in modes:
+            cfg = relay_dir / "haproxy.cfg"
+            send = " send-proxy-v2" if mode == "required" else ""
+            cfg.write_text("global\n  nbthread 1\n  maxconn 4000\n"
+                           "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n"
+                           "frontend tls\n  bind 127.0.0.1:443\n  default_backend ctl\n"
+                           f"backend ctl\n  server p 127.0.0.2:443{send}\n")
+            log_f = open(relay_dir / "stderr.log", "ab")
+            relay = subprocess.Popen(["taskset", "-c", CLIENT_CPU, "haproxy", "-db", "-f", str(cfg)],
+                                     stdout=log_f, stderr=log_f, stdin=subprocess.DEVNULL)
+            Portcullis.listen_ip = "127.0.0.2"
+            Portcullis.settings_extra = ("proxy-protocol: required\ntrusted-proxies: [127.0.0.0/8]\n"
+                                         if mode == "required" else "")
+            try:
+                for resumption, scen, host, close in ((True, "pp-h1-keepalive", "a", False),
+                                                      (False, "pp-handshake-full", "rsa", True)):
+                    impl.start(resumption=resumption)
+                    url = f"https://{host}.bench.test/"
+                    wrk(url, w, close=close)
+                    self.record(scen, "portcullis", round=rnd, mode=mode, **self.measured(
+                        impl, lambda: wrk(url, d, close=close)))
+                    impl.stop()
+            finally:
+                Portcullis.listen_ip, Portcullis.settings_extra = "127.0.0.1", ""
+                impl.stop()
+                relay.terminate()
+                relay.wait()
+                wait_port_free(443)
+
     # -- (d) certificate rotation --------------------------------------------------------------------
 
     def rotation(self):
@@ -1118,6 +1162,28 @@ def summarize_once(rows):
     return "\n".join(lines) if len(lines) > 2 else "Not run this time (`--only`)."
 
 
+def summarize_proxy_protocol(rows):
+    """Portcullis behind a TCP relay: `send-proxy-v2` + `proxy-protocol: required` against neither."""
+    lines = ["| through HAProxy in TCP mode | off | required (v2 header) | required / off |", "|---|---|---|---|"]
+    for scen, label in (("pp-h1-keepalive", "HTTPS keep-alive HTTP/1.1 (wrk c=32)"),
+                        ("pp-handshake-full", "Full TLS handshakes (RSA-2048; wrk Connection: close)")):
+        by = {m: [r for r in rows if r["scenario"] == scen and r.get("mode") == m] for m in ("off", "required")}
+        if not by["off"] and not by["required"]:
+            continue
+        for key, what, digits in (("rps", "per second", 0), ("cpu_ms_per_1k", "proxy CPU ms per 1,000", 1)):
+            ratios = []
+            for rnd in sorted({r["round"] for r in by["off"]}):
+                off = [r.get(key) for r in by["off"] if r["round"] == rnd]
+                req = [r.get(key) for r in by["required"] if r["round"] == rnd]
+                if off and req and off[0] and req[0]:
+                    ratios.append(req[0] / off[0])
+            cell = lambda m: fmt(med([r.get(key) for r in by[m]]), digits)
+            ratio = (f"{statistics.median(ratios):.3f}×" + (f" ({min(ratios):.3f}–{max(ratios):.3f})" if len(ratios) > 1 else "")
+                     if ratios else "–")
+            lines.append(f"| {label}, {what} | {cell('off')} | {cell('required')} | {ratio} |")
+    return "\n".join(lines) if len(lines) > 2 else "Not run this time (`--only`)."
+
+
 def summarize_goals(rows):
     """The issue's goals, each with the figure that decides it (medians of same-round ratios)."""
     def ratio_vs_best(scen, key, higher=True):
@@ -1204,6 +1270,7 @@ def write_report(bench, meta, out_dir):
           "", "## Per-round scenarios (medians, min–max; ratios computed within each round, then the median)", "",
           summarize(bench.results, meta), "",
           "## Once-per-run scenarios", "", summarize_once(bench.results), "",
+          "## PROXY protocol overhead (h)", "", summarize_proxy_protocol(bench.results), "",
           "## Goals (issue 7)", "", summarize_goals(bench.results), "",
           "## Caveats", "",
           "- One 2-vCPU VM: the proxy under test is pinned to CPU1 with one worker/thread, the load generator and the "
@@ -1236,7 +1303,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--rate", type=int, default=5000, help="offered req/s of the fixed-rate runs")
     ap.add_argument("--hosts", type=int, default=10000, help="hosts of the scale scenario")
-    ap.add_argument("--only", default="throughput,rotation,churn,scale", help="comma-separated scenario groups")
+    ap.add_argument("--only", default="throughput,rotation,churn,scale,proxyproto",
+                    help="comma-separated scenario groups")
     ap.add_argument("--impls", default="portcullis,nginx,haproxy", help="implementations compared")
     ap.add_argument("--worker-threads", type=int, default=0, help="pass --worker-threads to Portcullis")
     ap.add_argument("--out", default=None, help="results directory (default bench/results, or target/bench-smoke)")
@@ -1265,6 +1333,9 @@ def main():
             bench.churn()
         if "scale" in only:
             bench.scale()
+        if "proxyproto" in only:
+            for rnd in range(1, args.rounds + 1):
+                bench.proxy_protocol(rnd)
     finally:
         bench.stop_all()
     meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -1287,6 +1358,8 @@ def smoke_check(rows, only):
         want.add("route-churn")
     if "scale" in only:
         want |= {"scale-hosts", "idle-connections"}
+    if "proxyproto" in only:
+        want |= {"pp-h1-keepalive", "pp-handshake-full"}
     bad = []
     for s in sorted(want):
         rs = [r for r in rows if r["scenario"] == s]

@@ -14,8 +14,10 @@ pub const TARGET: &str = "portcullis::access";
 /// What is known about a request when it arrives; collected only when the access log is on.
 #[derive(Debug)]
 pub struct RequestFacts {
-    /// The TCP peer.
+    /// The TCP peer, or the client a trusted PROXY protocol header names.
     pub peer: SocketAddr,
+    /// The TCP peer (the load balancer) when a trusted PROXY protocol header named the client.
+    pub proxied_by: Option<SocketAddr>,
     /// The client: the peer, or the address a trusted proxy reports.
     pub client: IpAddr,
     pub method: Method,
@@ -25,9 +27,14 @@ pub struct RequestFacts {
 }
 
 impl RequestFacts {
-    pub fn new<B>(req: &Request<B>, peer: SocketAddr) -> RequestFacts {
+    pub fn new<B>(
+        req: &Request<B>,
+        peer: SocketAddr,
+        proxied_by: Option<SocketAddr>,
+    ) -> RequestFacts {
         RequestFacts {
             peer,
+            proxied_by,
             client: peer.ip().to_canonical(),
             method: req.method().clone(),
             host: crate::vocab::request::request_host(req).to_string(),
@@ -65,6 +72,7 @@ pub fn write(request: &RequestFacts, outcome: &Outcome<'_>) {
         status = outcome.status.as_u16(),
         client = %request.client,
         peer = %request.peer,
+        proxied_by = request.proxied_by.map(tracing::field::display),
         upstream = outcome.upstream.map(tracing::field::display),
         request_bytes = outcome.request_bytes,
         response_bytes = outcome.response_bytes,

@@ -49,6 +49,11 @@ pub struct Values {
     /// ("Configuration file"); rendered into a ConfigMap and re-read by the controller when it
     /// changes, without a restart.
     pub config: Settings,
+    /// The PROXY protocol on the HTTP and HTTPS listeners (`proxy-protocol` in `config`, which wins
+    /// when it sets that key itself). Turn it on together with the load balancer's own setting, usually
+    /// a Service annotation (listed in `values.yaml`), and list the load balancer's addresses in
+    /// `config.trusted-proxies`.
+    pub proxy_protocol: ProxyProtocolValue,
     pub shutdown: Shutdown,
     /// Must cover `shutdown.preStopSleepSeconds + shutdown.delaySeconds + shutdown.timeoutSeconds`;
     /// computed from them (plus 5 s) when not set.
@@ -86,6 +91,16 @@ pub struct Values {
     pub metrics: MetricsValues,
     /// Values shared with a parent chart; not used by this chart.
     pub global: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `proxyProtocol`: a string only, so that an unquoted `off` (which Helm reads as `false`) fails the
+/// install with a clear message instead of meaning something else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocolValue {
+    Off,
+    Optional,
+    Required,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -434,6 +449,7 @@ mod tests {
         let values: Values = serde_yaml::from_str(&text).unwrap();
         assert_eq!(values.kind, WorkloadKind::Deployment);
         assert_eq!(values.config, Settings::default());
+        assert_eq!(values.proxy_protocol, ProxyProtocolValue::Off);
         assert_eq!(values.ingress_class.name, "portcullis");
         let ports = &values.controller.container_ports;
         assert_eq!((ports.http, ports.https, ports.admin), (80, 443, 10254));

@@ -54,6 +54,8 @@ pub struct Metrics {
     leader: IntGauge,
     open_connections: IntGaugeVec,
     accepted_connections: IntCounterVec,
+    proxy_protocol_headers: IntCounterVec,
+    proxy_protocol_refused: IntCounterVec,
     tls: TlsHandles,
     redirects: IntCounterVec,
     /// Redirect counters for 300..=308, resolved on first use.
@@ -246,6 +248,17 @@ impl Metrics {
             "Client connections accepted, by listener (http, https)",
             &["listener"],
         )?;
+        let proxy_protocol_headers = b.counter_vec(
+            "portcullis_proxy_protocol_headers_total",
+            "PROXY protocol headers read, by listener, version (1, 2) and result (accepted: its client \
+             address is used; local: it has none; untrusted: sent by a peer outside trusted-proxies, ignored)",
+            &["listener", "version", "result"],
+        )?;
+        let proxy_protocol_refused = b.counter_vec(
+            "portcullis_proxy_protocol_refused_total",
+            "Connections closed while reading a PROXY protocol header, by listener and reason",
+            &["listener", "reason"],
+        )?;
         let handshakes = b.counter_vec(
             "portcullis_tls_handshakes_total",
             "TLS handshakes on the HTTPS listener, by result and negotiated protocol version",
@@ -353,6 +366,8 @@ impl Metrics {
             leader,
             open_connections,
             accepted_connections,
+            proxy_protocol_headers,
+            proxy_protocol_refused,
             tls,
             redirects,
             redirect_codes: std::array::from_fn(|_| OnceLock::new()),
@@ -475,6 +490,19 @@ impl Metrics {
         }
     }
 
+    /// The series counting PROXY protocol headers of one listener with this version and result.
+    pub fn proxy_protocol_header(&self, listener: &str, version: &str, result: &str) -> IntCounter {
+        self.proxy_protocol_headers
+            .with_label_values(&[listener, version, result])
+    }
+
+    /// The series counting connections of one listener refused for this reason while reading a PROXY
+    /// protocol header.
+    pub fn proxy_protocol_refused(&self, listener: &str, reason: &str) -> IntCounter {
+        self.proxy_protocol_refused
+            .with_label_values(&[listener, reason])
+    }
+
     /// Records a completed TLS handshake and the protocol version it negotiated.
     pub fn tls_handshake_succeeded(&self, version: Option<ProtocolVersion>, took: Duration) {
         match version {
@@ -510,11 +538,16 @@ impl Metrics {
     }
 
     /// Starts recording one request; see [`traffic`].
-    pub fn exchange<B>(&self, req: &http::Request<B>, peer: std::net::SocketAddr) -> Exchange<'_>
+    pub fn exchange<B>(
+        &self,
+        req: &http::Request<B>,
+        peer: std::net::SocketAddr,
+        proxied_by: Option<std::net::SocketAddr>,
+    ) -> Exchange<'_>
     where
         B: hyper::body::Body,
     {
-        self.requests.exchange(req, peer)
+        self.requests.exchange(req, peer, proxied_by)
     }
 
     /// Every metric name a scrape can contain (histograms with their `_bucket`, `_sum` and `_count`

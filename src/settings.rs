@@ -24,12 +24,91 @@ pub struct Settings {
     /// Peers (CIDRs, e.g. your cloud load balancer) whose `X-Forwarded-For`, `X-Forwarded-Proto`,
     /// `X-Forwarded-Port` and `Forwarded` headers are believed. With `X-Forwarded-Proto: https` from a
     /// trusted peer, a request counts as secure: no redirect, so no loop behind a TLS-terminating load
-    /// balancer. Headers from anyone else are replaced.
+    /// balancer. Headers from anyone else are replaced. The same list decides whose PROXY protocol
+    /// headers are believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// The PROXY protocol (v1 or v2) on the HTTP and HTTPS listeners, as a TCP load balancer sends it
+    /// ahead of the client's bytes: `off`, `optional` (used when present) or `required` (connections
+    /// without a valid header are closed). The address in a header is believed only from a peer in
+    /// `trusted-proxies`. Applies to connections accepted after a change.
+    pub proxy_protocol: ProxyProtocol,
     /// Defaults for talking to backends; Ingresses can override them with annotations.
     pub upstream: UpstreamSettings,
     /// Limits that protect the proxy from hostile or broken clients.
     pub limits: Limits,
+}
+
+/// Whether connections start with a PROXY protocol header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProxyProtocol {
+    /// No header is expected; a connection that sends one gets `400` (or a failed handshake).
+    #[default]
+    Off,
+    /// A header is read when the connection starts with one; other connections are served as usual.
+    Optional,
+    /// Every connection must start with a valid header; others are closed before anything is read.
+    Required,
+}
+
+impl ProxyProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyProtocol::Off => "off",
+            ProxyProtocol::Optional => "optional",
+            ProxyProtocol::Required => "required",
+        }
+    }
+}
+
+impl JsonSchema for ProxyProtocol {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ProxyProtocol".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        // YAML 1.1 readers (Helm's among them) turn an unquoted `off` into `false`; booleans are
+        // accepted as ingress-nginx's `use-proxy-protocol` means them.
+        schemars::json_schema!({ "enum": ["off", "optional", "required", false, true] })
+    }
+}
+
+impl<'de> Deserialize<'de> for ProxyProtocol {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = ProxyProtocol;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("off, optional or required")
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<ProxyProtocol, E> {
+                Ok(if v {
+                    ProxyProtocol::Required
+                } else {
+                    ProxyProtocol::Off
+                })
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ProxyProtocol, E> {
+                match v {
+                    "off" => Ok(ProxyProtocol::Off),
+                    "optional" => Ok(ProxyProtocol::Optional),
+                    "required" => Ok(ProxyProtocol::Required),
+                    other => Err(E::custom(format!(
+                        "{other:?} is not a PROXY protocol mode (use off, optional or required)"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+impl Serialize for ProxyProtocol {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -424,10 +503,22 @@ impl Settings {
             path: path.display().to_string(),
             source,
         })?;
-        Settings::from_yaml(&text).map_err(|message| SettingsError::Invalid {
+        let settings = Settings::from_yaml(&text).map_err(|message| SettingsError::Invalid {
             path: path.display().to_string(),
             message,
-        })
+        })?;
+        settings.warn_if_inconsistent();
+        Ok(settings)
+    }
+
+    /// Logs settings that are valid but almost certainly not what was meant.
+    fn warn_if_inconsistent(&self) {
+        if self.proxy_protocol != ProxyProtocol::Off && self.trusted_proxies.is_empty() {
+            tracing::warn!(
+                proxy_protocol = self.proxy_protocol.as_str(),
+                "proxy-protocol is on but trusted-proxies is empty: every PROXY header is ignored"
+            );
+        }
     }
 
     /// The JSON Schema of the configuration file.
@@ -465,6 +556,7 @@ pub async fn watch_file(
                 adjust(&mut settings);
                 if **tx.borrow() != settings {
                     tracing::info!(file = %path.display(), "configuration file changed; applying it");
+                    settings.warn_if_inconsistent();
                     tx.send_replace(std::sync::Arc::new(settings));
                 }
             }
@@ -488,6 +580,7 @@ mod tests {
         assert!(d.hsts.enabled && d.hsts.include_subdomains && !d.hsts.preload);
         assert_eq!(d.hsts.max_age, 31_536_000);
         assert_eq!(d.tls.min_version, TlsVersion::V1_2);
+        assert_eq!(d.proxy_protocol, ProxyProtocol::Off);
     }
 
     #[test]
@@ -496,6 +589,7 @@ mod tests {
             "redirect: {code: 301}\nhsts: {enabled: false, max-age: 60, preload: true}\n\
              tls: {min-version: \"1.3\", strict-sni: true, default-certificate: ns/cert, session-tickets: false}\n\
              trusted-proxies: [10.0.0.0/8, 192.0.2.7]\n\
+             proxy-protocol: required\n\
              upstream: {connect-timeout: 2s, read-timeout: 90, max-body-size: 8m}\n\
              limits: {header-read-timeout: 500ms, max-headers: 50, max-header-bytes: 16k}\n",
         )
@@ -509,6 +603,16 @@ mod tests {
         );
         assert_eq!(s.trusted_proxies.len(), 2);
         assert_eq!(s.trusted_proxies[1].to_string(), "192.0.2.7/32");
+        assert_eq!(s.proxy_protocol, ProxyProtocol::Required);
+        for (yaml, mode) in [
+            ("off", ProxyProtocol::Off),
+            ("false", ProxyProtocol::Off),
+            ("optional", ProxyProtocol::Optional),
+            ("true", ProxyProtocol::Required),
+        ] {
+            let s = Settings::from_yaml(&format!("proxy-protocol: {yaml}\n")).unwrap();
+            assert_eq!(s.proxy_protocol, mode, "{yaml}");
+        }
         assert_eq!(s.upstream.connect_timeout.0, Duration::from_secs(2));
         assert_eq!(s.upstream.read_timeout.0, Duration::from_secs(90));
         assert_eq!(s.upstream.max_body_size, ByteSize(8 << 20));
@@ -524,6 +628,8 @@ mod tests {
         assert!(e.contains("not a redirect status"), "{e}");
         let e = Settings::from_yaml("trusted-proxies: [10.0.0.0/33]\n").unwrap_err();
         assert!(e.contains("not an IP address or CIDR"), "{e}");
+        let e = Settings::from_yaml("proxy-protocol: always\n").unwrap_err();
+        assert!(e.contains("not a PROXY protocol mode"), "{e}");
         let e = Settings::from_yaml("upstream: {read-timeout: soon}\n").unwrap_err();
         assert!(e.contains("duration"), "{e}");
         let e = Settings::from_yaml("tls: {min-version: \"1.1\"}\n").unwrap_err();
@@ -554,6 +660,7 @@ mod tests {
             "hsts",
             "tls",
             "trusted-proxies",
+            "proxy-protocol",
             "upstream",
             "limits",
             "max-body-size",

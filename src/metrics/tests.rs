@@ -65,7 +65,7 @@ async fn exchange(
         .header("host", host)
         .body(Empty::<Bytes>::new())
         .unwrap();
-    let mut exchange = metrics.exchange(&req, PEER.parse().unwrap());
+    let mut exchange = metrics.exchange(&req, PEER.parse().unwrap(), None);
     match route {
         Some(route) => exchange.matched(route),
         None => exchange.unmatched(host),
@@ -515,7 +515,7 @@ fn recording_cost() {
     let with_table = || {
         let req = Request::get("/").body(Empty::<Bytes>::new()).unwrap();
         for _ in 0..N {
-            let mut exchange = metrics.exchange(&req, peer);
+            let mut exchange = metrics.exchange(&req, peer, None);
             exchange.matched(hot);
             exchange.upstream(peer);
             exchange.upstream_responded(Duration::from_micros(300));

@@ -365,7 +365,12 @@ impl Requests {
             .clone()
     }
 
-    pub(super) fn exchange<B: Body>(&self, req: &Request<B>, peer: SocketAddr) -> Exchange<'_> {
+    pub(super) fn exchange<B: Body>(
+        &self,
+        req: &Request<B>,
+        peer: SocketAddr,
+        proxied_by: Option<SocketAddr>,
+    ) -> Exchange<'_> {
         let request_bytes = match content_length(req) {
             Some(length) => RequestBytes::Known(length),
             None if req.body().is_end_stream() => RequestBytes::Known(0),
@@ -382,7 +387,7 @@ impl Requests {
                 upstream_seconds: None,
                 log: self
                     .access_log
-                    .then(|| Box::new(RequestFacts::new(req, peer))),
+                    .then(|| Box::new(RequestFacts::new(req, peer, proxied_by))),
             },
         }
     }

@@ -136,6 +136,7 @@ mod tests {
     fn conn(peer: &str, scheme: Scheme) -> Connection {
         Connection {
             peer: SocketAddr::new(peer.parse().unwrap(), 5555),
+            proxied_by: None,
             local: "127.0.0.1:80".parse().unwrap(),
             scheme,
         }

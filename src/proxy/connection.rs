@@ -21,7 +21,10 @@ impl Scheme {
 /// Facts about one client connection, shared by all its requests.
 #[derive(Debug, Clone)]
 pub struct Connection {
+    /// The client's end: the TCP peer, or the source address of a trusted PROXY protocol header.
     pub peer: SocketAddr,
+    /// The TCP peer (the load balancer) when a trusted PROXY protocol header named the client.
+    pub proxied_by: Option<SocketAddr>,
     pub local: SocketAddr,
     pub scheme: Scheme,
 }

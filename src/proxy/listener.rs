@@ -1,6 +1,7 @@
 //! Accept loops for the plain-HTTP and TLS listeners. Each connection is served by hyper with the limits
-//! of the live settings, and tracked so shutdown can drain it. Settings and certificates change under a
-//! running listener; the socket never closes.
+//! of the live settings, and tracked so shutdown can drain it. With `proxy-protocol` on, a connection's
+//! PROXY header is read first, before TLS or HTTP. Settings and certificates change under a running
+//! listener; the socket never closes.
 //!
 //! The HTTP version of a TLS connection is the one ALPN negotiated: `h2` is served as HTTP/2 only (an
 //! invalid connection preface ends the connection, RFC 9113 §3.4), `http/1.1` or no ALPN as HTTP/1.1
@@ -25,11 +26,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::framing::{AmbiguousFraming, Framing, Heads};
+use super::proxy_protocol::{self, Reading};
 use super::timeouts::{Protocol, TimedIo, Timeouts, Tracker};
 use super::{Connection, Proxy, Scheme};
 use crate::metrics::OpenConnection;
 use crate::model::ConfigHandle;
-use crate::settings::Limits;
+use crate::settings::{Limits, ProxyProtocol, Settings};
 
 /// hyper refuses read buffers smaller than this.
 const MIN_BUF_SIZE: usize = 8192;
@@ -71,6 +73,10 @@ impl Listener {
             Scheme::Http
         };
         let connections = self.proxy.metrics().listener(scheme.as_str());
+        let proxy_headers = Arc::new(proxy_protocol::Counters::new(
+            self.proxy.metrics(),
+            scheme.as_str(),
+        ));
         let mut limits = self.config.load().settings.limits.clone();
         // When this many connections are open, stop accepting: new clients wait in the kernel's
         // backlog instead of costing memory here.
@@ -103,11 +109,10 @@ impl Listener {
                 builder = Arc::new(Builders::new(&limits));
             }
             let accepted = Accepted {
-                conn: Arc::new(Connection {
-                    peer,
-                    local,
-                    scheme,
-                }),
+                peer,
+                local,
+                scheme,
+                reading: reading(&settings, peer, proxy_headers.clone()),
                 tls: self.tls.as_ref().map(|t| TlsAcceptor::from(t.load_full())),
                 handshake_timeout: limits.handshake_timeout.0,
                 timeouts: Timeouts {
@@ -125,6 +130,27 @@ impl Listener {
             };
             tokio::spawn(accepted.serve(tcp));
         }
+    }
+}
+
+/// How the PROXY header of a connection from `peer` is read under `settings`.
+fn reading(
+    settings: &Settings,
+    peer: SocketAddr,
+    counters: Arc<proxy_protocol::Counters>,
+) -> Reading {
+    let ip = peer.ip().to_canonical();
+    let mode = settings.proxy_protocol;
+    Reading {
+        mode,
+        peer_trusted: mode != ProxyProtocol::Off
+            && settings.trusted_proxies.iter().any(|c| c.0.contains(&ip)),
+        wait: settings
+            .limits
+            .header_read_timeout
+            .0
+            .min(proxy_protocol::MAX_WAIT),
+        counters,
     }
 }
 
@@ -207,7 +233,10 @@ async fn until_drained<C: Future>(
 
 /// One accepted connection and what serving it needs.
 struct Accepted {
-    conn: Arc<Connection>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    scheme: Scheme,
+    reading: Reading,
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
     timeouts: Timeouts,
@@ -228,7 +257,10 @@ struct Accepted {
 impl Accepted {
     async fn serve(self, tcp: TcpStream) {
         let Accepted {
-            conn,
+            peer,
+            local,
+            scheme,
+            reading,
             tls,
             handshake_timeout,
             timeouts,
@@ -242,7 +274,18 @@ impl Accepted {
             _open,
         } = self;
         let metrics = proxy.metrics().clone();
+        // Created first: the header-read clock of plain HTTP starts at accept, PROXY header included.
         let tracker = Tracker::new();
+        let Some((tcp, origin)) = proxy_protocol::accept(tcp, peer, &reading).await else {
+            return;
+        };
+        drop(reading);
+        let conn = Arc::new(Connection {
+            peer: origin.peer,
+            proxied_by: origin.proxied_by,
+            local,
+            scheme,
+        });
         let heads = Arc::new(Heads::default());
         let service = {
             let conn = conn.clone();

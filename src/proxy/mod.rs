@@ -11,6 +11,7 @@ mod forward;
 mod framing;
 pub mod listener;
 mod pool;
+pub mod proxy_protocol;
 mod response;
 pub mod termination;
 mod timeouts;
@@ -72,7 +73,7 @@ impl Proxy {
         conn: &Connection,
         req: Request<Incoming>,
     ) -> Response<Measured<Body>> {
-        let mut exchange = self.metrics.exchange(&req, conn.peer);
+        let mut exchange = self.metrics.exchange(&req, conn.peer, conn.proxied_by);
         let resp = self.answer(conn, req, &mut exchange).await;
         exchange.respond(resp)
     }
