@@ -1,8 +1,8 @@
 //! Typed Ingress annotations, read under `portcullis.io/` and, for the same meaning, under
 //! `nginx.ingress.kubernetes.io/` (ours wins when both are set). Each annotation is parsed in one place
 //! into one type; an invalid value is reported and its default applies, except for the source-range
-//! lists, which fail closed (an invalid allowlist denies every client, an invalid deny list serves
-//! nobody), and CORS, which an invalid value turns off.
+//! lists and rate limits, which fail closed (an invalid allowlist denies every client, an invalid deny
+//! list or rate limit serves nobody), and CORS, which an invalid value turns off.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,8 +11,10 @@ use crate::settings::{ByteSize, Cidr, RedirectCode};
 
 mod cors;
 mod denylist;
+mod ratelimit;
 pub use cors::Cors;
 pub use denylist::DenyRange;
+pub use ratelimit::{RateLimit, RateLimits, Rates};
 
 pub const OWN_PREFIX: &str = "portcullis.io/";
 pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
@@ -53,6 +55,11 @@ pub const SUPPORTED: &[&str] = &[
     "cors-expose-headers",
     "cors-allow-credentials",
     "cors-max-age",
+    "limit-rps",
+    "limit-rpm",
+    "limit-burst-multiplier",
+    "limit-whitelist",
+    "limit-allowlist",
 ];
 
 /// ingress-nginx annotations that inject raw configuration; refused by design (they were the source of
@@ -122,6 +129,7 @@ pub struct IngressAnnotations {
     pub deny_range: Option<DenyRange>,
     pub default_backend: Option<String>,
     pub cors: Option<Cors>,
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for IngressAnnotations {
@@ -151,6 +159,7 @@ impl Default for IngressAnnotations {
             deny_range: None,
             default_backend: None,
             cors: None,
+            rate_limit: None,
         }
     }
 }
@@ -239,6 +248,7 @@ pub fn parse(
             }
         }),
         cors: r.cors(),
+        rate_limit: r.rate_limit(),
     };
     r.report_unknown();
     (parsed, r.errors)

@@ -5,7 +5,7 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use super::annotations::{
-    BackendProtocol, Cors, DenyRange, FixedRedirect, IngressAnnotations, SourceRange,
+    BackendProtocol, Cors, DenyRange, FixedRedirect, IngressAnnotations, RateLimit, SourceRange,
 };
 use crate::settings::{RedirectCode, Settings};
 
@@ -23,7 +23,15 @@ pub struct Policy {
     pub source_range: Option<SourceRange>,
     pub deny_range: Option<DenyRange>,
     pub cors: Option<Cors>,
+    pub rate_limit: Option<RateLimitPolicy>,
     pub upstream: UpstreamPolicy,
+}
+
+/// The Ingress's request-rate limits and the status of a refusal (global setting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitPolicy {
+    pub limit: RateLimit,
+    pub status: http::StatusCode,
 }
 
 /// How requests of one Ingress are sent to its backends.
@@ -72,6 +80,10 @@ impl Policy {
             source_range: a.source_range.clone(),
             deny_range: a.deny_range.clone(),
             cors: a.cors.clone(),
+            rate_limit: a.rate_limit.clone().map(|limit| RateLimitPolicy {
+                limit,
+                status: settings.limits.rate_limit_status.status(),
+            }),
             upstream: UpstreamPolicy {
                 protocol: a.backend_protocol,
                 connect_timeout: a.proxy_connect_timeout.unwrap_or(u.connect_timeout.0),

@@ -10,6 +10,7 @@ mod forward;
 mod framing;
 pub mod listener;
 mod pool;
+mod ratelimit;
 mod response;
 pub mod termination;
 mod timeouts;
@@ -42,6 +43,7 @@ pub struct Proxy {
     /// The HTTPS listener's port, for `use-port-in-redirects`.
     https_port: u16,
     metrics: Arc<Metrics>,
+    rate_limiters: Arc<ratelimit::RateLimiters>,
 }
 
 impl Proxy {
@@ -56,6 +58,7 @@ impl Proxy {
             upstream,
             https_port,
             metrics,
+            rate_limiters: ratelimit::RateLimiters::start(),
         }
     }
 
@@ -75,9 +78,9 @@ impl Proxy {
     }
 
     /// Answers one request. The order follows ingress-nginx, whose users depend on it: redirects
-    /// (fixed, HTTPS, www, app-root) first, then the source-range check (deny, then allow), CORS
-    /// preflights, the body-size check, and the backend; HSTS is added to HTTPS responses for hosts
-    /// that have a certificate, CORS headers to every answer of a route with CORS.
+    /// (fixed, HTTPS, www, app-root) first, then the source-range check (deny, then allow), the
+    /// rate limit, CORS preflights, the body-size check, and the backend; HSTS is added to HTTPS
+    /// responses for hosts that have a certificate, CORS headers to every answer of a route with CORS.
     async fn answer(
         &self,
         conn: &Connection,
@@ -188,6 +191,11 @@ impl Proxy {
             return Some(response::redirect(StatusCode::FOUND, &location));
         }
         if let Some(refused) = access::check(client.ip, policy) {
+            return Some(refused);
+        }
+        if let Some(limit) = &policy.rate_limit
+            && let Some(refused) = self.rate_limiters.check(client.ip, &route.ingress, limit)
+        {
             return Some(refused);
         }
         if let Some(preflight) = cors.and_then(cors::CorsAnswer::preflight) {
