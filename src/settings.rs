@@ -573,6 +573,19 @@ mod tests {
     }
 
     #[test]
+    fn the_rate_limit_status_is_503_or_429() {
+        let status =
+            |yaml: &str| Settings::from_yaml(yaml).map(|s| s.limits.rate_limit_status.status());
+        assert_eq!(status(""), Ok(http::StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(
+            status("limits: {rate-limit-status: 429}\n"),
+            Ok(http::StatusCode::TOO_MANY_REQUESTS)
+        );
+        let e = status("limits: {rate-limit-status: 418}\n").unwrap_err();
+        assert!(e.contains("use 429 or 503"), "{e}");
+    }
+
+    #[test]
     fn sizes_use_binary_multiples() {
         assert_eq!(ByteSize::parse("0").unwrap().limit(), None);
         assert_eq!(ByteSize::parse("512").unwrap(), ByteSize(512));
