@@ -39,16 +39,15 @@ pub struct Rates {
 
 impl Reader<'_> {
     pub(super) fn rate_limit(&mut self) -> Option<RateLimit> {
-        let errors = self.errors.len();
+        // Each is read (and reported) even when another is invalid.
         let per_second = self.limit_count("limit-rps");
         let per_minute = self.limit_count("limit-rpm");
         let burst_multiplier = self.limit_count("limit-burst-multiplier");
         let whitelist = self.limit_whitelist();
-        let invalid = self.errors.len() > errors;
         let (Some(per_second), Some(per_minute), Some(burst_multiplier), Some(whitelist)) =
             (per_second, per_minute, burst_multiplier, whitelist)
         else {
-            return invalid.then_some(RateLimit::Invalid);
+            return Some(RateLimit::Invalid);
         };
         if per_second.is_none() && per_minute.is_none() {
             return None;
