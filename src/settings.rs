@@ -161,7 +161,7 @@ pub struct Limits {
     /// Most HTTP/2 streams a client may reset in a short time before the connection is closed
     /// (rapid-reset protection).
     pub http2_max_pending_reset_streams: usize,
-    /// The status of requests refused by an Ingress's `limit-rps`/`limit-rpm`: 503 as in
+    /// The status of requests refused by an Ingress's `limit-rps`/`limit-rpm`/`limit-connections`: 503 as in
     /// ingress-nginx, or 429 (Too Many Requests), which tells well-behaved clients to back off.
     pub rate_limit_status: RateLimitStatus,
 }

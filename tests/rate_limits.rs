@@ -30,8 +30,18 @@ fn ingress(name: &str, host: &str, annotations: &[(&str, &str)]) -> Ingress {
         .build()
 }
 
-/// The status of one `GET` from a chosen loopback source address, with extra headers.
+/// The status of one `GET /` from a chosen loopback source address, with extra headers.
 async fn status_from(ctl: &Controller, source: u8, host: &str, headers: &[(&str, &str)]) -> u16 {
+    status_of(ctl, source, host, "/", headers).await
+}
+
+async fn status_of(
+    ctl: &Controller,
+    source: u8,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> u16 {
     let tcp = client::tcp(
         ctl.addrs.http,
         Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, source))),
@@ -40,7 +50,7 @@ async fn status_from(ctl: &Controller, source: u8, host: &str, headers: &[(&str,
     .expect("connect");
     let req = headers
         .iter()
-        .fold(request("GET", host, "/"), |r, (k, v)| r.header(k, v));
+        .fold(request("GET", host, path), |r, (k, v)| r.header(k, v));
     let r = Sender::http1(tcp).await.expect("handshake").send(req).await;
     r.status.as_u16()
 }
@@ -179,6 +189,38 @@ async fn the_client_a_trusted_proxy_reports_is_the_one_limited() {
         untrusted.push(status_from(&ctl, 8, "lb.test", &[("x-forwarded-for", &xff)]).await);
     }
     assert_eq!(untrusted, [200, 200, 200, 503, 503]);
+}
+
+#[tokio::test]
+async fn limit_connections_bounds_requests_in_progress_per_client() {
+    let dir = ManifestDir::new();
+    let _app = manifests::echo_service(&dir, NS, "app").await;
+    dir.write(
+        "ingress.yaml",
+        &[&ingress("conn", "conn.test", &[("limit-connections", "2")])],
+    );
+    let ctl = Controller::start(dir.path(), &[]).await;
+    let slow = format!("{}?ms=1500", backend::SLEEP);
+    let meanwhile = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        (
+            status_from(&ctl, 5, "conn.test", &[]).await,
+            status_from(&ctl, 6, "conn.test", &[]).await,
+        )
+    };
+    let (first, second, (third, other)) = tokio::join!(
+        status_of(&ctl, 5, "conn.test", &slow, &[]),
+        status_of(&ctl, 5, "conn.test", &slow, &[]),
+        meanwhile,
+    );
+    assert_eq!((first, second), (200, 200));
+    assert_eq!(third, 503, "a third request at once from the same client");
+    assert_eq!(other, 200, "another client is not affected");
+    assert_eq!(
+        status_from(&ctl, 5, "conn.test", &[]).await,
+        200,
+        "finished requests are given back"
+    );
 }
 
 #[tokio::test]

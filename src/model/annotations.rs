@@ -58,6 +58,7 @@ pub const SUPPORTED: &[&str] = &[
     "limit-rps",
     "limit-rpm",
     "limit-burst-multiplier",
+    "limit-connections",
     "limit-whitelist",
     "limit-allowlist",
 ];

@@ -130,7 +130,7 @@ impl Proxy {
             .filter(|_| conn.scheme == Scheme::Https && config.certs.find(host).is_some())
             .cloned();
         let cors = route.policy.cors.as_ref().map(|c| cors::evaluate(c, &req));
-        let mut resp = match self.answer_locally(&client, &route, &req, cors.as_ref()) {
+        let mut resp = match self.answer_locally(&client, &route, &req, cors.as_ref(), exchange) {
             Some(resp) => {
                 if resp.status().is_redirection() {
                     self.metrics.redirect(resp.status());
@@ -161,6 +161,7 @@ impl Proxy {
         route: &Route,
         req: &Request<Incoming>,
         cors: Option<&cors::CorsAnswer>,
+        exchange: &mut Exchange<'_>,
     ) -> Option<Response<Body>> {
         let policy = &route.policy;
         let path = req.uri().path();
@@ -193,10 +194,12 @@ impl Proxy {
         if let Some(refused) = access::check(client.ip, policy) {
             return Some(refused);
         }
-        if let Some(limit) = &policy.rate_limit
-            && let Some(refused) = self.rate_limiters.check(client.ip, &route.ingress, limit)
-        {
-            return Some(refused);
+        if let Some(limit) = &policy.rate_limit {
+            match self.rate_limiters.check(client.ip, &route.ingress, limit) {
+                ratelimit::Admission::Pass(Some(in_flight)) => exchange.hold_until_done(in_flight),
+                ratelimit::Admission::Pass(None) => {}
+                ratelimit::Admission::Refuse(refused) => return Some(refused),
+            }
         }
         if let Some(preflight) = cors.and_then(cors::CorsAnswer::preflight) {
             return Some(preflight);

@@ -1,5 +1,7 @@
-//! The rate-limit step, after allow/deny: `limit-rps` and `limit-rpm` per client address (the one
-//! the source-range step sees), per Ingress, per replica, with governor's keyed GCRA buckets.
+//! The rate-limit step, after allow/deny: `limit-connections`, `limit-rpm` and `limit-rps` (in
+//! ingress-nginx's order) per client address (the one the source-range step sees), per Ingress, per
+//! replica; the rates with governor's keyed GCRA buckets, concurrency with a count of requests in
+//! progress that a guard, dropped when the response ends, gives back.
 //!
 //! The buckets outlive configuration generations: they live here, keyed by Ingress, and are kept
 //! as long as the Ingress's rates stay the same, so a rebuild does not hand every client a fresh
@@ -13,6 +15,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use dashmap::DashMap;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{Response, StatusCode};
 
@@ -30,9 +33,11 @@ pub(super) struct RateLimiters {
     table: ArcSwap<HashMap<NamespacedName, Arc<Buckets>>>,
 }
 
-/// One Ingress's buckets, one per client address and rate.
+/// One Ingress's buckets, one per client address and rate, and its clients' requests in progress.
 struct Buckets {
     rates: Rates,
+    /// Only clients with a request in progress, and only with `limit-connections`.
+    in_flight: DashMap<IpAddr, u32>,
     per_minute: Option<DefaultKeyedRateLimiter<IpAddr>>,
     per_second: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
@@ -48,9 +53,26 @@ impl Buckets {
         };
         Buckets {
             rates,
+            in_flight: DashMap::new(),
             per_minute: rates.per_minute.map(|r| keyed(Quota::per_minute, r)),
             per_second: rates.per_second.map(|r| keyed(Quota::per_second, r)),
         }
+    }
+
+    /// Counts the request against the client's concurrency limit; `None` when it is reached.
+    fn enter(self: &Arc<Self>, client: IpAddr) -> Option<Option<InFlight>> {
+        let Some(limit) = self.rates.connections else {
+            return Some(None);
+        };
+        let mut count = self.in_flight.entry(client).or_insert(0);
+        if *count >= limit.get() {
+            return None;
+        }
+        *count += 1;
+        Some(Some(InFlight {
+            buckets: self.clone(),
+            client,
+        }))
     }
 
     /// Whether the client may send this request; ingress-nginx checks the per-minute rate first.
@@ -64,15 +86,42 @@ impl Buckets {
     /// Forgets clients whose buckets are full again (indistinguishable from new ones); returns how
     /// many clients are left.
     fn prune(&self) -> usize {
-        [&self.per_minute, &self.per_second]
-            .into_iter()
-            .flatten()
-            .map(|limiter| {
-                limiter.retain_recent();
-                limiter.shrink_to_fit();
-                limiter.len()
-            })
-            .sum()
+        self.in_flight.shrink_to_fit();
+        self.in_flight.len()
+            + [&self.per_minute, &self.per_second]
+                .into_iter()
+                .flatten()
+                .map(|limiter| {
+                    limiter.retain_recent();
+                    limiter.shrink_to_fit();
+                    limiter.len()
+                })
+                .sum::<usize>()
+    }
+}
+
+/// What the rate-limit step decides for one request.
+pub(super) enum Admission {
+    /// Passed on, with the guard to keep until the response ends when the Ingress limits
+    /// concurrency.
+    Pass(Option<InFlight>),
+    Refuse(Response<Body>),
+}
+
+/// One request in progress of a client with `limit-connections`; dropping it ends the request.
+pub(super) struct InFlight {
+    buckets: Arc<Buckets>,
+    client: IpAddr,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(mut count) = self.buckets.in_flight.get_mut(&self.client) {
+            *count = count.saturating_sub(1);
+        }
+        self.buckets
+            .in_flight
+            .remove_if(&self.client, |_, count| *count == 0);
     }
 }
 
@@ -95,16 +144,16 @@ impl RateLimiters {
         limiters
     }
 
-    /// The refusal for this client, if the Ingress's rate limit refuses it.
+    /// Admits or refuses the request.
     pub(super) fn check(
         &self,
         client: IpAddr,
         ingress: &NamespacedName,
         policy: &RateLimitPolicy,
-    ) -> Option<Response<Body>> {
+    ) -> Admission {
         let limits = match &policy.limit {
             RateLimit::Invalid => {
-                return Some(response::error(
+                return Admission::Refuse(response::error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the Ingress's rate limit is invalid",
                 ));
@@ -112,10 +161,16 @@ impl RateLimiters {
             RateLimit::Limit(limits) => limits,
         };
         if limits.whitelist.iter().any(|c| c.0.contains(&client)) {
-            return None;
+            return Admission::Pass(None);
         }
-        (!self.buckets(ingress, limits.rates).admit(client))
-            .then(|| response::error(policy.status, "too many requests from your address"))
+        let buckets = self.buckets(ingress, limits.rates);
+        match buckets.enter(client) {
+            Some(in_flight) if buckets.admit(client) => Admission::Pass(in_flight),
+            _ => Admission::Refuse(response::error(
+                policy.status,
+                "too many requests from your address",
+            )),
+        }
     }
 
     /// The Ingress's buckets; fresh ones when it is new or its rates changed.
@@ -198,6 +253,27 @@ mod tests {
             per_second: NonZeroU32::new(rps),
             per_minute: None,
             burst_multiplier: NonZeroU32::new(multiplier).unwrap(),
+            connections: None,
+        }
+    }
+
+    impl Admission {
+        fn passed(&self) -> bool {
+            matches!(self, Admission::Pass(_))
+        }
+
+        fn guard(self) -> Option<InFlight> {
+            match self {
+                Admission::Pass(guard) => guard,
+                Admission::Refuse(_) => None,
+            }
+        }
+
+        fn status(self) -> Option<StatusCode> {
+            match self {
+                Admission::Pass(_) => None,
+                Admission::Refuse(r) => Some(r.status()),
+            }
         }
     }
 
@@ -210,7 +286,7 @@ mod tests {
     ) -> usize {
         let ingress = NamespacedName::new("ns", ingress);
         (0..n)
-            .filter(|_| limiters.check(ip.parse().unwrap(), &ingress, p).is_none())
+            .filter(|_| limiters.check(ip.parse().unwrap(), &ingress, p).passed())
             .count()
     }
 
@@ -225,10 +301,7 @@ mod tests {
         );
         let ingress = NamespacedName::new("ns", "a");
         let refused = limiters.check("192.0.2.1".parse().unwrap(), &ingress, &p);
-        assert_eq!(
-            refused.map(|r| r.status()),
-            Some(StatusCode::TOO_MANY_REQUESTS)
-        );
+        assert_eq!(refused.status(), Some(StatusCode::TOO_MANY_REQUESTS));
         assert_eq!(
             passed(&limiters, "192.0.2.2", "a", &p, 20),
             6,
@@ -239,6 +312,41 @@ mod tests {
             6,
             "another Ingress has its own buckets"
         );
+    }
+
+    #[test]
+    fn concurrency_is_given_back_when_a_request_ends() {
+        let limiters = RateLimiters::default();
+        let mut r = rates(0, 1);
+        r.connections = NonZeroU32::new(2);
+        let p = RateLimitPolicy {
+            limit: RateLimit::Limit(RateLimits {
+                rates: r,
+                whitelist: vec![],
+            }),
+            status: StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let ingress = NamespacedName::new("ns", "a");
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let first = limiters.check(client, &ingress, &p).guard();
+        let second = limiters.check(client, &ingress, &p).guard();
+        assert!(first.is_some() && second.is_some());
+        assert!(
+            !limiters.check(client, &ingress, &p).passed(),
+            "a third at once"
+        );
+        assert!(
+            limiters
+                .check("192.0.2.2".parse().unwrap(), &ingress, &p)
+                .passed(),
+            "another client"
+        );
+        drop(first);
+        let third = limiters.check(client, &ingress, &p).guard();
+        assert!(third.is_some(), "the first one's place is free again");
+        drop((second, third));
+        limiters.prune();
+        assert!(limiters.table.load().is_empty(), "nothing left in flight");
     }
 
     #[test]
@@ -285,10 +393,7 @@ mod tests {
             &NamespacedName::new("ns", "a"),
             &p,
         );
-        assert_eq!(
-            refused.map(|r| r.status()),
-            Some(StatusCode::SERVICE_UNAVAILABLE)
-        );
+        assert_eq!(refused.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
     }
 
     /// Resident memory of this process in bytes.
@@ -309,7 +414,7 @@ mod tests {
             let ip = IpAddr::from(std::net::Ipv6Addr::from(
                 0x2001_0db8_u128 << 96 | u128::from(i),
             ));
-            assert!(limiters.check(ip, &ingress, &p).is_none());
+            assert!(limiters.check(ip, &ingress, &p).passed());
         }
         assert_eq!(limiters.clients(), 100_000);
         if let (Some(before), Some(after)) = (before, rss()) {
@@ -327,7 +432,7 @@ mod tests {
         assert!(
             limiters
                 .check("192.0.2.1".parse().unwrap(), &ingress, &p)
-                .is_none()
+                .passed()
         );
     }
 }

@@ -1,6 +1,6 @@
-//! `limit-rps`, `limit-rpm`, `limit-burst-multiplier` and `limit-whitelist` (alias `limit-allowlist`):
-//! request-rate limits per client address, shared by every route of the Ingress, as ingress-nginx
-//! keys them. They fail closed: a limit that cannot be read makes the Ingress answer 503, since
+//! `limit-rps`, `limit-rpm`, `limit-burst-multiplier`, `limit-connections` and `limit-whitelist`
+//! (alias `limit-allowlist`): request-rate and concurrency limits per client address, shared by every
+//! route of the Ingress, as ingress-nginx keys them. They fail closed: a limit that cannot be read makes the Ingress answer 503, since
 //! serving it unlimited could let through the very flood the limit was written to stop.
 
 use std::num::NonZeroU32;
@@ -21,7 +21,7 @@ pub enum RateLimit {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimits {
-    /// The rates; at least one is set.
+    /// At least one limit is set.
     pub rates: Rates,
     /// Clients never limited.
     pub whitelist: Vec<Cidr>,
@@ -35,6 +35,8 @@ pub struct Rates {
     pub per_minute: Option<NonZeroU32>,
     /// The burst is the rate times this, as in ingress-nginx.
     pub burst_multiplier: NonZeroU32,
+    /// Requests in progress at once.
+    pub connections: Option<NonZeroU32>,
 }
 
 impl Reader<'_> {
@@ -43,13 +45,25 @@ impl Reader<'_> {
         let per_second = self.limit_count("limit-rps");
         let per_minute = self.limit_count("limit-rpm");
         let burst_multiplier = self.limit_count("limit-burst-multiplier");
+        let connections = self.limit_count("limit-connections");
         let whitelist = self.limit_whitelist();
-        let (Some(per_second), Some(per_minute), Some(burst_multiplier), Some(whitelist)) =
-            (per_second, per_minute, burst_multiplier, whitelist)
+        let (
+            Some(per_second),
+            Some(per_minute),
+            Some(burst_multiplier),
+            Some(connections),
+            Some(whitelist),
+        ) = (
+            per_second,
+            per_minute,
+            burst_multiplier,
+            connections,
+            whitelist,
+        )
         else {
             return Some(RateLimit::Invalid);
         };
-        if per_second.is_none() && per_minute.is_none() {
+        if per_second.is_none() && per_minute.is_none() && connections.is_none() {
             return None;
         }
         Some(RateLimit::Limit(RateLimits {
@@ -57,6 +71,7 @@ impl Reader<'_> {
                 per_second,
                 per_minute,
                 burst_multiplier: burst_multiplier.unwrap_or(DEFAULT_BURST_MULTIPLIER),
+                connections,
             },
             whitelist,
         }))
@@ -153,6 +168,18 @@ mod tests {
         assert_eq!(l.rates.burst_multiplier.get(), 2);
         let shown: Vec<String> = l.whitelist.iter().map(ToString::to_string).collect();
         assert_eq!(shown, ["10.0.0.0/8", "192.0.2.7/32"]);
+    }
+
+    #[test]
+    fn connections_alone_are_a_limit() {
+        let (a, errors) = nginx("limit-connections", "3");
+        assert!(errors.is_empty(), "{errors:?}");
+        let l = limits(a.rate_limit);
+        assert_eq!(l.rates.connections, NonZeroU32::new(3));
+        assert_eq!((l.rates.per_second, l.rates.per_minute), (None, None));
+        let (a, errors) = nginx("limit-connections", "many");
+        assert_eq!(a.rate_limit, Some(RateLimit::Invalid));
+        one_error(&errors, "answers 503");
     }
 
     #[test]
