@@ -240,6 +240,9 @@ pub struct Limits {
     /// Most HTTP/2 streams a client may reset in a short time before the connection is closed
     /// (rapid-reset protection).
     pub http2_max_pending_reset_streams: usize,
+    /// The status of requests refused by an Ingress's `limit-rps`/`limit-rpm`/`limit-connections`: 503 as in
+    /// ingress-nginx, or 429 (Too Many Requests), which tells well-behaved clients to back off.
+    pub rate_limit_status: RateLimitStatus,
 }
 
 impl Default for Limits {
@@ -254,6 +257,41 @@ impl Default for Limits {
             max_connections: 16_384,
             http2_max_concurrent_streams: 128,
             http2_max_pending_reset_streams: 32,
+            rate_limit_status: RateLimitStatus(503),
+        }
+    }
+}
+
+/// The status of a rate-limited request: 429 or 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RateLimitStatus(u16);
+
+impl JsonSchema for RateLimitStatus {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RateLimitStatus".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "integer", "enum": [429, 503] })
+    }
+}
+
+impl RateLimitStatus {
+    pub fn status(self) -> http::StatusCode {
+        match self.0 {
+            429 => http::StatusCode::TOO_MANY_REQUESTS,
+            _ => http::StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RateLimitStatus {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u16::deserialize(d)? {
+            code @ (429 | 503) => Ok(RateLimitStatus(code)),
+            other => Err(serde::de::Error::custom(format!(
+                "{other} is not a rate-limit status (use 429 or 503)"
+            ))),
         }
     }
 }
@@ -638,6 +676,19 @@ mod tests {
             "{e}"
         );
         assert!(Settings::from_yaml("- a list\n").is_err());
+    }
+
+    #[test]
+    fn the_rate_limit_status_is_503_or_429() {
+        let status =
+            |yaml: &str| Settings::from_yaml(yaml).map(|s| s.limits.rate_limit_status.status());
+        assert_eq!(status(""), Ok(http::StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(
+            status("limits: {rate-limit-status: 429}\n"),
+            Ok(http::StatusCode::TOO_MANY_REQUESTS)
+        );
+        let e = status("limits: {rate-limit-status: 418}\n").unwrap_err();
+        assert!(e.contains("use 429 or 503"), "{e}");
     }
 
     #[test]

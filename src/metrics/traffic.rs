@@ -388,6 +388,7 @@ impl Requests {
                 log: self
                     .access_log
                     .then(|| Box::new(RequestFacts::new(req, peer, proxied_by))),
+                held: None,
             },
         }
     }
@@ -535,6 +536,11 @@ impl Exchange<'_> {
     }
 
     /// Wraps the response body so the request is recorded when the body ends.
+    /// Keeps `value` until the response has been sent or abandoned.
+    pub fn hold_until_done(&mut self, value: impl Send + Sync + 'static) {
+        self.record.held = Some(Box::new(value));
+    }
+
     pub fn respond<B>(self, resp: Response<B>) -> Response<Measured<B>> {
         let status = resp.status();
         let record = self.record;
@@ -557,6 +563,8 @@ struct Record {
     upstream_seconds: Option<f64>,
     /// Only with the access log on.
     log: Option<Box<RequestFacts>>,
+    /// Kept until the response ends (a request counted against a concurrency limit, say).
+    held: Option<Box<dyn Send + Sync>>,
 }
 
 impl Record {

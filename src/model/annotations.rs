@@ -1,8 +1,8 @@
 //! Typed Ingress annotations, read under `portcullis.io/` and, for the same meaning, under
 //! `nginx.ingress.kubernetes.io/` (ours wins when both are set). Each annotation is parsed in one place
 //! into one type; an invalid value is reported and its default applies, except for the source-range
-//! lists, which fail closed (an invalid allowlist denies every client, an invalid deny list serves
-//! nobody), and CORS, which an invalid value turns off.
+//! lists and rate limits, which fail closed (an invalid allowlist denies every client, an invalid deny
+//! list or rate limit serves nobody), and CORS, which an invalid value turns off.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,10 +11,12 @@ use crate::settings::{ByteSize, Cidr, RedirectCode};
 
 mod cors;
 mod denylist;
+mod ratelimit;
 pub use cors::Cors;
 pub use denylist::DenyRange;
 pub mod basic_auth;
 use basic_auth::BasicAuthAnnotation;
+pub use ratelimit::{RateLimit, RateLimits, Rates};
 
 pub const OWN_PREFIX: &str = "portcullis.io/";
 pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
@@ -59,6 +61,12 @@ pub const SUPPORTED: &[&str] = &[
     "auth-secret",
     "auth-secret-type",
     "auth-realm",
+    "limit-rps",
+    "limit-rpm",
+    "limit-burst-multiplier",
+    "limit-connections",
+    "limit-whitelist",
+    "limit-allowlist",
 ];
 
 /// ingress-nginx annotations that inject raw configuration; refused by design (they were the source of
@@ -129,6 +137,7 @@ pub struct IngressAnnotations {
     pub default_backend: Option<String>,
     pub cors: Option<Cors>,
     pub basic_auth: Option<BasicAuthAnnotation>,
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for IngressAnnotations {
@@ -159,6 +168,7 @@ impl Default for IngressAnnotations {
             default_backend: None,
             cors: None,
             basic_auth: None,
+            rate_limit: None,
         }
     }
 }
@@ -248,6 +258,7 @@ pub fn parse(
         }),
         cors: r.cors(),
         basic_auth: basic_auth::parse(&mut r),
+        rate_limit: r.rate_limit(),
     };
     r.report_unknown();
     (parsed, r.errors)

@@ -6,7 +6,7 @@ use http::HeaderValue;
 
 use super::annotations::basic_auth::BasicAuthPolicy;
 use super::annotations::{
-    BackendProtocol, Cors, DenyRange, FixedRedirect, IngressAnnotations, SourceRange,
+    BackendProtocol, Cors, DenyRange, FixedRedirect, IngressAnnotations, RateLimit, SourceRange,
 };
 use crate::settings::{RedirectCode, Settings};
 
@@ -26,7 +26,15 @@ pub struct Policy {
     pub cors: Option<Cors>,
     /// Resolved by `build()` against the named Secret.
     pub basic_auth: Option<BasicAuthPolicy>,
+    pub rate_limit: Option<RateLimitPolicy>,
     pub upstream: UpstreamPolicy,
+}
+
+/// The Ingress's request-rate limits and the status of a refusal (global setting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitPolicy {
+    pub limit: RateLimit,
+    pub status: http::StatusCode,
 }
 
 /// How requests of one Ingress are sent to its backends.
@@ -76,6 +84,10 @@ impl Policy {
             deny_range: a.deny_range.clone(),
             cors: a.cors.clone(),
             basic_auth: None,
+            rate_limit: a.rate_limit.clone().map(|limit| RateLimitPolicy {
+                limit,
+                status: settings.limits.rate_limit_status.status(),
+            }),
             upstream: UpstreamPolicy {
                 protocol: a.backend_protocol,
                 connect_timeout: a.proxy_connect_timeout.unwrap_or(u.connect_timeout.0),

@@ -12,6 +12,7 @@ mod framing;
 pub mod listener;
 mod pool;
 pub mod proxy_protocol;
+mod ratelimit;
 mod response;
 pub mod termination;
 mod timeouts;
@@ -45,6 +46,7 @@ pub struct Proxy {
     https_port: u16,
     metrics: Arc<Metrics>,
     basic_auth: basic_auth::BasicAuth,
+    rate_limiters: Arc<ratelimit::RateLimiters>,
 }
 
 impl Proxy {
@@ -60,6 +62,7 @@ impl Proxy {
             https_port,
             metrics,
             basic_auth: basic_auth::BasicAuth::default(),
+            rate_limiters: ratelimit::RateLimiters::start(),
         }
     }
 
@@ -79,10 +82,10 @@ impl Proxy {
     }
 
     /// Answers one request. The order follows ingress-nginx, whose users depend on it: redirects
-    /// (fixed, HTTPS, www, app-root) first, then the source-range check (deny, then allow), CORS
-    /// preflights (before auth, as browsers send no credentials on them), the body-size check, basic
-    /// auth, and the backend; HSTS is added to HTTPS responses for hosts that have a certificate, CORS
-    /// headers to every answer of a route with CORS.
+    /// (fixed, HTTPS, www, app-root) first, then the source-range check (deny, then allow), the
+    /// rate limit, CORS preflights (before auth, as browsers send no credentials on them), the
+    /// body-size check, basic auth, and the backend; HSTS is added to HTTPS responses for hosts that
+    /// have a certificate, CORS headers to every answer of a route with CORS.
     async fn answer(
         &self,
         conn: &Connection,
@@ -132,7 +135,7 @@ impl Proxy {
             .filter(|_| conn.scheme == Scheme::Https && config.certs.find(host).is_some())
             .cloned();
         let cors = route.policy.cors.as_ref().map(|c| cors::evaluate(c, &req));
-        let local = match self.answer_locally(&client, &route, &req, cors.as_ref()) {
+        let local = match self.answer_locally(&client, &route, &req, cors.as_ref(), exchange) {
             None => match &route.policy.basic_auth {
                 Some(auth) => self.basic_auth.check(auth, req.headers()).await,
                 None => None,
@@ -170,6 +173,7 @@ impl Proxy {
         route: &Route,
         req: &Request<Incoming>,
         cors: Option<&cors::CorsAnswer>,
+        exchange: &mut Exchange<'_>,
     ) -> Option<Response<Body>> {
         let policy = &route.policy;
         let path = req.uri().path();
@@ -201,6 +205,13 @@ impl Proxy {
         }
         if let Some(refused) = access::check(client.ip, policy) {
             return Some(refused);
+        }
+        if let Some(limit) = &policy.rate_limit {
+            match self.rate_limiters.check(client.ip, &route.ingress, limit) {
+                ratelimit::Admission::Pass(Some(in_flight)) => exchange.hold_until_done(in_flight),
+                ratelimit::Admission::Pass(None) => {}
+                ratelimit::Admission::Refuse(refused) => return Some(refused),
+            }
         }
         if let Some(preflight) = cors.and_then(cors::CorsAnswer::preflight) {
             return Some(preflight);
