@@ -482,6 +482,16 @@ impl Cidr {
             .map(|n| Cidr(n.trunc()))
             .map_err(|_| format!("{t:?} is not an IP address or CIDR"))
     }
+
+    /// A comma-separated list, as the source-range and limit annotations write it; empty items are
+    /// skipped, so an empty result is the caller's to judge.
+    pub fn parse_list(text: &str) -> Result<Vec<Cidr>, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(Cidr::parse)
+            .collect()
+    }
 }
 
 impl fmt::Display for Cidr {

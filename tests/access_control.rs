@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use k8s_openapi::api::networking::v1::Ingress;
@@ -73,20 +72,6 @@ fn vary(r: &Captured) -> Vec<&str> {
 
 fn backend_saw_options(app: &EchoServer) -> bool {
     app.seen().iter().any(|s| s.method == "OPTIONS")
-}
-
-/// The `portcullis_problems` gauge per kind, from `/metrics`.
-async fn problems_metric(ctl: &Controller) -> BTreeMap<String, u64> {
-    let out = tools::curl(&[&format!("http://{}/metrics", ctl.addrs.admin)]).await;
-    assert!(out.success, "scrape /metrics: {}", out.stderr);
-    out.stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("portcullis_problems{kind=\""))
-        .filter_map(|l| {
-            let (kind, value) = l.split_once("\"} ")?;
-            Some((kind.to_string(), value.trim().parse().ok()?))
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -404,7 +389,9 @@ async fn an_invalid_cors_value_turns_cors_off_for_that_ingress_and_is_reported()
         (204, Some("https://app.test"))
     );
     assert_eq!(
-        problems_metric(&ctl).await.get("invalid-annotation"),
+        tools::problems_metric(ctl.addrs.admin)
+            .await
+            .get("invalid-annotation"),
         Some(&1)
     );
 }
@@ -518,7 +505,9 @@ async fn an_invalid_deny_list_fails_closed_with_503_and_is_reported() {
     }
     assert_eq!(send(&ctl, get("fine.test", None)).await.status, 200);
     assert_eq!(
-        problems_metric(&ctl).await.get("invalid-annotation"),
+        tools::problems_metric(ctl.addrs.admin)
+            .await
+            .get("invalid-annotation"),
         Some(&1)
     );
 }

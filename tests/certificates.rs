@@ -679,20 +679,6 @@ fn warnings_for(ctl: &Controller, row: &str) -> Vec<String> {
         .collect()
 }
 
-/// The `portcullis_problems` gauge per kind, from `/metrics`.
-async fn problems_metric(ctl: &Controller) -> BTreeMap<String, u64> {
-    let out = tools::curl(&[&format!("http://{}/metrics", ctl.addrs.admin)]).await;
-    assert!(out.success, "scrape /metrics: {}", out.stderr);
-    out.stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("portcullis_problems{kind=\""))
-        .filter_map(|l| {
-            let (kind, value) = l.split_once("\"} ")?;
-            Some((kind.to_string(), value.trim().parse().ok()?))
-        })
-        .collect()
-}
-
 async fn curl_check(
     ctl: &Controller,
     row: &Row,
@@ -843,7 +829,7 @@ async fn every_certificate_property_is_served_or_refused_as_documented() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 
-    let metric = problems_metric(&ctl).await;
+    let metric = tools::problems_metric(ctl.addrs.admin).await;
     for (kind, count) in &metric {
         let certificate_kind = kind.starts_with("certificate-")
             || kind == "invalid-certificate"

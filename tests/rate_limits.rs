@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
@@ -72,20 +71,6 @@ fn config_file(dir: &tempfile::TempDir, yaml: &str) -> String {
     let path = dir.path().join("config.yaml");
     std::fs::write(&path, yaml).unwrap();
     path.display().to_string()
-}
-
-/// The `portcullis_problems` gauge per kind, from `/metrics`.
-async fn problems_metric(ctl: &Controller) -> BTreeMap<String, u64> {
-    let out = tools::curl(&[&format!("http://{}/metrics", ctl.addrs.admin)]).await;
-    assert!(out.success, "scrape /metrics: {}", out.stderr);
-    out.stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("portcullis_problems{kind=\""))
-        .filter_map(|l| {
-            let (kind, value) = l.split_once("\"} ")?;
-            Some((kind.to_string(), value.trim().parse().ok()?))
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -274,7 +259,9 @@ async fn an_invalid_limit_fails_closed_with_503_and_is_reported() {
     assert!(app.seen().is_empty(), "never served without the limit");
     assert_eq!(status_from(&ctl, 5, "fine.test", &[]).await, 200);
     assert_eq!(
-        problems_metric(&ctl).await.get("invalid-annotation"),
+        tools::problems_metric(ctl.addrs.admin)
+            .await
+            .get("invalid-annotation"),
         Some(&1)
     );
 }

@@ -354,12 +354,7 @@ impl Reader<'_> {
             "whitelist-source-range"
         };
         let (key, value) = self.get(name)?;
-        let parsed: Result<Vec<Cidr>, String> = value
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(Cidr::parse)
-            .collect();
+        let parsed = Cidr::parse_list(value);
         match parsed {
             Ok(list) if !list.is_empty() => Some(SourceRange::Allow(list)),
             Ok(_) => {

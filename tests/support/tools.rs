@@ -127,3 +127,19 @@ pub async fn curl_https_status(
     ])
     .await
 }
+
+/// The `portcullis_problems` gauge per kind, scraped from the admin listener's `/metrics`.
+pub async fn problems_metric(
+    admin: std::net::SocketAddr,
+) -> std::collections::BTreeMap<String, u64> {
+    let out = curl(&[&format!("http://{admin}/metrics")]).await;
+    assert!(out.success, "scrape /metrics: {}", out.stderr);
+    out.stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("portcullis_problems{kind=\""))
+        .filter_map(|l| {
+            let (kind, value) = l.split_once("\"} ")?;
+            Some((kind.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}

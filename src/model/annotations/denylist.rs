@@ -16,12 +16,7 @@ pub enum DenyRange {
 impl Reader<'_> {
     pub(super) fn denylist(&mut self) -> Option<DenyRange> {
         let (key, value) = self.get("denylist-source-range")?;
-        let parsed: Result<Vec<Cidr>, String> = value
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(Cidr::parse)
-            .collect();
+        let parsed = Cidr::parse_list(value);
         let reason = match parsed {
             Ok(list) if !list.is_empty() => return Some(DenyRange::Deny(list)),
             Ok(_) => "is empty".to_string(),

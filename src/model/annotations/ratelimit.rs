@@ -100,12 +100,7 @@ impl Reader<'_> {
         let Some((key, value)) = self.get(name) else {
             return Some(Vec::new());
         };
-        let parsed: Result<Vec<Cidr>, String> = value
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(Cidr::parse)
-            .collect();
+        let parsed = Cidr::parse_list(value);
         parsed.map_err(|reason| self.fail_closed(key, reason)).ok()
     }
 
