@@ -22,12 +22,9 @@ async fn backend(dir: &ManifestDir, service: &str) -> EchoServer {
 
 /// An Ingress for `host` on Service `app` with these `nginx.ingress.kubernetes.io/` annotations.
 fn ingress(name: &str, host: &str, annotations: &[(&str, &str)]) -> Ingress {
-    annotations
-        .iter()
-        .fold(
-            IngressBuilder::new(NS, name).route(Some(host), "app"),
-            |b, (k, v)| b.annotation(&format!("{P}{k}"), v),
-        )
+    IngressBuilder::new(NS, name)
+        .route(Some(host), "app")
+        .nginx_annotations(annotations)
         .build()
 }
 

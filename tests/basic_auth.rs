@@ -48,11 +48,10 @@ fn protected(
     host: &str,
     annotations: &[(&str, &str)],
 ) -> k8s_openapi::api::networking::v1::Ingress {
-    let mut b = IngressBuilder::new(NS, name).route(Some(host), "app");
-    for (k, v) in annotations {
-        b = b.annotation(&format!("nginx.ingress.kubernetes.io/{k}"), v);
-    }
-    b.build()
+    IngressBuilder::new(NS, name)
+        .route(Some(host), "app")
+        .nginx_annotations(annotations)
+        .build()
 }
 
 /// `(name, value)` annotation pairs, without prefix.

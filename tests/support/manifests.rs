@@ -222,6 +222,14 @@ impl IngressBuilder {
         self
     }
 
+    /// `nginx.ingress.kubernetes.io/` annotations, given without their prefix, as Ingresses moving off
+    /// ingress-nginx carry them.
+    pub fn nginx_annotations(self, annotations: &[(&str, &str)]) -> Self {
+        annotations.iter().fold(self, |b, (k, v)| {
+            b.annotation(&format!("nginx.ingress.kubernetes.io/{k}"), v)
+        })
+    }
+
     /// `metadata.creationTimestamp`, which decides conflicts (the oldest Ingress wins).
     pub fn created(mut self, rfc3339: &str) -> Self {
         let time = rfc3339.parse().expect("an RFC 3339 timestamp");
