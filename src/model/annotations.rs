@@ -16,6 +16,8 @@ pub use cors::Cors;
 pub use denylist::DenyRange;
 pub mod basic_auth;
 use basic_auth::BasicAuthAnnotation;
+pub mod external_auth;
+use external_auth::ExternalAuth;
 pub use ratelimit::{RateLimit, RateLimits, Rates};
 
 pub const OWN_PREFIX: &str = "portcullis.io/";
@@ -137,6 +139,7 @@ pub struct IngressAnnotations {
     pub default_backend: Option<String>,
     pub cors: Option<Cors>,
     pub basic_auth: Option<BasicAuthAnnotation>,
+    pub external_auth: Option<ExternalAuth>,
     pub rate_limit: Option<RateLimit>,
 }
 
@@ -168,6 +171,7 @@ impl Default for IngressAnnotations {
             default_backend: None,
             cors: None,
             basic_auth: None,
+            external_auth: None,
             rate_limit: None,
         }
     }
@@ -258,6 +262,7 @@ pub fn parse(
         }),
         cors: r.cors(),
         basic_auth: basic_auth::parse(&mut r),
+        external_auth: external_auth::parse(&mut r),
         rate_limit: r.rate_limit(),
     };
     r.report_unknown();
@@ -383,7 +388,7 @@ impl Reader<'_> {
             else {
                 continue;
             };
-            if SUPPORTED.contains(&name) {
+            if SUPPORTED.contains(&name) || external_auth::NAMES.contains(&name) {
                 continue;
             }
             let error = if prefix == OWN_PREFIX {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use super::annotations::basic_auth::BasicAuthPolicy;
+use super::annotations::external_auth::ExternalAuth;
 use super::annotations::{
     BackendProtocol, Cors, DenyRange, FixedRedirect, IngressAnnotations, RateLimit, SourceRange,
 };
@@ -26,6 +27,8 @@ pub struct Policy {
     pub cors: Option<Cors>,
     /// Resolved by `build()` against the named Secret.
     pub basic_auth: Option<BasicAuthPolicy>,
+    /// `auth-url`: the auth service asked about every request.
+    pub external_auth: Option<ExternalAuth>,
     pub rate_limit: Option<RateLimitPolicy>,
     pub upstream: UpstreamPolicy,
 }
@@ -84,6 +87,7 @@ impl Policy {
             deny_range: a.deny_range.clone(),
             cors: a.cors.clone(),
             basic_auth: None,
+            external_auth: a.external_auth.clone(),
             rate_limit: a.rate_limit.clone().map(|limit| RateLimitPolicy {
                 limit,
                 status: settings.limits.rate_limit_status.status(),
