@@ -64,6 +64,7 @@ pub struct Metrics {
     certificate_not_before: GaugeVec,
     certificate_info: IntGaugeVec,
     backend_endpoints: IntGaugeVec,
+    external_auth: HistogramVec,
     requests: Requests,
     /// Label sets of the series derived from the live configuration, to remove the ones that go away.
     published: Mutex<Published>,
@@ -313,6 +314,12 @@ impl Metrics {
             "Ready endpoints of each Service an Ingress routes to (the fewest over its ports)",
             &["namespace", "ingress", "service"],
         )?;
+        let external_auth = b.histogram_vec(
+            "portcullis_external_auth_duration_seconds",
+            "Time from sending an auth-url subrequest to receiving its answer's head, by result",
+            &["namespace", "ingress", "result"],
+            &traffic::REQUEST_SECONDS,
+        )?;
         let families = Families {
             requests: b.counter_vec(
                 "portcullis_requests_total",
@@ -375,6 +382,7 @@ impl Metrics {
             certificate_not_before,
             certificate_info,
             backend_endpoints,
+            external_auth,
             requests: Requests::new(families),
             published: Mutex::new(Published::default()),
         })
@@ -535,6 +543,19 @@ impl Metrics {
                 .inc(),
             None => self.redirects.with_label_values(&[status.as_str()]).inc(),
         }
+    }
+
+    /// Records one `auth-url` subrequest: `result` is `allowed` (2xx), `denied` (401, 403) or `error`
+    /// (another status, or no answer).
+    pub fn external_auth(
+        &self,
+        ingress: &crate::vocab::NamespacedName,
+        result: &str,
+        took: Duration,
+    ) {
+        self.external_auth
+            .with_label_values(&[ingress.namespace.as_str(), ingress.name.as_str(), result])
+            .observe(took.as_secs_f64());
     }
 
     /// Starts recording one request; see [`traffic`].

@@ -11,14 +11,14 @@ use arc_swap::ArcSwap;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme as UriScheme};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Full};
+use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::body::Guarded;
+use super::body::{Guarded, RequestBody};
 use super::client::{
     ClientView, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PORT, X_FORWARDED_PROTO, first_value,
 };
@@ -33,8 +33,6 @@ use crate::vocab::request::{connection_tokens, request_host};
 
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
-
-type RequestBody = Guarded<Incoming>;
 
 /// One hyper-util client per protocol and connect timeout, for the backends [`Http1Pool`] does not
 /// serve (TLS, HTTP/2).
@@ -204,6 +202,59 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// Sends a request without a body to `req`'s absolute `http://` or `https://` URI (the external-auth
+    /// subrequest) through the same pools and under the same timeouts as a backend request. A plain
+    /// HTTP address goes through [`Http1Pool`]; a host name (resolved by the system resolver) or
+    /// HTTPS through hyper-util's client. The caller sets `Host`.
+    pub async fn send_bodyless(
+        &self,
+        req: Request<()>,
+        policy: &UpstreamPolicy,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let (mut parts, ()) = req.into_parts();
+        let body = Guarded::new(Either::Right(Empty::new()), policy.send_timeout, None);
+        let https = parts.uri.scheme() == Some(&UriScheme::HTTPS);
+        let literal = parts
+            .uri
+            .host()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+            .and_then(|h| h.parse::<IpAddr>().ok());
+        let exchange = async {
+            match literal {
+                Some(ip) if !https => {
+                    let port = parts.uri.port_u16().unwrap_or(80);
+                    parts.uri = Uri::from(
+                        parts
+                            .uri
+                            .path_and_query()
+                            .cloned()
+                            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+                    );
+                    let req = Request::from_parts(parts, body);
+                    self.http1
+                        .send(SocketAddr::new(ip, port), policy.connect_timeout, req)
+                        .await
+                }
+                _ => {
+                    let protocol = match https {
+                        true => BackendProtocol::Https,
+                        false => BackendProtocol::Http,
+                    };
+                    let pool = self.pool(protocol, policy.connect_timeout);
+                    pool.request(Request::from_parts(parts, body))
+                        .await
+                        .map_err(|e| classify(&e, e.is_connect()))
+                }
+            }
+        };
+        match tokio::time::timeout(policy.read_timeout, exchange).await {
+            Err(_) => Err(UpstreamError::ResponseTimeout(policy.read_timeout)),
+            Ok(result) => result,
+        }
+    }
+}
+
 /// HTTP/1.1 `Connection: upgrade` plus an `Upgrade` header.
 fn wants_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
@@ -213,7 +264,7 @@ fn wants_upgrade<B>(req: &Request<B>) -> bool {
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1), plus any the
 /// `Connection` header lists.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none of them: one pass over the names costs less than a lookup for each.
     if !headers.keys().any(is_hop_by_hop) {
         return;
@@ -414,7 +465,7 @@ fn upstream_request(
         headers.insert(X_FORWARDED_PREFIX, prefix.clone());
     }
     let body = Guarded::new(
-        body,
+        Either::Left(body),
         f.body_idle_timeout.min(f.policy.send_timeout),
         f.policy.max_body_size,
     )

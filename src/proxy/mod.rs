@@ -7,6 +7,7 @@ mod body;
 mod client;
 mod connection;
 mod cors;
+mod external_auth;
 mod forward;
 mod framing;
 pub mod listener;
@@ -46,6 +47,7 @@ pub struct Proxy {
     https_port: u16,
     metrics: Arc<Metrics>,
     basic_auth: basic_auth::BasicAuth,
+    external_auth: external_auth::ExternalAuthCheck,
     rate_limiters: Arc<ratelimit::RateLimiters>,
 }
 
@@ -62,6 +64,7 @@ impl Proxy {
             https_port,
             metrics,
             basic_auth: basic_auth::BasicAuth::default(),
+            external_auth: external_auth::ExternalAuthCheck::default(),
             rate_limiters: ratelimit::RateLimiters::start(),
         }
     }
@@ -84,7 +87,7 @@ impl Proxy {
     /// Answers one request. The order follows ingress-nginx, whose users depend on it: redirects
     /// (fixed, HTTPS, www, app-root) first, then the source-range check (deny, then allow), the
     /// rate limit, CORS preflights (before auth, as browsers send no credentials on them), the
-    /// body-size check, basic auth, and the backend; HSTS is added to HTTPS responses for hosts that
+    /// body-size check, basic auth, external auth (`auth-url`), and the backend; HSTS is added to HTTPS responses for hosts that
     /// have a certificate, CORS headers to every answer of a route with CORS.
     async fn answer(
         &self,
@@ -135,13 +138,27 @@ impl Proxy {
             .filter(|_| conn.scheme == Scheme::Https && config.certs.find(host).is_some())
             .cloned();
         let cors = route.policy.cors.as_ref().map(|c| cors::evaluate(c, &req));
-        let local = match self.answer_locally(&client, &route, &req, cors.as_ref(), exchange) {
+        let mut local = match self.answer_locally(&client, &route, &req, cors.as_ref(), exchange) {
             None => match &route.policy.basic_auth {
                 Some(auth) => self.basic_auth.check(auth, req.headers()).await,
                 None => None,
             },
             local => local,
         };
+        let (mut req, mut grant) = (req, None);
+        if let (None, Some(auth)) = (&local, &route.policy.external_auth) {
+            let ask = external_auth::Ask {
+                upstream: &self.upstream,
+                metrics: &self.metrics,
+                route: &route,
+                conn,
+                client: &client,
+            };
+            match self.external_auth.check(ask, auth, &mut req).await {
+                external_auth::Verdict::Pass(g) => grant = Some(g),
+                external_auth::Verdict::Refuse(refused) => local = Some(refused),
+            }
+        }
         let mut resp = match local {
             Some(resp) => {
                 if resp.status().is_redirection() {
@@ -162,6 +179,9 @@ impl Proxy {
         }
         if let Some(cors) = cors {
             cors.apply(resp.headers_mut());
+        }
+        if let Some(grant) = grant {
+            grant.apply(&mut resp);
         }
         resp
     }

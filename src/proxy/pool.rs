@@ -31,11 +31,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::body::Guarded;
+use super::body::RequestBody;
 use super::upstream_error::{UpstreamError, classify};
 use crate::vocab::request::connection_tokens;
-
-type RequestBody = Guarded<Incoming>;
 
 /// Idle upstream connections are closed after this long (backends often close at 60-120 s).
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
@@ -267,6 +265,7 @@ fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::body::Guarded;
     use bytes::Bytes;
     use http::header;
     use http_body_util::{BodyExt, Full};
@@ -305,7 +304,11 @@ mod tests {
         Request::builder()
             .uri("/")
             .header(header::HOST, "backend")
-            .body(Guarded::new(body, Duration::from_secs(5), None))
+            .body(Guarded::new(
+                http_body_util::Either::Left(body),
+                Duration::from_secs(5),
+                None,
+            ))
             .unwrap()
     }
 
