@@ -124,6 +124,7 @@ impl ExternalAuthCheck {
         let vars = RequestVars {
             scheme: ask.client.scheme.as_str(),
             host: &host,
+            http_host: request_host(req),
             path: req.uri().path(),
             query: req.uri().query(),
             method: req.method().as_str(),

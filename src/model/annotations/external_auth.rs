@@ -99,8 +99,10 @@ enum Part {
 enum Var {
     /// `$scheme`, `$pass_access_scheme`: the scheme the client used.
     Scheme,
-    /// `$host`, `$http_host`, `$best_http_host`, `$server_name`.
+    /// `$host`, `$server_name`: the host name, without port.
     Host,
+    /// `$http_host`, `$best_http_host`: the `Host` header as sent, with its port.
+    HttpHost,
     /// `$request_uri`: path and query as received.
     RequestUri,
     /// `$escaped_request_uri`: the same, percent-encoded for use inside a query parameter.
@@ -130,7 +132,10 @@ enum Var {
 /// The facts about one request a template can use.
 pub struct RequestVars<'a> {
     pub scheme: &'a str,
+    /// Lower case, without port.
     pub host: &'a str,
+    /// As the client sent it.
+    pub http_host: &'a str,
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub method: &'a str,
@@ -207,7 +212,8 @@ impl Var {
     fn parse(name: &str) -> Result<Var, String> {
         Ok(match name {
             "scheme" | "pass_access_scheme" => Var::Scheme,
-            "host" | "http_host" | "best_http_host" | "server_name" => Var::Host,
+            "host" | "server_name" => Var::Host,
+            "http_host" | "best_http_host" => Var::HttpHost,
             "request_uri" => Var::RequestUri,
             "escaped_request_uri" => Var::EscapedRequestUri,
             "uri" | "document_uri" => Var::Path,
@@ -239,15 +245,8 @@ impl Var {
     fn render(&self, v: &RequestVars<'_>, out: &mut String) -> Result<(), UnsafeHost> {
         match self {
             Var::Scheme => out.push_str(v.scheme),
-            Var::Host => {
-                let safe = v.host.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
-                });
-                if !safe {
-                    return Err(UnsafeHost(v.host.to_string()));
-                }
-                out.push_str(v.host);
-            }
+            Var::Host => push_host(v.host, out)?,
+            Var::HttpHost => push_host(v.http_host, out)?,
             Var::RequestUri => {
                 out.push_str(v.path);
                 if let Some(q) = v.query {
@@ -302,6 +301,18 @@ impl Var {
     }
 }
 
+/// A host (and port) as is, if it cannot change the meaning of the URL around it.
+fn push_host(host: &str, out: &mut String) -> Result<(), UnsafeHost> {
+    let safe = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    if !safe {
+        return Err(UnsafeHost(host.to_string()));
+    }
+    out.push_str(host);
+    Ok(())
+}
+
 /// The user name of `Authorization: Basic …`, as nginx's `$remote_user`.
 fn basic_user(headers: &http::HeaderMap) -> Option<String> {
     use base64::Engine as _;
@@ -340,6 +351,7 @@ fn sample_vars(headers: &http::HeaderMap) -> RequestVars<'_> {
     RequestVars {
         scheme: "https",
         host: "example.com",
+        http_host: "example.com:8443",
         path: "/path",
         query: Some("a=b"),
         method: "GET",

@@ -39,6 +39,7 @@ fn vars<'a>(
     RequestVars {
         scheme: "https",
         host,
+        http_host: "App.Example:8443",
         path: "/app/page",
         query,
         method: "POST",
@@ -131,7 +132,7 @@ fn cache_duration_defaults_and_forms() {
 #[test]
 fn templates_fill_in_request_facts_and_escape_what_the_client_controls() {
     let t = Template::parse(
-        "http://a/$scheme/${host}/$request_uri|$uri|$args|$is_args|$request_method|$remote_addr|$server_port|$http_x_team|$cookie_sid|$arg_y|cost$",
+        "http://a/$scheme/${host}/$http_host/$request_uri|$uri|$args|$is_args|$request_method|$remote_addr|$server_port|$http_x_team|$cookie_sid|$arg_y|cost$",
     )
     .unwrap();
     let mut h = http::HeaderMap::new();
@@ -139,7 +140,7 @@ fn templates_fill_in_request_facts_and_escape_what_the_client_controls() {
     h.insert(http::header::COOKIE, "a=1; sid=s/1".parse().unwrap());
     assert_eq!(
         t.render(&vars(&h, "app.example", Some("x=1&y=2"))).unwrap(),
-        "http://a/https/app.example//app/page?x=1&y=2|/app/page|x=1&y=2|?|POST|203.0.113.7|8443|blue%26red%3D1|s%2F1|2|cost$"
+        "http://a/https/app.example/App.Example:8443//app/page?x=1&y=2|/app/page|x=1&y=2|?|POST|203.0.113.7|8443|blue%26red%3D1|s%2F1|2|cost$"
     );
     assert_eq!(
         t.render(&vars(&h, "evil.example/x?", None)),
