@@ -197,7 +197,7 @@ fn subrequest(
     let uri: Uri = match url.parse() {
         Ok(uri) => uri,
         Err(e) => {
-            tracing::warn!(ingress = %ask.route.ingress, url, error = %e, "auth-url is not a URL for this request");
+            tracing::debug!(ingress = %ask.route.ingress, url, error = %e, "auth-url is not a URL for this request");
             return None;
         }
     };
@@ -277,7 +277,7 @@ async fn ask_service(ask: &Ask<'_>, service: &AuthService, sub: Request<()>) -> 
         Ok(resp) => resp,
         Err(e) => {
             ask.metrics.external_auth(&ask.route.ingress, "error", took);
-            tracing::warn!(ingress = %ask.route.ingress, error = %e, "auth service did not answer");
+            tracing::debug!(ingress = %ask.route.ingress, error = %e, "auth service did not answer");
             return None;
         }
     };

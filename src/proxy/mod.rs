@@ -87,8 +87,9 @@ impl Proxy {
     /// Answers one request. The order follows ingress-nginx, whose users depend on it: redirects
     /// (fixed, HTTPS, www, app-root) first, then the source-range check (deny, then allow), the
     /// rate limit, CORS preflights (before auth, as browsers send no credentials on them), the
-    /// body-size check, basic auth, external auth (`auth-url`), and the backend; HSTS is added to HTTPS responses for hosts that
-    /// have a certificate, CORS headers to every answer of a route with CORS.
+    /// body-size check, basic auth, external auth (`auth-url`), and the backend; HSTS is added to
+    /// HTTPS responses for hosts that have a certificate, CORS headers to every answer of a route
+    /// with CORS, the auth service's cookies to answers of a route with external auth.
     async fn answer(
         &self,
         conn: &Connection,
