@@ -85,6 +85,8 @@ struct Published {
     certificates: HashSet<[String; 3]>,
     certificate_info: HashSet<[String; 4]>,
     backends: HashSet<[String; 3]>,
+    /// Ingresses with `auth-url`.
+    external_auth: HashSet<[String; 2]>,
 }
 
 /// The open-connection gauge and accepted counter of one listener.
@@ -415,6 +417,25 @@ impl Metrics {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.publish_certificates(config, &mut published);
         self.publish_backends(config, &mut published);
+        self.publish_external_auth(config, &mut published);
+    }
+
+    /// Removes the subrequest series of Ingresses that no longer use `auth-url`.
+    fn publish_external_auth(&self, config: &Config, published: &mut Published) {
+        let live: HashSet<[String; 2]> = config
+            .routes
+            .values()
+            .filter(|r| r.policy.external_auth.is_some())
+            .map(|r| [r.ingress.namespace.clone(), r.ingress.name.clone()])
+            .collect();
+        for [namespace, ingress] in published.external_auth.difference(&live) {
+            for result in ["allowed", "denied", "error"] {
+                let _ = self
+                    .external_auth
+                    .remove_label_values(&[namespace, ingress, result]);
+            }
+        }
+        published.external_auth = live;
     }
 
     fn publish_certificates(&self, config: &Config, published: &mut Published) {

@@ -131,6 +131,7 @@ async fn allowed_requests_carry_the_auth_headers_and_forged_ones_are_removed() {
     let auth = AuthServer::start().await;
     let allow = auth.url("/allow");
     let quiet = auth.url("/allow-quiet");
+    let by_name = format!("http://localhost:{}/allow-quiet", auth.addr.port());
     let headers = "X-Auth-User, X-Auth-Groups, X-Auth-Email";
     dir.write(
         "ingresses.yaml",
@@ -143,6 +144,7 @@ async fn allowed_requests_carry_the_auth_headers_and_forged_ones_are_removed() {
                 "quiet",
                 &[("auth-url", &quiet), ("auth-response-headers", headers)],
             ),
+            &protected("by-name", &[("auth-url", &by_name)]),
         ],
     );
     let ctl = Controller::start(dir.path(), &[]).await;
@@ -217,6 +219,18 @@ async fn allowed_requests_carry_the_auth_headers_and_forged_ones_are_removed() {
     .await;
     assert_eq!(resp.status, StatusCode::OK);
     assert_eq!(resp.echo().header("X-Auth-User"), None, "never forged");
+
+    let resp = http_send(ctl.addrs.http, request("GET", "by-name.test", "/")).await;
+    assert_eq!(
+        resp.status,
+        StatusCode::OK,
+        "an auth-url host name is resolved"
+    );
+    let last = auth.asked().pop().expect("asked");
+    assert_eq!(
+        last.headers.get("host").and_then(|v| v.to_str().ok()),
+        Some(format!("localhost:{}", auth.addr.port()).as_str())
+    );
     drop(app);
 }
 
