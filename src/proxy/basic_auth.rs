@@ -10,13 +10,13 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use base64::Engine as _;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use tokio::sync::Semaphore;
 
 use super::response::{self, Body};
 use crate::model::annotations::basic_auth::BasicAuthPolicy;
 use crate::model::htpasswd::Credentials;
+use crate::vocab::request::basic_credentials;
 
 /// How many successful verifications are remembered.
 const CACHE_CAPACITY: usize = 4096;
@@ -57,7 +57,7 @@ impl BasicAuth {
                 ));
             }
         };
-        match decode(headers) {
+        match basic_credentials(headers) {
             Some((user, password)) if self.verify(credentials, &user, &password).await => None,
             _ => Some(unauthorized(challenge)),
         }
@@ -96,21 +96,6 @@ fn unauthorized(challenge: &HeaderValue) -> Response<Body> {
     resp.headers_mut()
         .insert(header::WWW_AUTHENTICATE, challenge.clone());
     resp
-}
-
-/// User and password from `Authorization: Basic …` (scheme case-insensitive, RFC 7617).
-fn decode(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
-    let (scheme, rest) = value.split_at_checked(6)?;
-    if !scheme.eq_ignore_ascii_case(b"basic ") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(rest.trim_ascii())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, password) = text.split_once(':')?;
-    Some((user.to_string(), password.to_string()))
 }
 
 /// Successful verifications, bounded: two generations of keys, the older dropped whole when the newer
@@ -184,6 +169,7 @@ impl VerifiedCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
     use std::sync::Arc;
 
     const APR1: &str = "$apr1$aWkGiNqZ$ORm1UUd/s7T9p/PzgAj171";

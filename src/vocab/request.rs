@@ -3,6 +3,22 @@
 use http::Request;
 use http::header::{self, HeaderMap};
 
+/// User and password from `Authorization: Basic …` (scheme case-insensitive, RFC 7617).
+pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"basic ") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim_ascii())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
 /// The request's `Content-Length`, if it has a valid one.
 pub fn content_length<B>(req: &Request<B>) -> Option<u64> {
     req.headers()

@@ -267,7 +267,10 @@ impl Var {
             Var::Method => out.push_str(v.method),
             Var::RemoteAddr => out.push_str(&v.remote_addr.to_string()),
             Var::ServerPort => out.push_str(&v.server_port.to_string()),
-            Var::RemoteUser => escape_into(&basic_user(v.headers).unwrap_or_default(), out),
+            Var::RemoteUser => {
+                let user = crate::vocab::request::basic_credentials(v.headers).map(|(u, _)| u);
+                escape_into(&user.unwrap_or_default(), out);
+            }
             Var::Header(name) => {
                 let value = v.headers.get(name).map_or(&b""[..], |h| h.as_bytes());
                 escape_bytes_into(value, out);
@@ -311,21 +314,6 @@ fn push_host(host: &str, out: &mut String) -> Result<(), UnsafeHost> {
     }
     out.push_str(host);
     Ok(())
-}
-
-/// The user name of `Authorization: Basic …`, as nginx's `$remote_user`.
-fn basic_user(headers: &http::HeaderMap) -> Option<String> {
-    use base64::Engine as _;
-    let value = headers.get(http::header::AUTHORIZATION)?.as_bytes();
-    let (scheme, rest) = value.split_at_checked(6)?;
-    if !scheme.eq_ignore_ascii_case(b"basic ") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(rest.trim_ascii())
-        .ok()?;
-    let user = decoded.split(|b| *b == b':').next()?;
-    String::from_utf8(user.to_vec()).ok()
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, as nginx's `set_escape_uri` does.

@@ -147,6 +147,17 @@ fn templates_fill_in_request_facts_and_escape_what_the_client_controls() {
         Err(UnsafeHost("evil.example/x?".into())),
         "a Host that would change the URL is refused"
     );
+    let mut basic = http::HeaderMap::new();
+    // "bob:pw"
+    basic.insert(
+        http::header::AUTHORIZATION,
+        "Basic Ym9iOnB3".parse().unwrap(),
+    );
+    let user = Template::parse("$remote_user/${http_authorization}").unwrap();
+    assert_eq!(
+        user.render(&vars(&basic, "x", None)).unwrap(),
+        "bob/Basic%20Ym9iOnB3"
+    );
     let empty = http::HeaderMap::new();
     assert!(
         t.render(&vars(&empty, "[::1]:8080", None))
