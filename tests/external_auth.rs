@@ -38,7 +38,7 @@ struct Asked {
 
 /// The test's auth service. `/allow` answers 200 with `X-Auth-User: alice`, an `X-Auth-Groups`
 /// header twice and a cookie; `/allow-quiet` 200 without headers; `/deny` 401 with a Bearer
-/// challenge and a cookie; `/forbid` 403; `/broken` 500; `/moved` 302.
+/// challenge and a cookie; `/forbid` 403; `/broken` 500; `/moved` 302; `/slow` 500 after 3 s.
 struct AuthServer {
     addr: SocketAddr,
     asked: Arc<Mutex<Vec<Asked>>>,
@@ -46,31 +46,44 @@ struct AuthServer {
 
 impl AuthServer {
     async fn start() -> AuthServer {
+        AuthServer::serve(None).await
+    }
+
+    /// The same over TLS, with a self-signed certificate.
+    async fn start_tls() -> AuthServer {
+        use rustls::pki_types::pem::PemObject as _;
+        let cert = TestCert::self_signed(&["auth.internal"]);
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.leaf.clone()], key)
+            .expect("certificate");
+        AuthServer::serve(Some(Arc::new(config))).await
+    }
+
+    async fn serve(tls: Option<Arc<rustls::ServerConfig>>) -> AuthServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let asked = Arc::new(Mutex::new(Vec::new()));
         let record = asked.clone();
         tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
+            while let Ok((tcp, _)) = listener.accept().await {
                 let record = record.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let record = record.clone();
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body_len = body.collect().await.map_or(0, |b| b.to_bytes().len());
-                            record.lock().unwrap().push(Asked {
-                                method: parts.method.to_string(),
-                                path: parts.uri.path().to_string(),
-                                headers: parts.headers.clone(),
-                                body_len,
-                            });
-                            Ok::<_, Infallible>(answer(parts.uri.path()))
+                    match tls {
+                        Some(config) => {
+                            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                            if let Ok(stream) = acceptor.accept(tcp).await {
+                                serve_connection(stream, record).await;
+                            }
                         }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                        None => serve_connection(tcp, record).await,
+                    }
                 });
             }
         });
@@ -84,6 +97,32 @@ impl AuthServer {
     fn asked(&self) -> Vec<Asked> {
         self.asked.lock().unwrap().clone()
     }
+}
+
+async fn serve_connection<S>(stream: S, record: Arc<Mutex<Vec<Asked>>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let record = record.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body_len = body.collect().await.map_or(0, |b| b.to_bytes().len());
+            record.lock().unwrap().push(Asked {
+                method: parts.method.to_string(),
+                path: parts.uri.path().to_string(),
+                headers: parts.headers.clone(),
+                body_len,
+            });
+            if parts.uri.path() == "/slow" {
+                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            }
+            Ok::<_, Infallible>(answer(parts.uri.path()))
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
 }
 
 fn answer(path: &str) -> Response<Full<Bytes>> {
@@ -132,6 +171,8 @@ async fn allowed_requests_carry_the_auth_headers_and_forged_ones_are_removed() {
     let allow = auth.url("/allow");
     let quiet = auth.url("/allow-quiet");
     let by_name = format!("http://localhost:{}/allow-quiet", auth.addr.port());
+    let tls_auth = AuthServer::start_tls().await;
+    let over_tls = format!("https://{}/allow", tls_auth.addr);
     let headers = "X-Auth-User, X-Auth-Groups, X-Auth-Email";
     dir.write(
         "ingresses.yaml",
@@ -145,6 +186,10 @@ async fn allowed_requests_carry_the_auth_headers_and_forged_ones_are_removed() {
                 &[("auth-url", &quiet), ("auth-response-headers", headers)],
             ),
             &protected("by-name", &[("auth-url", &by_name)]),
+            &protected(
+                "over-tls",
+                &[("auth-url", &over_tls), ("auth-response-headers", headers)],
+            ),
         ],
     );
     let ctl = Controller::start(dir.path(), &[]).await;
@@ -220,6 +265,11 @@ async fn allowed_requests_carry_the_auth_headers_and_forged_ones_are_removed() {
     assert_eq!(resp.status, StatusCode::OK);
     assert_eq!(resp.echo().header("X-Auth-User"), None, "never forged");
 
+    let resp = http_send(ctl.addrs.http, request("GET", "over-tls.test", "/")).await;
+    assert_eq!(resp.status, StatusCode::OK, "an https auth-url");
+    assert_eq!(resp.echo().header("X-Auth-User"), Some("alice"));
+    assert_eq!(tls_auth.asked().len(), 1);
+
     let resp = http_send(ctl.addrs.http, request("GET", "by-name.test", "/")).await;
     assert_eq!(
         resp.status,
@@ -240,6 +290,7 @@ async fn denials_pass_through_sign_in_redirects_and_failures_answer_500() {
     let app = manifests::echo_service(&dir, NS, "app").await;
     let auth = AuthServer::start().await;
     let unreachable = format!("http://127.0.0.1:{}/auth", closed_port().await);
+    let slow = auth.url("/slow");
     let (deny, forbid, broken, moved) = (
         auth.url("/deny"),
         auth.url("/forbid"),
@@ -289,6 +340,10 @@ async fn denials_pass_through_sign_in_redirects_and_failures_answer_500() {
                 &[("auth-url", &deny), ("auth-always-set-cookie", "true")],
             ),
             &protected("unreachable", &[("auth-url", &unreachable)]),
+            &protected(
+                "slow",
+                &[("auth-url", &slow), ("proxy-read-timeout", "500ms")],
+            ),
         ],
     );
     let ctl = Controller::start(dir.path(), &[]).await;
@@ -348,6 +403,14 @@ async fn denials_pass_through_sign_in_redirects_and_failures_answer_500() {
         let r = get(host, "/denied").await;
         assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{host}");
     }
+    let sent = std::time::Instant::now();
+    let r = get("slow", "/denied").await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        sent.elapsed() < std::time::Duration::from_secs(2),
+        "the Ingress's proxy-read-timeout bounds the subrequest: {:?}",
+        sent.elapsed()
+    );
     assert!(
         app.seen().iter().all(|s| !s.path.starts_with("/denied")),
         "the backend never sees a refused request: {:?}",
