@@ -552,3 +552,52 @@ async fn invalid_auth_settings_answer_503_and_are_reported() {
         "{problems:?}"
     );
 }
+
+#[tokio::test]
+async fn http2_requests_are_asked_about_with_one_cookie_header() {
+    let dir = ManifestDir::new();
+    let _app = manifests::echo_service(&dir, NS, "app").await;
+    let auth = AuthServer::start().await;
+    let allow = auth.url("/allow");
+    manifests::certificate_file(&dir, NS, "tls", &["h2.test"]);
+    dir.write(
+        "ingresses.yaml",
+        &[&IngressBuilder::new(NS, "h2")
+            .tls(&["h2.test"], "tls")
+            .route(Some("h2.test"), "app")
+            .nginx_annotations(&[
+                ("auth-url", &allow),
+                ("auth-response-headers", "X-Auth-User"),
+            ])
+            .build()],
+    );
+    let ctl = Controller::start(dir.path(), &[]).await;
+    let conn = TlsClient::new()
+        .sni("h2.test")
+        .alpn(&["h2"])
+        .connect(ctl.addrs.https)
+        .await
+        .expect("TLS");
+    let mut h2 = conn.http().await;
+    let resp = h2
+        .send(
+            request("GET", "h2.test", "/over-h2?q=1")
+                .header("cookie", "a=1")
+                .header("cookie", "b=2"),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(resp.echo().header("X-Auth-User"), Some("alice"));
+    let asked = auth.asked();
+    let h = |name: &str| {
+        asked[0]
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(h("cookie"), vec!["a=1; b=2"]);
+    assert_eq!(h("x-original-url"), vec!["https://h2.test/over-h2?q=1"]);
+    assert_eq!(h("x-forwarded-proto"), vec!["https"]);
+}
