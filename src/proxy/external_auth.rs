@@ -103,7 +103,7 @@ struct Answer {
 }
 
 impl ExternalAuthCheck {
-    /// `Ok` when the request may go on (its headers updated); otherwise the answer for the client.
+    /// `Pass` when the request may go on (its headers updated); otherwise the answer for the client.
     pub async fn check(
         &self,
         ask: Ask<'_>,
@@ -185,7 +185,7 @@ impl ExternalAuthCheck {
     }
 }
 
-/// The request to the auth service, or `None` if it cannot be made (already logged).
+/// The request to the auth service, or `None` if the filled-in URL cannot be used.
 fn subrequest(
     ask: &Ask<'_>,
     service: &AuthService,
