@@ -60,9 +60,9 @@ impl Proxy {
             config,
             upstream,
             https_port,
+            rate_limiters: ratelimit::RateLimiters::start(metrics.rate_limit_entries()),
             metrics,
             basic_auth: basic_auth::BasicAuth::default(),
-            rate_limiters: ratelimit::RateLimiters::start(),
         }
     }
 
