@@ -874,12 +874,13 @@ class Bench:
     def ratelimit_memory(self):
         """One request from each of N distinct loopback source addresses to a route with `limit-rps` and
         `limit-rpm`: PSS before, at the peak and after the limiter forgot the idle clients, and the
-        `portcullis_rate_limit_entries` gauge it sets every 5 s. In the full run `limit-rpm: 1` keeps every
-        address for 60 s, so all N are held at once; the smoke run's `limit-rpm: 10` holds them for 6 s, just
-        long enough for one count (the gauge is set after each pruning, every 5 s)."""
+        `portcullis_rate_limit_entries` gauge it sets every 5 s. A client is forgotten two refill intervals
+        after its request (governor's `retain_recent`): `limit-rpm: 1` holds every address for 2 minutes, so
+        all N are held at once; the smoke run's `limit-rpm: 20` holds them for 6 s, long enough for one count
+        (the gauge is set after each pruning)."""
         n = 2000 if self.smoke else 100_000
-        rps, rpm = ("100", "10") if self.smoke else ("1", "1")
-        hold = 60.0 / int(rpm)
+        rps, rpm = ("100", "20") if self.smoke else ("1", "1")
+        hold = 2 * 60.0 / int(rpm)
         impl = self.impls["portcullis"]
         Portcullis.extra_manifests = {
             "limit.yaml": ingress_yaml("limit", "limit.bench.test", None, {"limit-rps": rps, "limit-rpm": rpm}),
@@ -1463,7 +1464,7 @@ def write_report(bench, meta, out_dir, tag=""):
     for title, body in sections:
         if body and not body.startswith("Not run this time") and body.count("\n") > 1:
             md += [f"## {title}", "", body, ""]
-    md += ["## Caveats", "",          "## Caveats", "",
+    md += ["## Caveats", "",
           "- One 2-vCPU VM: the proxy under test is pinned to CPU1 with one worker/thread, the load generator and the "
           "backend share CPU0. A run is marked *proxy*-bound only if CPU1 was ≥ 95 % busy while CPU0 had room; "
           "*client*-bound runs measure the load generator as much as the proxy. CPU per request at a fixed offered "
