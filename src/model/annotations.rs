@@ -11,11 +11,13 @@ use crate::settings::{ByteSize, Cidr, RedirectCode};
 
 mod cors;
 mod denylist;
+mod limit_rate;
 mod ratelimit;
 pub use cors::Cors;
 pub use denylist::DenyRange;
 pub mod basic_auth;
 use basic_auth::BasicAuthAnnotation;
+pub use limit_rate::{LimitRate, ResponseRate};
 pub use ratelimit::{RateLimit, RateLimits, Rates};
 
 pub const OWN_PREFIX: &str = "portcullis.io/";
@@ -67,6 +69,8 @@ pub const SUPPORTED: &[&str] = &[
     "limit-connections",
     "limit-whitelist",
     "limit-allowlist",
+    "limit-rate",
+    "limit-rate-after",
 ];
 
 /// ingress-nginx annotations that inject raw configuration; refused by design (they were the source of
@@ -138,6 +142,7 @@ pub struct IngressAnnotations {
     pub cors: Option<Cors>,
     pub basic_auth: Option<BasicAuthAnnotation>,
     pub rate_limit: Option<RateLimit>,
+    pub limit_rate: Option<LimitRate>,
 }
 
 impl Default for IngressAnnotations {
@@ -169,6 +174,7 @@ impl Default for IngressAnnotations {
             cors: None,
             basic_auth: None,
             rate_limit: None,
+            limit_rate: None,
         }
     }
 }
@@ -259,6 +265,7 @@ pub fn parse(
         cors: r.cors(),
         basic_auth: basic_auth::parse(&mut r),
         rate_limit: r.rate_limit(),
+        limit_rate: r.limit_rate(),
     };
     r.report_unknown();
     (parsed, r.errors)

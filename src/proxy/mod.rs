@@ -9,6 +9,7 @@ mod connection;
 mod cors;
 mod forward;
 mod framing;
+mod limit_rate;
 pub mod listener;
 mod pool;
 pub mod proxy_protocol;
@@ -25,6 +26,7 @@ use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::metrics::{Exchange, Measured, Metrics};
+use crate::model::annotations::LimitRate;
 use crate::model::{ConfigHandle, Policy, Route};
 use crate::vocab::hosts::normalize_host;
 use crate::vocab::request::{content_length, request_host};
@@ -83,9 +85,10 @@ impl Proxy {
 
     /// Answers one request. The order follows ingress-nginx, whose users depend on it: redirects
     /// (fixed, HTTPS, www, app-root) first, then the source-range check (deny, then allow), the
-    /// rate limit, CORS preflights (before auth, as browsers send no credentials on them), the
-    /// body-size check, basic auth, and the backend; HSTS is added to HTTPS responses for hosts that
-    /// have a certificate, CORS headers to every answer of a route with CORS.
+    /// rate limits, CORS preflights (before auth, as browsers send no credentials on them), the
+    /// body-size check, basic auth, and the backend, whose response body `limit-rate` paces; HSTS is
+    /// added to HTTPS responses for hosts that have a certificate, CORS headers to every answer of a
+    /// route with CORS.
     async fn answer(
         &self,
         conn: &Connection,
@@ -213,6 +216,12 @@ impl Proxy {
                 ratelimit::Admission::Refuse(refused) => return Some(refused),
             }
         }
+        if policy.limit_rate == Some(LimitRate::Invalid) {
+            return Some(response::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the Ingress's response rate limit is invalid",
+            ));
+        }
         if let Some(preflight) = cors.and_then(cors::CorsAnswer::preflight) {
             return Some(preflight);
         }
@@ -282,8 +291,9 @@ impl Proxy {
         };
         let sent = std::time::Instant::now();
         match self.upstream.send(forward, req).await {
-            Ok(resp) => {
+            Ok(mut resp) => {
                 exchange.upstream_responded(sent.elapsed());
+                limit_rate::pace(resp.body_mut(), route.policy.limit_rate.as_ref());
                 resp
             }
             Err(e) => {
