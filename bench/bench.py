@@ -8,6 +8,7 @@ and haproxy.cfg, so hosts, certificates, TLS versions, forwarding headers and th
 """
 
 import argparse
+import base64
 import datetime
 import json
 import os
@@ -16,6 +17,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -32,6 +34,8 @@ TOOLS = ROOT / "target/bench-tools/release/bench-tools"
 SNI_LUA = BENCH / "sni.lua"
 PROXY_CPU, CLIENT_CPU = "1", "0"
 BACKEND = "127.0.0.1:9000"
+# htpasswd's bcrypt cost for scenario (i); 10 is the common library default (htpasswd's own is 5).
+BCRYPT_COST = 10
 
 
 def log(*a):
@@ -180,9 +184,11 @@ def secret_yaml(name, crt, key):
             f"  tls.key: |\n{yaml_block(key, 4)}\n")
 
 
-def ingress_yaml(name, host, secret):
+def ingress_yaml(name, host, secret, annotations=None):
     tls = f"  tls:\n  - hosts: [{host}]\n    secretName: {secret}\n" if secret else ""
-    return (f"apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: bench\n"
+    ann = "".join(f"    nginx.ingress.kubernetes.io/{k}: {json.dumps(v)}\n" for k, v in (annotations or {}).items())
+    ann = f"  annotations:\n{ann}" if ann else ""
+    return (f"apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: bench\n{ann}"
             f"spec:\n  ingressClassName: portcullis\n{tls}  rules:\n  - host: {host}\n    http:\n      paths:\n"
             f"      - path: /\n        pathType: Prefix\n        backend:\n          service:\n"
             f"            name: backend\n            port:\n              number: 80\n")
@@ -287,8 +293,10 @@ class Portcullis(Impl):
         for host, cert in base_hosts():
             short = host.split(".")[0]
             (m / f"{short}.yaml").write_text(
-                ingress_yaml(short, host, f"{short}-tls") + "---\n"
+                ingress_yaml(short, host, f"{short}-tls", self.annotations.get(short)) + "---\n"
                 + secret_yaml(f"{short}-tls", self.fx.crt(cert), self.fx.key(cert)))
+        for name, text in self.extra_manifests.items():
+            (m / name).write_text(text)
         for host in extra_hosts:
             self.add_host(host)
         if scale:
@@ -311,6 +319,9 @@ class Portcullis(Impl):
     # The PROXY protocol scenario moves Portcullis behind a TCP relay on 127.0.0.1.
     listen_ip = "127.0.0.1"
     settings_extra = ""
+    # Scenarios (i) and (j): annotations on a base Ingress (by short host name), and more objects.
+    annotations = {}
+    extra_manifests = {}
 
     def add_host(self, host):
         short = host.split(".")[0]
@@ -612,10 +623,12 @@ def parse_duration_us(text):
     return v * {"us": 1, "ms": 1e3, "s": 1e6, "m": 60e6}[unit]
 
 
-def wrk(url, duration, conns=32, close=False):
+def wrk(url, duration, conns=32, close=False, headers=()):
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "10s", "-s", SNI_LUA]
     if close:
         cmd += ["-H", "Connection: close"]
+    for h in headers:
+        cmd += ["-H", h]
     out = run(cmd + [url], timeout=duration + 60)
     r = {"tool": "wrk"}
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -821,6 +834,105 @@ class Bench:
                 relay.wait()
                 wait_port_free(443)
 
+    # -- (i) basic auth against an open route ---------------------------------------------------------
+
+    def basic_auth(self, rnd):
+        """The same route open and with `auth-type: basic` (a bcrypt line from `htpasswd -B`), in random
+        order; wrk sends the same `Authorization` header to both, so only the check differs. At steady
+        state every request after the first relies on the remembered verification."""
+        d, w = self.d, self.warm
+        impl = self.impls["portcullis"]
+        user, password = "bench", "correct horse battery staple"
+        line = subprocess.run(["htpasswd", "-nbB", "-C", str(BCRYPT_COST), user, password], capture_output=True,
+                              text=True, check=True, timeout=60).stdout.strip()
+        authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        # `data`, not `stringData`: the basic-auth step reads only `data` (what the API server stores).
+        secret = ("apiVersion: v1\nkind: Secret\nmetadata:\n  name: bench-users\n  namespace: bench\n"
+                  f"type: Opaque\ndata:\n  auth: {base64.b64encode(line.encode()).decode()}\n")
+        for mode in random.sample(["open", "basic"], 2):
+            if mode == "basic":
+                Portcullis.annotations = {"a": {"auth-type": "basic", "auth-secret": "bench-users",
+                                                "auth-realm": "bench"}}
+                Portcullis.extra_manifests = {"users.yaml": secret}
+            try:
+                impl.start()
+                # The route must really ask: 401 without credentials, 200 with them.
+                want = {"open": (200, 200), "basic": (401, 200)}[mode]
+                got = (https_status("a.bench.test"), https_status("a.bench.test", authorization))
+                if got != want:
+                    raise RuntimeError(f"basic auth {mode}: statuses {got}, expected {want}")
+                url, hdr = "https://a.bench.test/", [f"Authorization: {authorization}"]
+                wrk(url, w, headers=hdr)
+                self.record("auth-h1-keepalive", "portcullis", round=rnd, mode=mode, bcrypt_cost=BCRYPT_COST,
+                            **self.measured(impl, lambda: wrk(url, d, headers=hdr)))
+            finally:
+                Portcullis.annotations, Portcullis.extra_manifests = {}, {}
+                impl.stop()
+
+    # -- (j) rate-limit memory under a flood of distinct addresses -----------------------------------
+
+    def ratelimit_memory(self):
+        """One request from each of N distinct loopback source addresses to a route with `limit-rps` and
+        `limit-rpm`: PSS before, at the peak and after the limiter forgot the idle clients, and the
+        `portcullis_rate_limit_entries` gauge it sets every 5 s. A client is forgotten two refill intervals
+        after its request (governor's `retain_recent`): `limit-rpm: 1` holds every address for 2 minutes, so
+        all N are held at once; the smoke run's `limit-rpm: 20` holds them for 6 s, long enough for one count
+        (the gauge is set after each pruning)."""
+        n = 2000 if self.smoke else 100_000
+        rps, rpm = ("100", "20") if self.smoke else ("1", "1")
+        hold = 2 * 60.0 / int(rpm)
+        impl = self.impls["portcullis"]
+        Portcullis.extra_manifests = {
+            "limit.yaml": ingress_yaml("limit", "limit.bench.test", None, {"limit-rps": rps, "limit-rpm": rpm}),
+            "open.yaml": ingress_yaml("open", "open.bench.test", None)}
+        try:
+            impl.start()
+            flood = lambda host, count, first: json.loads(run(
+                [TOOLS, "flood", "addr=127.0.0.1:80", f"host={host}", f"n={count}", "conns=32", f"first={first}"],
+                timeout=600).strip().splitlines()[-1])
+            # Warm-up on the open route (connections, the upstream pool, the allocator), limiter untouched.
+            flood("open.bench.test", min(n, 5000), "127.200.0.1")
+            time.sleep(2.0)
+            before, entries_before = pss_kb(impl.pid), rate_limit_entries()
+            peak, samples = before, []
+            stop = threading.Event()
+
+            def sample():
+                nonlocal peak
+                while not stop.is_set():
+                    peak = max(peak, pss_kb(impl.pid))
+                    samples.append((time.time(), rate_limit_entries()))
+                    time.sleep(0.05)
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            t0 = time.time()
+            res = flood("limit.bench.test", n, "127.1.0.1")
+            flood_s = time.time() - t0
+            # The gauge is set when the limiter prunes (every 5 s): wait for the count after the flood,
+            # then (bounded) until the idle clients are forgotten.
+            time.sleep(6.0)
+            entries_peak = max((e for _, e in samples if e is not None), default=None)
+            deadline = time.time() + hold + 15.0
+            while time.time() < deadline and rate_limit_entries() != 0:
+                time.sleep(0.5)
+            forgotten_s = time.time() - t0 - flood_s
+            entries_after = rate_limit_entries()
+            time.sleep(2.0)  # let the allocator give the freed pages back
+            stop.set()
+            sampler.join(timeout=5)
+            after = pss_kb(impl.pid)
+            mb = lambda kb: round(kb / 1024, 1)
+            self.record("ratelimit-memory", "portcullis", addresses=n, limit_rps=rps, limit_rpm=rpm,
+                        ok=res["ok"], other_status=res["other_status"], failed=res["failed"],
+                        flood_s=round(flood_s, 1), conns_per_s=round(n / flood_s) if flood_s else None,
+                        pss_before_mb=mb(before), pss_peak_mb=mb(peak), pss_after_mb=mb(after),
+                        delta_peak_mb=mb(peak - before), delta_after_mb=mb(after - before),
+                        entries_before=entries_before, entries_peak=entries_peak, entries_after=entries_after,
+                        forgotten_after_s=round(forgotten_s, 1) if entries_after == 0 else None)
+        finally:
+            Portcullis.extra_manifests = {}
+            impl.stop()
+
     # -- (d) certificate rotation --------------------------------------------------------------------
 
     def rotation(self):
@@ -1017,6 +1129,30 @@ def check_redirect():
         raise RuntimeError(f"unexpected redirect: {head[:300]!r}")
 
 
+def https_status(host, authorization=None):
+    """The status of `GET /` over HTTPS on 127.0.0.1:443 with SNI `host`."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", 443), timeout=10) as raw, ctx.wrap_socket(raw, server_hostname=host) as s:
+        auth = f"Authorization: {authorization}\r\n" if authorization else ""
+        s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n".encode())
+        head = s.recv(64).decode(errors="replace")
+    m = re.match(r"HTTP/1\.1 (\d{3})", head)
+    return int(m.group(1)) if m else None
+
+
+def rate_limit_entries():
+    """`portcullis_rate_limit_entries` from the admin listener, or None."""
+    try:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open("http://127.0.0.1:10254/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    m = re.search(r"^portcullis_rate_limit_entries (\d+)", text, re.M)
+    return int(m.group(1)) if m else None
+
+
 def check_resumption(host, expect_reused):
     """openssl s_client twice with a saved session: the second must say New (resumption off)."""
     with tempfile.TemporaryDirectory() as t:
@@ -1162,25 +1298,59 @@ def summarize_once(rows):
     return "\n".join(lines) if len(lines) > 2 else "Not run this time (`--only`)."
 
 
-def summarize_proxy_protocol(rows):
-    """Portcullis behind a TCP relay: `send-proxy-v2` + `proxy-protocol: required` against neither."""
-    lines = ["| through HAProxy in TCP mode | off | required (v2 header) | required / off |", "|---|---|---|---|"]
-    for scen, label in (("pp-h1-keepalive", "HTTPS keep-alive HTTP/1.1 (wrk c=32)"),
-                        ("pp-handshake-full", "Full TLS handshakes (RSA-2048; wrk Connection: close)")):
-        by = {m: [r for r in rows if r["scenario"] == scen and r.get("mode") == m] for m in ("off", "required")}
-        if not by["off"] and not by["required"]:
+def mode_ratios(rows, scen, key, base, test):
+    """test/base of one figure, per round (both measured in the same round)."""
+    by = {m: {r["round"]: r.get(key) for r in rows if r["scenario"] == scen and r.get("mode") == m} for m in (base, test)}
+    return [by[test][rnd] / by[base][rnd] for rnd in sorted(by[base]) if by[base][rnd] and by[test].get(rnd)]
+
+
+def summarize_modes(rows, header, base, test, scenarios, per_round=False):
+    """A Portcullis-only comparison of two modes: medians of each, and test/base per round."""
+    lines = [header, "|---|---|---|---|" + ("---|" if per_round else "")]
+    for scen, label in scenarios:
+        runs = {m: [r for r in rows if r["scenario"] == scen and r.get("mode") == m] for m in (base, test)}
+        if not runs[base] and not runs[test]:
             continue
         for key, what, digits in (("rps", "per second", 0), ("cpu_ms_per_1k", "proxy CPU ms per 1,000", 1)):
-            ratios = []
-            for rnd in sorted({r["round"] for r in by["off"]}):
-                off = [r.get(key) for r in by["off"] if r["round"] == rnd]
-                req = [r.get(key) for r in by["required"] if r["round"] == rnd]
-                if off and req and off[0] and req[0]:
-                    ratios.append(req[0] / off[0])
-            cell = lambda m: fmt(med([r.get(key) for r in by[m]]), digits)
+            ratios = mode_ratios(rows, scen, key, base, test)
+            cell = lambda m: fmt(med([r.get(key) for r in runs[m]]), digits)
             ratio = (f"{statistics.median(ratios):.3f}×" + (f" ({min(ratios):.3f}–{max(ratios):.3f})" if len(ratios) > 1 else "")
                      if ratios else "–")
-            lines.append(f"| {label}, {what} | {cell('off')} | {cell('required')} | {ratio} |")
+            line = f"| {label}, {what} | {cell(base)} | {cell(test)} | {ratio} |"
+            if per_round:
+                line += " " + ", ".join(f"{x:.2f}×" for x in ratios) + " |"
+            lines.append(line)
+    return "\n".join(lines) if len(lines) > 2 else "Not run this time (`--only`)."
+
+
+def summarize_proxy_protocol(rows):
+    """Portcullis behind a TCP relay: `send-proxy-v2` + `proxy-protocol: required` against neither."""
+    return summarize_modes(
+        rows, "| through HAProxy in TCP mode | off | required (v2 header) | required / off |", "off", "required",
+        (("pp-h1-keepalive", "HTTPS keep-alive HTTP/1.1 (wrk c=32)"),
+         ("pp-handshake-full", "Full TLS handshakes (RSA-2048; wrk Connection: close)")))
+
+
+def summarize_basic_auth(rows):
+    """The same route open and with basic auth (bcrypt), per round."""
+    cost = next((r["bcrypt_cost"] for r in rows if r["scenario"] == "auth-h1-keepalive"), None)
+    return summarize_modes(
+        rows, "| HTTPS keep-alive HTTP/1.1 (wrk c=32) | open | basic auth | basic / open (min–max) | each round |",
+        "open", "basic", (("auth-h1-keepalive", f"bcrypt cost {cost}"),), per_round=True)
+
+
+def summarize_ratelimit_memory(rows):
+    lines = ["| addresses | limits | admitted / refused / no answer | flood | PSS before → peak → after | "
+             "ΔPSS at the peak | `portcullis_rate_limit_entries` peak → after | forgotten after |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["scenario"] != "ratelimit-memory":
+            continue
+        lines.append(f"| {r['addresses']:,} | `limit-rps: {r['limit_rps']}`, `limit-rpm: {r['limit_rpm']}` | "
+                     f"{r['ok']:,} / {r['other_status']:,} / {r['failed']:,} | {fmt(r['flood_s'], 1)} s "
+                     f"({fmt(r['conns_per_s'])} connections/s) | {r['pss_before_mb']} → {r['pss_peak_mb']} → "
+                     f"{r['pss_after_mb']} MB | {r['delta_peak_mb']} MB | {fmt(r['entries_peak'])} → "
+                     f"{fmt(r['entries_after'])} | {fmt(r['forgotten_after_s'], 1)} s after the flood |")
     return "\n".join(lines) if len(lines) > 2 else "Not run this time (`--only`)."
 
 
@@ -1238,6 +1408,17 @@ def summarize_goals(rows):
     lines.append(f"| 10k hosts: memory ≤ ⅓ of nginx's | {fmt(mr, 2)}× ({fmt(pm, 0)} vs {fmt(nm, 0)} MB) | {verdict(None if mr is None else mr <= 1 / 3)} |")
     lines.append(f"| 10k hosts: cold start ≤ ⅕ of nginx's | {fmt(cr, 2)}× ({fmt(pr)} vs {fmt(nr)} ms) | {verdict(None if cr is None else cr <= 0.2)} |")
     lines.append(f"| 10k hosts: one changed certificate live ≤ 100 ms | {fmt(pa, 0)} ms | {verdict(None if pa is None else pa <= 100)} |")
+    auth = mode_ratios(rows, "auth-h1-keepalive", "cpu_ms_per_1k", "open", "basic")
+    a = statistics.median(auth) if auth else None
+    lines.append(f"| basic-auth route < 2× the proxy CPU per request of the open route (issue 13; every round) | "
+                 f"{fmt(a, 2)}× (max {fmt(max(auth) if auth else None, 2)}×) | {verdict(None if a is None else max(auth) < 2)} |")
+    for r in rows:
+        if r["scenario"] == "ratelimit-memory":
+            lines.append(f"| {r['addresses']:,} distinct addresses cost < 64 MiB (issue 13) | ΔPSS {r['delta_peak_mb']} MB | "
+                         f"{verdict(r['delta_peak_mb'] < 64)} |")
+            lines.append(f"| … and the table shrinks afterwards | entries {fmt(r['entries_peak'])} → {fmt(r['entries_after'])}, "
+                         f"PSS {r['pss_peak_mb']} → {r['pss_after_mb']} MB | "
+                         f"{verdict(bool(r['entries_peak']) and r['entries_after'] == 0)} |")
     # Goals whose scenarios did not run (--only) are left out rather than shown empty.
     return "\n".join(line for line in lines if not line.endswith("| – |"))
 
@@ -1249,9 +1430,9 @@ def foreign_summary(rows):
     return f"median {statistics.median(vals):.1f} %, max {max(vals):.1f} % over {len(vals)} measurements"
 
 
-def write_report(bench, meta, out_dir):
+def write_report(bench, meta, out_dir, tag=""):
     out_dir.mkdir(parents=True, exist_ok=True)
-    date = datetime.date.today().isoformat()
+    date = datetime.date.today().isoformat() + (f"-{tag}" if tag else "")
     raw = {"meta": meta, "results": bench.results}
     (out_dir / f"{date}.json").write_text(json.dumps(raw, indent=1) + "\n")
     v = meta["versions"]
@@ -1267,12 +1448,23 @@ def write_report(bench, meta, out_dir):
                       for i, b in enumerate(meta["background"])) + ".",
           "", "CPU used by other work on the machine during the measurements (share of both cores; should be near 0): "
           + foreign_summary(bench.results) + ".",
-          "", "## Per-round scenarios (medians, min–max; ratios computed within each round, then the median)", "",
-          summarize(bench.results, meta), "",
-          "## Once-per-run scenarios", "", summarize_once(bench.results), "",
-          "## PROXY protocol overhead (h)", "", summarize_proxy_protocol(bench.results), "",
-          "## Goals (issue 7)", "", summarize_goals(bench.results), "",
-          "## Caveats", "",
+          ""]
+    per_round = {"h1-keepalive", "h2-keepalive", "h1-fixed-rate", "h2-fixed-rate", "redirect", "handshake-resumed",
+                 "handshake-full", "limit-backend-direct", "limit-tls-only"}
+    sections = [
+        ("Per-round scenarios (medians, min–max; ratios computed within each round, then the median)",
+         summarize(bench.results, meta) if any(r["scenario"] in per_round for r in bench.results) else None),
+        ("Once-per-run scenarios", summarize_once(bench.results)),
+        ("PROXY protocol overhead (h)", summarize_proxy_protocol(bench.results)),
+        ("Basic auth against an open route (i)", summarize_basic_auth(bench.results)),
+        ("Rate-limit memory under a flood of distinct addresses (j)", summarize_ratelimit_memory(bench.results)),
+        ("Goals (issues 7 and 13)", summarize_goals(bench.results)),
+    ]
+    # Scenarios left out with --only get no section.
+    for title, body in sections:
+        if body and not body.startswith("Not run this time") and body.count("\n") > 1:
+            md += [f"## {title}", "", body, ""]
+    md += ["## Caveats", "",
           "- One 2-vCPU VM: the proxy under test is pinned to CPU1 with one worker/thread, the load generator and the "
           "backend share CPU0. A run is marked *proxy*-bound only if CPU1 was ≥ 95 % busy while CPU0 had room; "
           "*client*-bound runs measure the load generator as much as the proxy. CPU per request at a fixed offered "
@@ -1303,12 +1495,13 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--rate", type=int, default=5000, help="offered req/s of the fixed-rate runs")
     ap.add_argument("--hosts", type=int, default=10000, help="hosts of the scale scenario")
-    ap.add_argument("--only", default="throughput,rotation,churn,scale,proxyproto",
+    ap.add_argument("--only", default="throughput,rotation,churn,scale,proxyproto,basicauth,ratelimitmem",
                     help="comma-separated scenario groups")
     ap.add_argument("--impls", default="portcullis,nginx,haproxy", help="implementations compared")
     ap.add_argument("--worker-threads", type=int, default=0, help="pass --worker-threads to Portcullis")
     ap.add_argument("--out", default=None, help="results directory (default bench/results, or target/bench-smoke)")
     ap.add_argument("--note", action="append", default=[], help="a note for the results file")
+    ap.add_argument("--tag", default="", help="results file name: <date>-<tag>.md and .json")
     args = ap.parse_args()
     if args.smoke:
         args.rounds, args.duration, args.warmup, args.rate, args.hosts = 1, 2, 1, 500, min(args.hosts, 50)
@@ -1336,11 +1529,17 @@ def main():
         if "proxyproto" in only:
             for rnd in range(1, args.rounds + 1):
                 bench.proxy_protocol(rnd)
+        if "basicauth" in only:
+            for rnd in range(1, args.rounds + 1):
+                meta["background"].append(wait_idle(0 if args.smoke else 60))
+                bench.basic_auth(rnd)
+        if "ratelimitmem" in only:
+            bench.ratelimit_memory()
     finally:
         bench.stop_all()
     meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     out = Path(args.out) if args.out else (bench.work / "results" if args.smoke else BENCH / "results")
-    path = write_report(bench, meta, out)
+    path = write_report(bench, meta, out, args.tag)
     log(f"wrote {path}")
     if args.smoke:
         smoke_check(bench.results, only)
@@ -1360,6 +1559,10 @@ def smoke_check(rows, only):
         want |= {"scale-hosts", "idle-connections"}
     if "proxyproto" in only:
         want |= {"pp-h1-keepalive", "pp-handshake-full"}
+    if "basicauth" in only:
+        want.add("auth-h1-keepalive")
+    if "ratelimitmem" in only:
+        want.add("ratelimit-memory")
     bad = []
     for s in sorted(want):
         rs = [r for r in rows if r["scenario"] == s]
@@ -1369,6 +1572,11 @@ def smoke_check(rows, only):
             bad.append(f"{s}: the new certificate was never seen")
         elif s == "scale-hosts" and any(r["ready_ms"] is None for r in rs):
             bad.append(f"{s}: hosts never served")
+        elif s == "ratelimit-memory" and any(r["ok"] != r["addresses"] or not r["entries_peak"]
+                                             or r["entries_after"] != 0 for r in rs):
+            bad.append(f"{s}: not every address was admitted once, or the limiter did not forget them")
+        elif s == "ratelimit-memory":
+            pass
         elif s not in ("cert-rotation", "route-churn", "scale-hosts", "idle-connections") and not all(
                 (r.get("rps") or 0) > 0 for r in rs):
             bad.append(f"{s}: zero throughput")

@@ -56,6 +56,7 @@ pub struct Metrics {
     accepted_connections: IntCounterVec,
     proxy_protocol_headers: IntCounterVec,
     proxy_protocol_refused: IntCounterVec,
+    rate_limit_entries: IntGauge,
     tls: TlsHandles,
     redirects: IntCounterVec,
     /// Redirect counters for 300..=308, resolved on first use.
@@ -262,6 +263,13 @@ impl Metrics {
             "Connections closed while reading a PROXY protocol header, by listener and reason",
             &["listener", "reason"],
         )?;
+        let rate_limit_entries = b.add(
+            IntGauge::new(
+                "portcullis_rate_limit_entries",
+                "Per-client entries the rate limits hold, counted when idle clients are forgotten",
+            )?,
+            Shape::Single,
+        )?;
         let handshakes = b.counter_vec(
             "portcullis_tls_handshakes_total",
             "TLS handshakes on the HTTPS listener, by result and negotiated protocol version",
@@ -377,6 +385,7 @@ impl Metrics {
             accepted_connections,
             proxy_protocol_headers,
             proxy_protocol_refused,
+            rate_limit_entries,
             tls,
             redirects,
             redirect_codes: std::array::from_fn(|_| OnceLock::new()),
@@ -530,6 +539,11 @@ impl Metrics {
     pub fn proxy_protocol_refused(&self, listener: &str, reason: &str) -> IntCounter {
         self.proxy_protocol_refused
             .with_label_values(&[listener, reason])
+    }
+
+    /// The gauge of the rate limits' per-client entries, which their pruning sets.
+    pub fn rate_limit_entries(&self) -> IntGauge {
+        self.rate_limit_entries.clone()
     }
 
     /// Records a completed TLS handshake and the protocol version it negotiated.

@@ -466,61 +466,6 @@ async fn an_edited_secret_file_is_live_without_restart_and_fails_closed_when_bro
     assert_eq!(reached(&app, "/denied"), Vec::<String>::new());
 }
 
-/// Benchmark note, not a timed test (run with `--ignored --nocapture`): the steady-state cost of a
-/// basic-auth route (bcrypt, so every request after the first relies on the remembered verification)
-/// against an open route to the same backend, over keep-alive connections, rounds interleaved.
-#[tokio::test]
-#[ignore]
-async fn benchmark_basic_auth_route_against_an_open_route() {
-    const ROUNDS: usize = 5;
-    const REQUESTS: usize = 1000;
-    let dir = ManifestDir::new();
-    let _app = manifests::echo_service(&dir, NS, "app").await;
-    let line = htpasswd("-B", "alice", PASSWORD).await;
-    dir.write(
-        "secret.yaml",
-        &[&opaque_secret(NS, "users", &[("auth", &line)])],
-    );
-    dir.write(
-        "ingress.yaml",
-        &[
-            &protected(
-                "private",
-                "private.test",
-                &[("auth-type", "basic"), ("auth-secret", "users")],
-            ),
-            &protected("open", "open.test", &[]),
-        ],
-    );
-    let ctl = Controller::start(dir.path(), &[]).await;
-    let credentials = format!(
-        "Basic {}",
-        support::controller::base64(format!("alice:{PASSWORD}").as_bytes())
-    );
-    let mut open = client::http_connection(ctl.addrs.http).await;
-    let mut private = client::http_connection(ctl.addrs.http).await;
-    let mut elapsed = [Duration::ZERO; 2];
-    for _ in 0..ROUNDS {
-        for (i, (sender, host)) in [(&mut open, "open.test"), (&mut private, "private.test")]
-            .into_iter()
-            .enumerate()
-        {
-            let started = std::time::Instant::now();
-            for _ in 0..REQUESTS {
-                let req = request("GET", host, "/").header("authorization", &credentials);
-                assert_eq!(sender.send(req).await.status, 200, "{host}");
-            }
-            elapsed[i] += started.elapsed();
-        }
-    }
-    let per_request = |d: Duration| d.as_secs_f64() * 1e6 / (ROUNDS * REQUESTS) as f64;
-    let (o, p) = (per_request(elapsed[0]), per_request(elapsed[1]));
-    println!(
-        "open route {o:.1} µs/request, basic-auth route {p:.1} µs/request, ratio {:.2}",
-        p / o
-    );
-}
-
 /// Browsers send a CORS preflight without credentials, so it is answered before authentication (as
 /// ingress-nginx does); the request it announces still needs the password.
 #[tokio::test]

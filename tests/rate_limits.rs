@@ -2,7 +2,8 @@
 //! requests through the real binary in manifest mode against a real backend: a burst beyond the
 //! limit is refused (503, or 429 when configured), other clients and whitelisted ones are not
 //! affected, the bucket refills, the client a trusted proxy reports is the one limited, buckets
-//! survive a configuration rebuild, and an invalid limit fails closed.
+//! survive a configuration rebuild, and an invalid limit fails closed. `limit-rate` paces a response
+//! body, after its first `limit-rate-after` kilobytes, which come at once.
 
 mod support;
 
@@ -255,6 +256,110 @@ async fn an_invalid_limit_fails_closed_with_503_and_is_reported() {
     }
     assert!(app.seen().is_empty(), "never served without the limit");
     assert_eq!(status_from(&ctl, 5, "fine.test", &[]).await, 200);
+    assert_eq!(
+        tools::problems_metric(ctl.addrs.admin)
+            .await
+            .get("invalid-annotation"),
+        Some(&1)
+    );
+}
+
+/// When each part of a response body arrived: (time since the response head, bytes so far).
+async fn download(ctl: &Controller, host: &str, path: &str) -> Vec<(Duration, usize)> {
+    use http_body_util::BodyExt;
+    let tcp = client::tcp(ctl.addrs.http, None).await.expect("connect");
+    let mut sender = Sender::http1(tcp).await.expect("handshake");
+    let mut resp = sender.send_streaming(request("GET", host, path)).await;
+    assert_eq!(resp.status(), 200, "{host}");
+    let started = std::time::Instant::now();
+    let mut seen = Vec::new();
+    let mut total = 0;
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), resp.body_mut().frame())
+        .await
+        .expect("the body keeps coming")
+    {
+        if let Ok(data) = frame.expect("body frame").into_data() {
+            total += data.len();
+            seen.push((started.elapsed(), total));
+        }
+    }
+    seen
+}
+
+/// 256 KiB from the backend, in four 64 KiB chunks.
+const QUARTER_MIB: &str = "/_echo/stream?chunks=4&size=65536";
+
+#[tokio::test]
+async fn limit_rate_paces_a_response_and_limit_rate_after_bytes_come_at_once() {
+    let dir = ManifestDir::new();
+    let _app = manifests::echo_service(&dir, NS, "app").await;
+    dir.write(
+        "ingresses.yaml",
+        &[
+            &ingress("slow", "slow.test", &[("limit-rate", "64")]),
+            &ingress(
+                "later",
+                "later.test",
+                &[("limit-rate", "64"), ("limit-rate-after", "128")],
+            ),
+            &ingress("open", "open.test", &[]),
+        ],
+    );
+    let ctl = Controller::start(dir.path(), &[]).await;
+    let took = |seen: &[(Duration, usize)]| {
+        let (t, total) = *seen.last().expect("some body");
+        assert_eq!(total, 256 * 1024, "the whole body");
+        t
+    };
+
+    let open = took(&download(&ctl, "open.test", QUARTER_MIB).await);
+    assert!(open < Duration::from_secs(1), "without a limit: {open:?}");
+
+    // 256 KiB at 64 KiB/s: 4 s (never sooner; a busy machine may add a little).
+    let (slow, later) = tokio::join!(
+        download(&ctl, "slow.test", QUARTER_MIB),
+        download(&ctl, "later.test", QUARTER_MIB)
+    );
+    let t = took(&slow);
+    assert!(
+        t >= Duration::from_millis(3900) && t < Duration::from_millis(5500),
+        "256 KiB at 64 KiB/s took {t:?}"
+    );
+    let halfway = slow.iter().find(|(_, n)| *n >= 128 * 1024).map(|(t, _)| *t);
+    assert!(
+        halfway.is_some_and(|h| h >= Duration::from_millis(1900)),
+        "evenly paced: the first 128 KiB after {halfway:?}"
+    );
+
+    // The first 128 KiB at once, the other 128 KiB at 64 KiB/s: 2 s.
+    let free = later
+        .iter()
+        .find(|(_, n)| *n >= 128 * 1024)
+        .map(|(t, _)| *t);
+    assert!(
+        free.is_some_and(|f| f < Duration::from_millis(500)),
+        "limit-rate-after bytes at once: after {free:?}"
+    );
+    let t = took(&later);
+    assert!(
+        t >= Duration::from_millis(1900) && t < Duration::from_millis(3500),
+        "the rest at 64 KiB/s took {t:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_limit_rate_fails_closed_with_503_and_is_reported() {
+    let dir = ManifestDir::new();
+    let app = manifests::echo_service(&dir, NS, "app").await;
+    dir.write(
+        "ingresses.yaml",
+        &[&ingress("broken", "broken.test", &[("limit-rate", "64k")])],
+    );
+    let ctl = Controller::start(dir.path(), &[]).await;
+    ctl.wait_for_log(&["Ingress web/broken", "limit-rate", "answers 503"])
+        .await;
+    assert_eq!(status_from(&ctl, 5, "broken.test", &[]).await, 503);
+    assert!(app.seen().is_empty(), "never served at full speed");
     assert_eq!(
         tools::problems_metric(ctl.addrs.admin)
             .await

@@ -11,6 +11,7 @@ use crate::settings::{ByteSize, Cidr, RedirectCode};
 
 mod cors;
 mod denylist;
+mod limit_rate;
 mod ratelimit;
 pub use cors::Cors;
 pub use denylist::DenyRange;
@@ -18,6 +19,7 @@ pub mod basic_auth;
 use basic_auth::BasicAuthAnnotation;
 pub mod external_auth;
 use external_auth::ExternalAuth;
+pub use limit_rate::{LimitRate, ResponseRate};
 pub use ratelimit::{RateLimit, RateLimits, Rates};
 
 pub const OWN_PREFIX: &str = "portcullis.io/";
@@ -69,6 +71,8 @@ pub const SUPPORTED: &[&str] = &[
     "limit-connections",
     "limit-whitelist",
     "limit-allowlist",
+    "limit-rate",
+    "limit-rate-after",
 ];
 
 /// ingress-nginx annotations that inject raw configuration; refused by design (they were the source of
@@ -141,6 +145,7 @@ pub struct IngressAnnotations {
     pub basic_auth: Option<BasicAuthAnnotation>,
     pub external_auth: Option<ExternalAuth>,
     pub rate_limit: Option<RateLimit>,
+    pub limit_rate: Option<LimitRate>,
 }
 
 impl Default for IngressAnnotations {
@@ -173,6 +178,7 @@ impl Default for IngressAnnotations {
             basic_auth: None,
             external_auth: None,
             rate_limit: None,
+            limit_rate: None,
         }
     }
 }
@@ -264,6 +270,7 @@ pub fn parse(
         basic_auth: basic_auth::parse(&mut r),
         external_auth: external_auth::parse(&mut r),
         rate_limit: r.rate_limit(),
+        limit_rate: r.limit_rate(),
     };
     r.report_unknown();
     (parsed, r.errors)

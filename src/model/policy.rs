@@ -7,7 +7,8 @@ use http::HeaderValue;
 use super::annotations::basic_auth::BasicAuthPolicy;
 use super::annotations::external_auth::ExternalAuth;
 use super::annotations::{
-    BackendProtocol, Cors, DenyRange, FixedRedirect, IngressAnnotations, RateLimit, SourceRange,
+    BackendProtocol, Cors, DenyRange, FixedRedirect, IngressAnnotations, LimitRate, RateLimit,
+    SourceRange,
 };
 use crate::settings::{RedirectCode, Settings};
 
@@ -30,6 +31,8 @@ pub struct Policy {
     /// `auth-url`: the auth service asked about every request.
     pub external_auth: Option<ExternalAuth>,
     pub rate_limit: Option<RateLimitPolicy>,
+    /// `limit-rate`: the bandwidth of each backend response.
+    pub limit_rate: Option<LimitRate>,
     pub upstream: UpstreamPolicy,
 }
 
@@ -92,6 +95,7 @@ impl Policy {
                 limit,
                 status: settings.limits.rate_limit_status.status(),
             }),
+            limit_rate: a.limit_rate,
             upstream: UpstreamPolicy {
                 protocol: a.backend_protocol,
                 connect_timeout: a.proxy_connect_timeout.unwrap_or(u.connect_timeout.0),

@@ -32,6 +32,10 @@ pub struct Guarded<B> {
     idle_timeout: Duration,
     /// Created on the first wait, so bodies that are already complete cost no timer.
     idle: Option<Pin<Box<Sleep>>>,
+    /// Whether `idle` runs for the current wait. It starts when the reader asks for data that is
+    /// not there, not when the last frame came: a reader that was away (a slow client, a paced
+    /// response) has not seen the body idle.
+    waiting: bool,
     limit: Option<u64>,
     seen: u64,
     /// Where the bytes seen are also counted, for metrics.
@@ -44,6 +48,7 @@ impl<B> Guarded<B> {
             inner,
             idle_timeout,
             idle: None,
+            waiting: false,
             limit,
             seen: 0,
             tally: None,
@@ -83,9 +88,7 @@ where
                         return Poll::Ready(Some(Err(BodyError::TooLarge(limit).into())));
                     }
                 }
-                if let Some(idle) = this.idle.as_mut() {
-                    idle.as_mut().reset(Instant::now() + this.idle_timeout);
-                }
+                this.waiting = false;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
@@ -95,6 +98,10 @@ where
                 let idle = this
                     .idle
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if !this.waiting {
+                    this.waiting = true;
+                    idle.as_mut().reset(Instant::now() + timeout);
+                }
                 match idle.as_mut().poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Idle(timeout).into()))),
                     Poll::Pending => Poll::Pending,
@@ -159,6 +166,36 @@ mod tests {
         assert_eq!(
             body_error(err.as_ref()),
             Some(BodyError::Idle(Duration::from_millis(50)))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_the_reader_spends_away_is_not_idle_time() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+            let chunk = rx.recv().await?;
+            Some((Ok::<_, BoxError>(Frame::data(chunk)), rx))
+        });
+        let mut body = Guarded::new(
+            StreamBody::new(Box::pin(frames)),
+            Duration::from_secs(1),
+            None,
+        );
+        let send_after = |ms, tx: tokio::sync::mpsc::Sender<Bytes>| {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                let _ = tx.send(Bytes::from_static(b"x")).await;
+            })
+        };
+        send_after(100, tx.clone());
+        assert!(body.frame().await.unwrap().is_ok(), "waited 100 ms");
+        // The reader is busy for longer than the idle timeout (a paced response, a slow client)…
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // …then asks again, and the backend answers within the timeout.
+        send_after(500, tx);
+        assert!(
+            body.frame().await.unwrap().is_ok(),
+            "waited 500 ms of a 1 s timeout"
         );
     }
 

@@ -23,6 +23,7 @@ use super::client::{
     ClientView, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PORT, X_FORWARDED_PROTO, first_value,
 };
 use super::connection::Connection;
+use super::limit_rate::Paced;
 use super::pool::{Http1Pool, POOL_IDLE_TIMEOUT};
 use super::response::{Body, SERVER};
 use super::tunnels::Tunnels;
@@ -197,7 +198,7 @@ impl Upstream {
         parts.version = Version::HTTP_11;
         Ok(Response::from_parts(
             parts,
-            Either::Left(Guarded::new(body, read_timeout, None)),
+            Either::Left(Paced::new(Guarded::new(body, read_timeout, None))),
         ))
     }
 }

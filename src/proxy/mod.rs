@@ -10,6 +10,7 @@ mod cors;
 mod external_auth;
 mod forward;
 mod framing;
+mod limit_rate;
 pub mod listener;
 mod pool;
 pub mod proxy_protocol;
@@ -26,6 +27,7 @@ use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::metrics::{Exchange, Measured, Metrics};
+use crate::model::annotations::LimitRate;
 use crate::model::{ConfigHandle, Policy, Route};
 use crate::vocab::hosts::normalize_host;
 use crate::vocab::request::{content_length, request_host};
@@ -62,10 +64,10 @@ impl Proxy {
             config,
             upstream,
             https_port,
+            rate_limiters: ratelimit::RateLimiters::start(metrics.rate_limit_entries()),
             metrics,
             basic_auth: basic_auth::BasicAuth::default(),
             external_auth: external_auth::ExternalAuthCheck::default(),
-            rate_limiters: ratelimit::RateLimiters::start(),
         }
     }
 
@@ -86,10 +88,11 @@ impl Proxy {
 
     /// Answers one request. The order follows ingress-nginx, whose users depend on it: redirects
     /// (fixed, HTTPS, www, app-root) first, then the source-range check (deny, then allow), the
-    /// rate limit, CORS preflights (before auth, as browsers send no credentials on them), the
-    /// body-size check, basic auth, external auth (`auth-url`), and the backend; HSTS is added to
-    /// HTTPS responses for hosts that have a certificate, CORS headers to every answer of a route
-    /// with CORS, the auth service's cookies to answers of a route with external auth.
+    /// rate limits, CORS preflights (before auth, as browsers send no credentials on them), the
+    /// body-size check, basic auth, external auth (`auth-url`), and the backend, whose response body
+    /// `limit-rate` paces; HSTS is added to HTTPS responses for hosts that have a certificate, CORS
+    /// headers to every answer of a route with CORS, the auth service's cookies to answers of a route
+    /// with external auth.
     async fn answer(
         &self,
         conn: &Connection,
@@ -234,6 +237,12 @@ impl Proxy {
                 ratelimit::Admission::Refuse(refused) => return Some(refused),
             }
         }
+        if policy.limit_rate == Some(LimitRate::Invalid) {
+            return Some(response::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the Ingress's response rate limit is invalid",
+            ));
+        }
         if let Some(preflight) = cors.and_then(cors::CorsAnswer::preflight) {
             return Some(preflight);
         }
@@ -303,8 +312,9 @@ impl Proxy {
         };
         let sent = std::time::Instant::now();
         match self.upstream.send(forward, req).await {
-            Ok(resp) => {
+            Ok(mut resp) => {
                 exchange.upstream_responded(sent.elapsed());
+                limit_rate::pace(resp.body_mut(), route.policy.limit_rate.as_ref());
                 resp
             }
             Err(e) => {

@@ -18,6 +18,7 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{Response, StatusCode};
+use prometheus::IntGauge;
 
 use super::response::{self, Body};
 use crate::model::NamespacedName;
@@ -126,8 +127,9 @@ impl Drop for InFlight {
 }
 
 impl RateLimiters {
-    /// The buckets, pruned every few seconds for as long as they are in use.
-    pub(super) fn start() -> Arc<RateLimiters> {
+    /// The buckets, pruned every few seconds for as long as they are in use; `entries` shows how
+    /// many per-client entries are left after each pruning.
+    pub(super) fn start(entries: IntGauge) -> Arc<RateLimiters> {
         let limiters = Arc::new(RateLimiters::default());
         let weak: Weak<RateLimiters> = Arc::downgrade(&limiters);
         tokio::spawn(async move {
@@ -138,7 +140,7 @@ impl RateLimiters {
                 let Some(limiters) = weak.upgrade() else {
                     return;
                 };
-                limiters.prune();
+                entries.set(i64::try_from(limiters.prune()).unwrap_or(i64::MAX));
             }
         });
         limiters
@@ -197,23 +199,30 @@ impl RateLimiters {
         found.unwrap_or_else(|| Arc::new(Buckets::new(rates)))
     }
 
-    /// Forgets idle clients, and Ingresses none of whose clients are left (deleted ones, say).
-    fn prune(&self) {
+    /// Forgets idle clients, and Ingresses none of whose clients are left (deleted ones, say);
+    /// returns how many per-client entries are left.
+    fn prune(&self) -> usize {
+        let mut left = 0;
         let emptied: Vec<NamespacedName> = self
             .table
             .load()
             .iter()
-            .filter(|(_, b)| b.prune() == 0)
+            .filter(|(_, b)| {
+                let n = b.prune();
+                left += n;
+                n == 0
+            })
             .map(|(ingress, _)| ingress.clone())
             .collect();
         if emptied.is_empty() {
-            return;
+            return left;
         }
         self.table.rcu(|table| {
             let mut table = HashMap::clone(table);
             table.retain(|ingress, _| !emptied.contains(ingress));
             table
         });
+        left
     }
 
     #[cfg(test)]
@@ -423,7 +432,7 @@ mod tests {
             assert!(grown < 64 << 20, "100,000 clients cost {grown} bytes");
         }
         std::thread::sleep(Duration::from_millis(50));
-        limiters.prune();
+        assert_eq!(limiters.prune(), 0, "pruning reports what is left");
         assert_eq!(limiters.clients(), 0);
         assert!(
             limiters.table.load().is_empty(),

@@ -6,9 +6,10 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 use super::body::Guarded;
+use super::limit_rate::Paced;
 
-/// A response body: streamed from a backend, or written by Portcullis.
-pub type Body = Either<Guarded<Incoming>, Full<Bytes>>;
+/// A response body: streamed from a backend (paced with `limit-rate`), or written by Portcullis.
+pub type Body = Either<Paced<Guarded<Incoming>>, Full<Bytes>>;
 
 pub const SERVER: HeaderValue = HeaderValue::from_static("portcullis");
 

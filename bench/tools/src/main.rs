@@ -13,6 +13,10 @@
 //!   serves its own certificate; prints milliseconds since T.
 //! - `idle addr=A sni=H n=N`: opens N TLS connections, one request each, prints `ready OK FAILED`, then
 //!   holds them until stdin closes.
+//! - `flood addr=A host=H n=N conns=C first=IP`: N plain HTTP/1.1 requests, each on its own connection
+//!   bound to its own loopback source address (`first`, `first`+1, … within 127.0.0.0/8), so the
+//!   server sees N distinct clients; at most C at once. Prints one JSON line: how many got 2xx, another
+//!   status, or no answer, and how long it took.
 //!
 //! The TLS client offers X25519 only and never resumes, like the OpenSSL 3.0 peers (wrk, h2load) the
 //! other measurements use.
@@ -60,6 +64,7 @@ fn main() {
             "probe-watch" => probe_watch(&opts).await,
             "probe-hosts" => probe_hosts(&opts).await,
             "idle" => idle(&opts).await,
+            "flood" => flood(&opts).await,
             _ => Err(format!(
                 "unknown command {command:?}; see the comment at the top of bench/tools/src/main.rs"
             )
@@ -628,4 +633,89 @@ async fn idle(opts: &Opts) -> Result<(), Error> {
     }
     drop(held);
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A flood of distinct client addresses
+
+async fn flood(opts: &Opts) -> Result<(), Error> {
+    let addr: SocketAddr = opts.str("addr", "127.0.0.1:80").parse()?;
+    let host = opts.str("host", "a.bench.test");
+    let n: u32 = opts.num("n", 1000);
+    let conns: usize = opts.num("conns", 32);
+    let first: std::net::Ipv4Addr = opts.str("first", "127.1.0.1").parse()?;
+    let first = u32::from(first);
+    // Every source address must stay inside 127.0.0.0/8, which Linux routes to the loopback device.
+    if first >> 24 != 127
+        || (first & 0x00ff_ffff)
+            .checked_add(n)
+            .is_none_or(|end| end > 0x0100_0000)
+    {
+        return Err("first..first+n must lie inside 127.0.0.0/8".into());
+    }
+    let request = Arc::new(format!(
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    ));
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..conns.max(1) {
+        let (next, request) = (next.clone(), request.clone());
+        workers.spawn(async move {
+            let (mut ok, mut other, mut failed) = (0u64, 0u64, 0u64);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= u64::from(n) {
+                    return (ok, other, failed);
+                }
+                // i < n, which was checked to fit with `first` in 127.0.0.0/8.
+                let source = std::net::Ipv4Addr::from(first + i as u32);
+                let one = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    one_request_from(source, addr, &request),
+                );
+                match one.await {
+                    Ok(Ok(status)) if (200..300).contains(&status) => ok += 1,
+                    Ok(Ok(_)) => other += 1,
+                    _ => failed += 1,
+                }
+            }
+        });
+    }
+    let (mut ok, mut other, mut failed) = (0, 0, 0);
+    while let Some(counts) = workers.join_next().await {
+        let (o, x, f) = counts?;
+        ok += o;
+        other += x;
+        failed += f;
+    }
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    println!(
+        "{}",
+        serde_json::json!({"sent": n, "ok": ok, "other_status": other, "failed": failed,
+                           "elapsed_ms": elapsed_ms})
+    );
+    Ok(())
+}
+
+/// One request on a new connection from `source`; the response's status code.
+async fn one_request_from(
+    source: std::net::Ipv4Addr,
+    addr: SocketAddr,
+    request: &str,
+) -> Result<u16, Error> {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source.into(), 0))?;
+    let mut stream = socket.connect(addr).await?;
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::with_capacity(512);
+    stream.read_to_end(&mut response).await?;
+    // "HTTP/1.1 200 OK"
+    let status = response
+        .get(9..12)
+        .and_then(|code| std::str::from_utf8(code).ok())
+        .and_then(|code| code.parse().ok())
+        .ok_or("no HTTP status line")?;
+    Ok(status)
 }
