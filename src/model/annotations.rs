@@ -16,6 +16,8 @@ pub use cors::Cors;
 pub use denylist::DenyRange;
 pub mod basic_auth;
 use basic_auth::BasicAuthAnnotation;
+pub mod client_cert;
+use client_cert::ClientCertAnnotation;
 pub use ratelimit::{RateLimit, RateLimits, Rates};
 
 pub const OWN_PREFIX: &str = "portcullis.io/";
@@ -67,6 +69,12 @@ pub const SUPPORTED: &[&str] = &[
     "limit-connections",
     "limit-whitelist",
     "limit-allowlist",
+    "auth-tls-secret",
+    "auth-tls-verify-client",
+    "auth-tls-verify-depth",
+    "auth-tls-pass-certificate-to-upstream",
+    "auth-tls-error-page",
+    "auth-tls-match-cn",
 ];
 
 /// ingress-nginx annotations that inject raw configuration; refused by design (they were the source of
@@ -138,6 +146,7 @@ pub struct IngressAnnotations {
     pub cors: Option<Cors>,
     pub basic_auth: Option<BasicAuthAnnotation>,
     pub rate_limit: Option<RateLimit>,
+    pub client_cert: Option<ClientCertAnnotation>,
 }
 
 impl Default for IngressAnnotations {
@@ -169,6 +178,7 @@ impl Default for IngressAnnotations {
             cors: None,
             basic_auth: None,
             rate_limit: None,
+            client_cert: None,
         }
     }
 }
@@ -259,6 +269,7 @@ pub fn parse(
         cors: r.cors(),
         basic_auth: basic_auth::parse(&mut r),
         rate_limit: r.rate_limit(),
+        client_cert: client_cert::parse(&mut r),
     };
     r.report_unknown();
     (parsed, r.errors)

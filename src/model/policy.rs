@@ -5,6 +5,7 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use super::annotations::basic_auth::BasicAuthPolicy;
+use super::annotations::client_cert::ClientCertPolicy;
 use super::annotations::{
     BackendProtocol, Cors, DenyRange, FixedRedirect, IngressAnnotations, RateLimit, SourceRange,
 };
@@ -27,6 +28,8 @@ pub struct Policy {
     /// Resolved by `build()` against the named Secret.
     pub basic_auth: Option<BasicAuthPolicy>,
     pub rate_limit: Option<RateLimitPolicy>,
+    /// Resolved by `build()` against the named Secret and the host's other Ingresses.
+    pub client_cert: Option<ClientCertPolicy>,
     pub upstream: UpstreamPolicy,
 }
 
@@ -84,6 +87,7 @@ impl Policy {
             deny_range: a.deny_range.clone(),
             cors: a.cors.clone(),
             basic_auth: None,
+            client_cert: None,
             rate_limit: a.rate_limit.clone().map(|limit| RateLimitPolicy {
                 limit,
                 status: settings.limits.rate_limit_status.status(),

@@ -5,6 +5,7 @@ mod access;
 mod basic_auth;
 mod body;
 mod client;
+mod client_cert;
 mod connection;
 mod cors;
 mod forward;
@@ -89,7 +90,7 @@ impl Proxy {
     async fn answer(
         &self,
         conn: &Connection,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         exchange: &mut Exchange<'_>,
     ) -> Response<Body> {
         let config = self.config.load_full();
@@ -135,13 +136,14 @@ impl Proxy {
             .filter(|_| conn.scheme == Scheme::Https && config.certs.find(host).is_some())
             .cloned();
         let cors = route.policy.cors.as_ref().map(|c| cors::evaluate(c, &req));
-        let local = match self.answer_locally(&client, &route, &req, cors.as_ref(), exchange) {
-            None => match &route.policy.basic_auth {
-                Some(auth) => self.basic_auth.check(auth, req.headers()).await,
-                None => None,
-            },
-            local => local,
-        };
+        let local =
+            match self.answer_locally(conn, &client, &route, &mut req, cors.as_ref(), exchange) {
+                None => match &route.policy.basic_auth {
+                    Some(auth) => self.basic_auth.check(auth, req.headers()).await,
+                    None => None,
+                },
+                local => local,
+            };
         let mut resp = match local {
             Some(resp) => {
                 if resp.status().is_redirection() {
@@ -169,9 +171,10 @@ impl Proxy {
     /// The responses Portcullis gives without asking a backend, if any applies.
     fn answer_locally(
         &self,
+        conn: &Connection,
         client: &ClientView,
         route: &Route,
-        req: &Request<Incoming>,
+        req: &mut Request<Incoming>,
         cors: Option<&cors::CorsAnswer>,
         exchange: &mut Exchange<'_>,
     ) -> Option<Response<Body>> {
@@ -212,6 +215,11 @@ impl Proxy {
                 ratelimit::Admission::Pass(None) => {}
                 ratelimit::Admission::Refuse(refused) => return Some(refused),
             }
+        }
+        if let Some(refused) =
+            client_cert::check(policy.client_cert.as_ref(), conn, req.headers_mut())
+        {
+            return Some(refused);
         }
         if let Some(preflight) = cors.and_then(cors::CorsAnswer::preflight) {
             return Some(preflight);

@@ -1,0 +1,263 @@
+//! The client-certificate step: a request on a route with `auth-tls-*` passes only with a certificate
+//! the route's CA accepts (unless `optional`/`optional_no_ca` say otherwise), and goes upstream with
+//! `ssl-client-verify`, `ssl-client-subject-dn`, `ssl-client-issuer-dn` and, when asked,
+//! `ssl-client-cert`. Copies of those headers sent by the client are always removed, on every route.
+//!
+//! As nginx: a missing or failed certificate is answered 400 after the handshake (or redirected to
+//! `auth-tls-error-page`), a subject that `auth-tls-match-cn` refuses 403. A request whose
+//! connection was not asked for a certificate (its SNI named another host, or none) is answered 421,
+//! so the client opens a connection for this host; an unusable policy answers 503.
+
+use base64::Engine as _;
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
+
+use super::connection::{ClientCertificate, Connection, Scheme};
+use super::response::{self, Body};
+use crate::model::annotations::client_cert::{ClientAuth, ClientCertPolicy, VerifyClient};
+
+pub const SSL_CLIENT_VERIFY: HeaderName = HeaderName::from_static("ssl-client-verify");
+pub const SSL_CLIENT_SUBJECT_DN: HeaderName = HeaderName::from_static("ssl-client-subject-dn");
+pub const SSL_CLIENT_ISSUER_DN: HeaderName = HeaderName::from_static("ssl-client-issuer-dn");
+pub const SSL_CLIENT_CERT: HeaderName = HeaderName::from_static("ssl-client-cert");
+
+/// Checks the request's connection against the route's policy. `None`: the request goes on, with the
+/// upstream headers set in `headers`; otherwise the answer.
+pub fn check(
+    policy: Option<&ClientCertPolicy>,
+    conn: &Connection,
+    headers: &mut HeaderMap,
+) -> Option<Response<Body>> {
+    for name in [
+        SSL_CLIENT_VERIFY,
+        SSL_CLIENT_SUBJECT_DN,
+        SSL_CLIENT_ISSUER_DN,
+        SSL_CLIENT_CERT,
+    ] {
+        headers.remove(name);
+    }
+    let auth = match policy? {
+        ClientCertPolicy::Enforce(auth) => auth,
+        ClientCertPolicy::Unavailable => {
+            return Some(response::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "client certificates cannot be checked for this host",
+            ));
+        }
+    };
+    let chain = match (&conn.client_cert, conn.scheme) {
+        (ClientCertificate::NotRequested, Scheme::Https) => {
+            return Some(response::error(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this host needs a client certificate: connect with its name in SNI",
+            ));
+        }
+        (ClientCertificate::NotRequested, Scheme::Http) => None,
+        (ClientCertificate::Requested(chain), _) => chain.as_deref().filter(|c| !c.is_empty()),
+    };
+    let outcome = match chain {
+        None => Outcome::None,
+        Some(chain) => verify(auth, chain),
+    };
+    match (&outcome, auth.settings.verify) {
+        (Outcome::None, VerifyClient::On) => {
+            return Some(refuse(auth, "No required SSL certificate was sent"));
+        }
+        (Outcome::Failed(..), VerifyClient::On | VerifyClient::Optional) => {
+            return Some(refuse(auth, "The SSL certificate error"));
+        }
+        _ => {}
+    }
+    let leaf = match &outcome {
+        Outcome::Success(leaf) | Outcome::Failed(leaf, _) => Some(leaf),
+        Outcome::None => None,
+    };
+    let names = leaf.and_then(|leaf| {
+        let (_, cert) = X509Certificate::from_der(leaf.as_ref()).ok()?;
+        Some((rfc2253(cert.subject()), rfc2253(cert.issuer())))
+    });
+    if let Some(pattern) = &auth.match_cn {
+        let subject = names.as_ref().map_or("", |(s, _)| s.as_str());
+        if !pattern.is_match(subject) {
+            return Some(response::error(
+                StatusCode::FORBIDDEN,
+                "client certificate unauthorized",
+            ));
+        }
+    }
+    let verify_value = match &outcome {
+        Outcome::Success(_) => HeaderValue::from_static("SUCCESS"),
+        Outcome::None => HeaderValue::from_static("NONE"),
+        Outcome::Failed(_, reason) => HeaderValue::from_str(&format!("FAILED:{reason}"))
+            .unwrap_or(HeaderValue::from_static("FAILED")),
+    };
+    headers.insert(SSL_CLIENT_VERIFY, verify_value);
+    if let Some((subject, issuer)) = names {
+        for (name, value) in [
+            (SSL_CLIENT_SUBJECT_DN, subject),
+            (SSL_CLIENT_ISSUER_DN, issuer),
+        ] {
+            if let Ok(value) = HeaderValue::from_str(&value)
+                && !value.is_empty()
+            {
+                headers.insert(name, value);
+            }
+        }
+    }
+    if auth.settings.pass_certificate
+        && let Some(leaf) = leaf
+        && let Ok(value) = HeaderValue::from_str(&escaped_pem(leaf))
+    {
+        headers.insert(SSL_CLIENT_CERT, value);
+    }
+    None
+}
+
+/// What the client's certificate amounts to under the route's CA.
+enum Outcome<'c> {
+    None,
+    Success(&'c CertificateDer<'static>),
+    /// The certificate, and nginx's wording of why it failed.
+    Failed(&'c CertificateDer<'static>, String),
+}
+
+/// Verifies the chain against the route's CA and revocation lists, at the current time. At most
+/// `auth-tls-verify-depth - 1` of the client's intermediates are used, which limits the chain length
+/// as nginx's depth does (webpki has no depth setting of its own).
+fn verify<'c>(auth: &ClientAuth, chain: &'c [CertificateDer<'static>]) -> Outcome<'c> {
+    let (leaf, intermediates) = match chain.split_first() {
+        Some(parts) => parts,
+        None => return Outcome::None,
+    };
+    let intermediates = &intermediates[..intermediates.len().min(auth.settings.depth - 1)];
+    match auth
+        .verifier
+        .verify_client_cert(leaf, intermediates, UnixTime::now())
+    {
+        Ok(_) => Outcome::Success(leaf),
+        Err(e) => Outcome::Failed(leaf, reason(&e)),
+    }
+}
+
+/// The reasons of OpenSSL's `X509_verify_cert_error_string`, which backends of ingress-nginx read in
+/// `ssl-client-verify`, for the common cases.
+fn reason(error: &rustls::Error) -> String {
+    use rustls::CertificateError as E;
+    match error {
+        rustls::Error::InvalidCertificate(e) => match e {
+            E::Expired | E::ExpiredContext { .. } => "certificate has expired".into(),
+            E::NotValidYet | E::NotValidYetContext { .. } => "certificate is not yet valid".into(),
+            E::Revoked => "certificate revoked".into(),
+            E::UnknownIssuer => "unable to get local issuer certificate".into(),
+            E::BadSignature => "certificate signature failure".into(),
+            E::UnknownRevocationStatus => "unable to get certificate CRL".into(),
+            other => format!("{other:?}"),
+        },
+        other => other.to_string(),
+    }
+}
+
+fn refuse(auth: &ClientAuth, message: &str) -> Response<Body> {
+    match &auth.error_page {
+        Some(location) => {
+            let mut resp = response::error(StatusCode::FOUND, message);
+            resp.headers_mut()
+                .insert(header::LOCATION, location.clone());
+            resp
+        }
+        None => response::error(StatusCode::BAD_REQUEST, message),
+    }
+}
+
+/// A distinguished name as nginx's `$ssl_client_s_dn` writes it (RFC 2253: most specific first,
+/// `,` between RDNs, special characters escaped).
+fn rfc2253(name: &X509Name<'_>) -> String {
+    let registry = x509_parser::objects::oid_registry();
+    let mut rdns: Vec<String> = name
+        .iter()
+        .map(|rdn| {
+            let parts: Vec<String> = rdn
+                .iter()
+                .map(|attr| {
+                    let key = x509_parser::objects::oid2abbrev(attr.attr_type(), registry)
+                        .map(str::to_string)
+                        .unwrap_or_else(|_| attr.attr_type().to_id_string());
+                    let value = match attr.as_str() {
+                        Ok(v) => escape_dn_value(v),
+                        Err(_) => format!(
+                            "#{}",
+                            attr.attr_value()
+                                .data
+                                .iter()
+                                .map(|b| format!("{b:02x}"))
+                                .collect::<String>()
+                        ),
+                    };
+                    format!("{key}={value}")
+                })
+                .collect();
+            parts.join("+")
+        })
+        .collect();
+    rdns.reverse();
+    rdns.join(",")
+}
+
+fn escape_dn_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && matches!(c, '#' | ' '))
+            || (i == last && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The certificate as PEM, URL-escaped as nginx's `$ssl_client_escaped_cert` (every byte but
+/// letters, digits and `-._~` as `%XX`).
+fn escaped_pem(cert: &CertificateDer<'_>) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    let mut out = String::with_capacity(pem.len() * 3 / 2);
+    for b in pem.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dn_values_are_escaped_as_rfc_2253() {
+        assert_eq!(escape_dn_value("Acme, Inc."), "Acme\\, Inc.");
+        assert_eq!(escape_dn_value(" lead#"), "\\ lead#");
+        assert_eq!(escape_dn_value("#x "), "\\#x\\ ");
+        assert_eq!(escape_dn_value("a+b;c"), "a\\+b\\;c");
+    }
+
+    #[test]
+    fn pem_is_url_escaped() {
+        let escaped = escaped_pem(&CertificateDer::from(vec![0xfb, 0xff]));
+        assert_eq!(
+            escaped,
+            "-----BEGIN%20CERTIFICATE-----%0A%2B%2F8%3D%0A-----END%20CERTIFICATE-----%0A"
+        );
+    }
+}
