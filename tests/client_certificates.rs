@@ -691,3 +691,83 @@ async fn ingresses_that_disagree_on_a_host_fail_closed_for_that_host() {
     assert_eq!(reached(&app, "/denied"), Vec::<String>::new());
     assert_eq!(reached(&app, "/admin"), Vec::<String>::new());
 }
+
+/// One `openssl s_client` connection to `host` with alice's certificate, `GET /path` on it, and
+/// `flags` (e.g. `-sess_out FILE`); its stdout.
+async fn s_client_get(
+    ctl: &Controller,
+    pki: &Pki,
+    host: &str,
+    path: &str,
+    flags: &[&str],
+) -> String {
+    let mut args: Vec<String> = [
+        "s_client",
+        "-connect",
+        &ctl.addrs.https.to_string(),
+        "-servername",
+        host,
+        "-ign_eof",
+        "-cert",
+        &pki.path("alice.crt").display().to_string(),
+        "-key",
+        &pki.path("alice.key").display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(flags.iter().map(|f| f.to_string()));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let out = tools::run_with_input(
+        "openssl",
+        &args,
+        request.as_bytes(),
+        std::time::Duration::from_secs(15),
+    )
+    .await;
+    out.stdout
+}
+
+#[tokio::test]
+async fn resumed_sessions_keep_their_certificate_and_are_checked_again() {
+    let pki = pki();
+    let ingresses = [ingress(
+        "strict",
+        "strict.test",
+        &[("auth-tls-secret", "client-ca")],
+    )];
+    let (dir, app) = setup(
+        &pki,
+        &["strict.test"],
+        &ingresses.iter().collect::<Vec<_>>(),
+    )
+    .await;
+    let ctl = Controller::start(dir.path(), &[]).await;
+    for (version, name) in [("-tls1_3", "TLSv1.3"), ("-tls1_2", "TLSv1.2")] {
+        let scratch = tempfile::tempdir().expect("session dir");
+        let file = scratch.path().join("session.pem").display().to_string();
+        let first = s_client_get(
+            &ctl,
+            &pki,
+            "strict.test",
+            "/ok-first",
+            &[version, "-sess_out", &file],
+        )
+        .await;
+        assert!(first.contains(&format!("New, {name}")), "{first}");
+        assert!(first.contains("HTTP/1.1 200 OK"), "{first}");
+        let second = s_client_get(
+            &ctl,
+            &pki,
+            "strict.test",
+            "/ok-resumed",
+            &[version, "-sess_in", &file],
+        )
+        .await;
+        assert!(second.contains(&format!("Reused, {name}")), "{second}");
+        assert!(
+            second.contains("HTTP/1.1 200 OK"),
+            "the resumed session still has alice's certificate: {second}"
+        );
+    }
+    assert_eq!(reached(&app, "/ok-resumed").len(), 2);
+}

@@ -243,6 +243,103 @@ fn escaped_pem(cert: &CertificateDer<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::annotations::client_cert::{
+        ClientCertAnnotation, ClientCertSettings, resolve,
+    };
+    use std::sync::Arc;
+
+    fn ca_params(cn: &str) -> rcgen::CertificateParams {
+        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params
+    }
+
+    /// A root CA's PEM, and a client chain (leaf, intermediate) issued below it.
+    fn chain() -> (String, Vec<CertificateDer<'static>>) {
+        let root = rcgen::CertifiedIssuer::self_signed(
+            ca_params("Root"),
+            rcgen::KeyPair::generate().unwrap(),
+        )
+        .unwrap();
+        let intermediate = rcgen::CertifiedIssuer::signed_by(
+            ca_params("Intermediate"),
+            rcgen::KeyPair::generate().unwrap(),
+            &root,
+        )
+        .unwrap();
+        let mut leaf = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        leaf.distinguished_name
+            .push(rcgen::DnType::CommonName, "alice, the \"admin\"");
+        leaf.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Shop");
+        let leaf = leaf
+            .signed_by(&rcgen::KeyPair::generate().unwrap(), &intermediate)
+            .unwrap();
+        (
+            root.pem(),
+            vec![leaf.der().clone(), intermediate.der().clone()],
+        )
+    }
+
+    fn auth(ca: &str, depth: usize) -> Arc<ClientAuth> {
+        let annotation = ClientCertAnnotation::Verify(ClientCertSettings {
+            secret_namespace: None,
+            secret_name: "ca".into(),
+            verify: VerifyClient::On,
+            depth,
+            pass_certificate: false,
+            error_page: None,
+            match_cn: None,
+        });
+        let mut secret = k8s_openapi::api::core::v1::Secret::default();
+        secret.data = Some(
+            [(
+                "ca.crt".to_string(),
+                k8s_openapi::ByteString(ca.as_bytes().to_vec()),
+            )]
+            .into(),
+        );
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        match resolve(&annotation, "ns", &provider, |_, _| Some(&secret)) {
+            Ok(ClientCertPolicy::Enforce(auth)) => auth,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn verify_depth_limits_the_chain() {
+        let (root, chain) = chain();
+        assert!(matches!(
+            verify(&auth(&root, 1), &chain),
+            Outcome::Failed(_, reason) if reason == "unable to get local issuer certificate"
+        ));
+        assert!(matches!(
+            verify(&auth(&root, 2), &chain),
+            Outcome::Success(_)
+        ));
+        assert!(matches!(
+            verify(&auth(&root, 3), &chain),
+            Outcome::Success(_)
+        ));
+        assert!(
+            matches!(verify(&auth(&root, 2), &chain[..1]), Outcome::Failed(..)),
+            "the intermediate must be sent"
+        );
+    }
+
+    #[test]
+    fn distinguished_names_read_most_specific_first() {
+        let (_, chain) = chain();
+        let (_, cert) = X509Certificate::from_der(chain[0].as_ref()).unwrap();
+        assert_eq!(
+            rfc2253(cert.subject()),
+            "O=Shop,CN=alice\\, the \\\"admin\\\""
+        );
+        assert_eq!(rfc2253(cert.issuer()), "CN=Intermediate");
+    }
 
     #[test]
     fn dn_values_are_escaped_as_rfc_2253() {
