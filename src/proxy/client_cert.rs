@@ -294,14 +294,16 @@ mod tests {
             error_page: None,
             match_cn: None,
         });
-        let mut secret = k8s_openapi::api::core::v1::Secret::default();
-        secret.data = Some(
-            [(
-                "ca.crt".to_string(),
-                k8s_openapi::ByteString(ca.as_bytes().to_vec()),
-            )]
-            .into(),
-        );
+        let secret = k8s_openapi::api::core::v1::Secret {
+            data: Some(
+                [(
+                    "ca.crt".to_string(),
+                    k8s_openapi::ByteString(ca.as_bytes().to_vec()),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        };
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         match resolve(&annotation, "ns", &provider, |_, _| Some(&secret)) {
             Ok(ClientCertPolicy::Enforce(auth)) => auth,
