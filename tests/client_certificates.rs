@@ -771,3 +771,98 @@ async fn resumed_sessions_keep_their_certificate_and_are_checked_again() {
     }
     assert_eq!(reached(&app, "/ok-resumed").len(), 2);
 }
+
+/// A keep-alive HTTP/1.1 connection with rustls as the client, sending alice's certificate when asked.
+async fn rustls_connection(ctl: &Controller, pki: &Pki, host: &str) -> Sender {
+    let conn = TlsClient::new()
+        .sni(host)
+        .client_cert(&pki.read("alice.crt"), &pki.read("alice.key"))
+        .connect(ctl.addrs.https)
+        .await
+        .unwrap_or_else(|e| panic!("{host}: {e}"));
+    conn.http().await
+}
+
+#[tokio::test]
+async fn rustls_clients_are_verified_too() {
+    let pki = pki();
+    let ingresses = [ingress(
+        "strict",
+        "strict.test",
+        &[("auth-tls-secret", "client-ca")],
+    )];
+    let (dir, _app) = setup(
+        &pki,
+        &["strict.test"],
+        &ingresses.iter().collect::<Vec<_>>(),
+    )
+    .await;
+    let ctl = Controller::start(dir.path(), &[]).await;
+    let mut alice = rustls_connection(&ctl, &pki, "strict.test").await;
+    for _ in 0..3 {
+        let r = alice.send(request("GET", "strict.test", "/ok")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.echo().header("Ssl-Client-Subject-Dn"), Some("CN=alice"));
+    }
+    let mut anonymous = TlsClient::new()
+        .sni("strict.test")
+        .connect(ctl.addrs.https)
+        .await
+        .unwrap()
+        .http()
+        .await;
+    assert_eq!(
+        anonymous
+            .send(request("GET", "strict.test", "/denied"))
+            .await
+            .status,
+        400
+    );
+}
+
+/// Benchmark note, not a timed test (run with `--ignored --nocapture`): the steady-state cost of a
+/// route with client certificates (verified on every request) against an open route to the same
+/// backend, one keep-alive TLS connection each, rounds interleaved.
+#[tokio::test]
+#[ignore]
+async fn benchmark_client_certificate_route_against_an_open_route() {
+    const ROUNDS: usize = 5;
+    const REQUESTS: usize = 1000;
+    let pki = pki();
+    let ingresses = [
+        ingress("strict", "strict.test", &[("auth-tls-secret", "client-ca")]),
+        ingress("open", "open.test", &[]),
+    ];
+    let (dir, _app) = setup(
+        &pki,
+        &["strict.test", "open.test"],
+        &ingresses.iter().collect::<Vec<_>>(),
+    )
+    .await;
+    let ctl = Controller::start(dir.path(), &[]).await;
+    let mut open = rustls_connection(&ctl, &pki, "open.test").await;
+    let mut strict = rustls_connection(&ctl, &pki, "strict.test").await;
+    let mut elapsed = [std::time::Duration::ZERO; 2];
+    for _ in 0..ROUNDS {
+        for (i, (sender, host)) in [(&mut open, "open.test"), (&mut strict, "strict.test")]
+            .into_iter()
+            .enumerate()
+        {
+            let started = std::time::Instant::now();
+            for _ in 0..REQUESTS {
+                assert_eq!(
+                    sender.send(request("GET", host, "/")).await.status,
+                    200,
+                    "{host}"
+                );
+            }
+            elapsed[i] += started.elapsed();
+        }
+    }
+    let per_request = |d: std::time::Duration| d.as_secs_f64() * 1e6 / (ROUNDS * REQUESTS) as f64;
+    let (o, s) = (per_request(elapsed[0]), per_request(elapsed[1]));
+    println!(
+        "open route {o:.1} µs/request, client-certificate route {s:.1} µs/request, ratio {:.2}",
+        s / o
+    );
+}

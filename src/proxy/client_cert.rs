@@ -8,12 +8,15 @@
 //! connection was not asked for a certificate (its SNI named another host, or none) is answered 421,
 //! so the client opens a connection for this host; an unusable policy answers 503.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
 use base64::Engine as _;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 
-use super::connection::{ClientCertificate, Connection, Scheme};
 use super::response::{self, Body};
 use crate::model::annotations::client_cert::{ClientAuth, ClientCertPolicy, VerifyClient};
 
@@ -22,11 +25,96 @@ pub const SSL_CLIENT_SUBJECT_DN: HeaderName = HeaderName::from_static("ssl-clien
 pub const SSL_CLIENT_ISSUER_DN: HeaderName = HeaderName::from_static("ssl-client-issuer-dn");
 pub const SSL_CLIENT_CERT: HeaderName = HeaderName::from_static("ssl-client-cert");
 
+/// What the TLS handshake learnt about a client certificate, and the connection's last check of it.
+/// It is only checked against a CA per request, since the CA depends on the route.
+#[derive(Debug, Default)]
+pub struct ClientCertificate {
+    /// Whether the handshake asked for one (its server name needed it).
+    requested: bool,
+    /// The chain the client sent, its own certificate first.
+    chain: Option<Arc<[CertificateDer<'static>]>>,
+    /// The last check, reused by the connection's next requests under the same policy while the
+    /// certificate is valid: verification and DN formatting cost more than the rest of a request.
+    memo: ArcSwapOption<Memo>,
+}
+
+impl ClientCertificate {
+    /// Plain HTTP, or a handshake whose server name needed no certificate.
+    pub fn not_requested() -> ClientCertificate {
+        ClientCertificate::default()
+    }
+
+    /// A handshake that asked for a certificate, and the chain the client sent, if any.
+    pub fn requested(chain: Option<&[CertificateDer<'static>]>) -> ClientCertificate {
+        ClientCertificate {
+            requested: true,
+            chain: chain.filter(|c| !c.is_empty()).map(Arc::from),
+            memo: ArcSwapOption::empty(),
+        }
+    }
+
+    /// The check of this certificate under `auth`, remembered for the connection's next requests.
+    fn checked(&self, auth: &Arc<ClientAuth>) -> Arc<Checked> {
+        let now = UnixTime::now();
+        if let Some(memo) = self.memo.load().as_ref()
+            && Arc::ptr_eq(&memo.auth, auth)
+            && memo.valid_until.is_none_or(|until| now < until)
+        {
+            return memo.checked.clone();
+        }
+        let (checked, valid_until) = examine(auth, self.chain.as_deref(), now);
+        let checked = Arc::new(checked);
+        if checked.verdict != Verdict::Failed {
+            self.memo.store(Some(Arc::new(Memo {
+                auth: auth.clone(),
+                checked: checked.clone(),
+                valid_until,
+            })));
+        }
+        checked
+    }
+}
+
+impl Clone for ClientCertificate {
+    fn clone(&self) -> Self {
+        ClientCertificate {
+            requested: self.requested,
+            chain: self.chain.clone(),
+            memo: ArcSwapOption::empty(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Memo {
+    auth: Arc<ClientAuth>,
+    checked: Arc<Checked>,
+    /// When a verified certificate expires; `None` when there is none.
+    valid_until: Option<UnixTime>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    None,
+    Success,
+    Failed,
+}
+
+/// One certificate checked under one policy: the verdict and what goes upstream.
+#[derive(Debug)]
+struct Checked {
+    verdict: Verdict,
+    /// The subject DN (`""` without a certificate), for `auth-tls-match-cn`.
+    subject: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
 /// Checks the request's connection against the route's policy. `None`: the request goes on, with the
 /// upstream headers set in `headers`; otherwise the answer.
 pub fn check(
     policy: Option<&ClientCertPolicy>,
-    conn: &Connection,
+    cert: &ClientCertificate,
+    https: bool,
     headers: &mut HeaderMap,
 ) -> Option<Response<Body>> {
     for name in [
@@ -46,72 +134,94 @@ pub fn check(
             ));
         }
     };
-    let chain = match (&conn.client_cert, conn.scheme) {
-        (ClientCertificate::NotRequested, Scheme::Https) => {
-            return Some(response::error(
-                StatusCode::MISDIRECTED_REQUEST,
-                "this host needs a client certificate: connect with its name in SNI",
-            ));
-        }
-        (ClientCertificate::NotRequested, Scheme::Http) => None,
-        (ClientCertificate::Requested(chain), _) => chain.as_deref().filter(|c| !c.is_empty()),
-    };
-    let outcome = match chain {
-        None => Outcome::None,
-        Some(chain) => verify(auth, chain),
-    };
-    match (&outcome, auth.settings.verify) {
-        (Outcome::None, VerifyClient::On) => {
+    if https && !cert.requested {
+        return Some(response::error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this host needs a client certificate: connect with its name in SNI",
+        ));
+    }
+    let checked = cert.checked(auth);
+    match (checked.verdict, auth.settings.verify) {
+        (Verdict::None, VerifyClient::On) => {
             return Some(refuse(auth, "No required SSL certificate was sent"));
         }
-        (Outcome::Failed(..), VerifyClient::On | VerifyClient::Optional) => {
+        (Verdict::Failed, VerifyClient::On | VerifyClient::Optional) => {
             return Some(refuse(auth, "The SSL certificate error"));
         }
         _ => {}
     }
-    let leaf = match &outcome {
-        Outcome::Success(leaf) | Outcome::Failed(leaf, _) => Some(leaf),
-        Outcome::None => None,
-    };
-    let names = leaf.and_then(|leaf| {
-        let (_, cert) = X509Certificate::from_der(leaf.as_ref()).ok()?;
-        Some((rfc2253(cert.subject()), rfc2253(cert.issuer())))
-    });
-    if let Some(pattern) = &auth.match_cn {
-        let subject = names.as_ref().map_or("", |(s, _)| s.as_str());
-        if !pattern.is_match(subject) {
-            return Some(response::error(
-                StatusCode::FORBIDDEN,
-                "client certificate unauthorized",
-            ));
-        }
+    if let Some(pattern) = &auth.match_cn
+        && !pattern.is_match(&checked.subject)
+    {
+        return Some(response::error(
+            StatusCode::FORBIDDEN,
+            "client certificate unauthorized",
+        ));
     }
-    let verify_value = match &outcome {
-        Outcome::Success(_) => HeaderValue::from_static("SUCCESS"),
-        Outcome::None => HeaderValue::from_static("NONE"),
-        Outcome::Failed(_, reason) => HeaderValue::from_str(&format!("FAILED:{reason}"))
-            .unwrap_or(HeaderValue::from_static("FAILED")),
+    for (name, value) in &checked.headers {
+        headers.insert(name, value.clone());
+    }
+    None
+}
+
+/// Verifies `chain` under `auth` at `now`: the verdict, the upstream headers, and when a verified
+/// certificate expires.
+fn examine(
+    auth: &ClientAuth,
+    chain: Option<&[CertificateDer<'static>]>,
+    now: UnixTime,
+) -> (Checked, Option<UnixTime>) {
+    let outcome = match chain {
+        None => Outcome::None,
+        Some(chain) => verify(auth, chain, now),
     };
-    headers.insert(SSL_CLIENT_VERIFY, verify_value);
-    if let Some((subject, issuer)) = names {
+    let (verdict, verify_value, leaf) = match &outcome {
+        Outcome::None => (Verdict::None, HeaderValue::from_static("NONE"), None),
+        Outcome::Success(leaf) => (
+            Verdict::Success,
+            HeaderValue::from_static("SUCCESS"),
+            Some(*leaf),
+        ),
+        Outcome::Failed(leaf, reason) => (
+            Verdict::Failed,
+            HeaderValue::from_str(&format!("FAILED:{reason}"))
+                .unwrap_or(HeaderValue::from_static("FAILED")),
+            Some(*leaf),
+        ),
+    };
+    let mut headers = vec![(SSL_CLIENT_VERIFY, verify_value)];
+    let mut subject = String::new();
+    let mut valid_until = None;
+    if let Some(leaf) = leaf
+        && let Ok((_, cert)) = X509Certificate::from_der(leaf.as_ref())
+    {
+        subject = rfc2253(cert.subject());
         for (name, value) in [
-            (SSL_CLIENT_SUBJECT_DN, subject),
-            (SSL_CLIENT_ISSUER_DN, issuer),
+            (SSL_CLIENT_SUBJECT_DN, &subject),
+            (SSL_CLIENT_ISSUER_DN, &rfc2253(cert.issuer())),
         ] {
-            if let Ok(value) = HeaderValue::from_str(&value)
+            if let Ok(value) = HeaderValue::from_str(value)
                 && !value.is_empty()
             {
-                headers.insert(name, value);
+                headers.push((name, value));
             }
         }
+        valid_until = u64::try_from(cert.validity().not_after.timestamp())
+            .ok()
+            .map(|secs| UnixTime::since_unix_epoch(Duration::from_secs(secs)));
     }
     if auth.settings.pass_certificate
         && let Some(leaf) = leaf
         && let Ok(value) = HeaderValue::from_str(&escaped_pem(leaf))
     {
-        headers.insert(SSL_CLIENT_CERT, value);
+        headers.push((SSL_CLIENT_CERT, value));
     }
-    None
+    let checked = Checked {
+        verdict,
+        subject,
+        headers,
+    };
+    (checked, valid_until.filter(|_| verdict == Verdict::Success))
 }
 
 /// What the client's certificate amounts to under the route's CA.
@@ -125,16 +235,17 @@ enum Outcome<'c> {
 /// Verifies the chain against the route's CA and revocation lists, at the current time. At most
 /// `auth-tls-verify-depth - 1` of the client's intermediates are used, which limits the chain length
 /// as nginx's depth does (webpki has no depth setting of its own).
-fn verify<'c>(auth: &ClientAuth, chain: &'c [CertificateDer<'static>]) -> Outcome<'c> {
+fn verify<'c>(
+    auth: &ClientAuth,
+    chain: &'c [CertificateDer<'static>],
+    now: UnixTime,
+) -> Outcome<'c> {
     let (leaf, intermediates) = match chain.split_first() {
         Some(parts) => parts,
         None => return Outcome::None,
     };
     let intermediates = &intermediates[..intermediates.len().min(auth.settings.depth - 1)];
-    match auth
-        .verifier
-        .verify_client_cert(leaf, intermediates, UnixTime::now())
-    {
+    match auth.verifier.verify_client_cert(leaf, intermediates, now) {
         Ok(_) => Outcome::Success(leaf),
         Err(e) => Outcome::Failed(leaf, reason(&e)),
     }
@@ -246,7 +357,6 @@ mod tests {
     use crate::model::annotations::client_cert::{
         ClientCertAnnotation, ClientCertSettings, resolve,
     };
-    use std::sync::Arc;
 
     fn ca_params(cn: &str) -> rcgen::CertificateParams {
         let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
@@ -315,21 +425,51 @@ mod tests {
     fn verify_depth_limits_the_chain() {
         let (root, chain) = chain();
         assert!(matches!(
-            verify(&auth(&root, 1), &chain),
+            verify(&auth(&root, 1), &chain, UnixTime::now()),
             Outcome::Failed(_, reason) if reason == "unable to get local issuer certificate"
         ));
         assert!(matches!(
-            verify(&auth(&root, 2), &chain),
+            verify(&auth(&root, 2), &chain, UnixTime::now()),
             Outcome::Success(_)
         ));
         assert!(matches!(
-            verify(&auth(&root, 3), &chain),
+            verify(&auth(&root, 3), &chain, UnixTime::now()),
             Outcome::Success(_)
         ));
         assert!(
-            matches!(verify(&auth(&root, 2), &chain[..1]), Outcome::Failed(..)),
+            matches!(
+                verify(&auth(&root, 2), &chain[..1], UnixTime::now()),
+                Outcome::Failed(..)
+            ),
             "the intermediate must be sent"
         );
+    }
+
+    #[test]
+    fn a_remembered_check_is_only_reused_under_the_same_policy() {
+        let (other_root, _) = chain();
+        let (root, chain) = chain();
+        let cert = ClientCertificate::requested(Some(&chain));
+        let ours = ClientCertPolicy::Enforce(auth(&root, 2));
+        let theirs = ClientCertPolicy::Enforce(auth(&other_root, 2));
+        let status = |policy: &ClientCertPolicy| {
+            let mut headers = HeaderMap::new();
+            match check(Some(policy), &cert, true, &mut headers) {
+                Some(refused) => refused.status().as_u16(),
+                None => {
+                    assert_eq!(headers[&SSL_CLIENT_VERIFY], "SUCCESS");
+                    200
+                }
+            }
+        };
+        assert_eq!(status(&ours), 200);
+        assert_eq!(status(&ours), 200, "remembered");
+        assert_eq!(status(&theirs), 400, "another CA checks again");
+        assert_eq!(status(&ours), 200);
+        let plain = ClientCertificate::not_requested();
+        let mut headers = HeaderMap::new();
+        let refused = check(Some(&ours), &plain, true, &mut headers).map(|r| r.status());
+        assert_eq!(refused, Some(StatusCode::MISDIRECTED_REQUEST));
     }
 
     #[test]

@@ -1,9 +1,8 @@
 //! What the proxy knows about one client connection before its first request.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use rustls::pki_types::CertificateDer;
+pub use super::client_cert::ClientCertificate;
 
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,14 +30,4 @@ pub struct Connection {
     pub local: SocketAddr,
     pub scheme: Scheme,
     pub client_cert: ClientCertificate,
-}
-
-/// What the TLS handshake learnt about a client certificate. It is only checked against a CA per
-/// request (`client_cert`), since the CA depends on the route.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientCertificate {
-    /// Plain HTTP, or the handshake's server name needed none.
-    NotRequested,
-    /// Asked for; the chain the client sent (its own certificate first), if any.
-    Requested(Option<Arc<[CertificateDer<'static>]>>),
 }

@@ -285,7 +285,7 @@ impl Accepted {
         drop(reading);
         // TLS first: the connection's facts include the client certificate the handshake received.
         let (io, client_cert) = match tls {
-            None => (Io::Plain(tcp), ClientCertificate::NotRequested),
+            None => (Io::Plain(tcp), ClientCertificate::not_requested()),
             Some(configs) => {
                 let started = Instant::now();
                 match tokio::time::timeout(handshake_timeout, handshake(&configs, tcp)).await {
@@ -395,14 +395,8 @@ async fn handshake(
     let (config, requested) = configs.for_hello(&start.client_hello());
     let stream = start.into_stream(config).await?;
     let client_cert = match requested {
-        false => ClientCertificate::NotRequested,
-        true => ClientCertificate::Requested(
-            stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .map(|chain| chain.to_vec().into()),
-        ),
+        false => ClientCertificate::not_requested(),
+        true => ClientCertificate::requested(stream.get_ref().1.peer_certificates()),
     };
     Ok((stream, client_cert))
 }

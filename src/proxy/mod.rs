@@ -216,9 +216,12 @@ impl Proxy {
                 ratelimit::Admission::Refuse(refused) => return Some(refused),
             }
         }
-        if let Some(refused) =
-            client_cert::check(policy.client_cert.as_ref(), conn, req.headers_mut())
-        {
+        if let Some(refused) = client_cert::check(
+            policy.client_cert.as_ref(),
+            &conn.client_cert,
+            conn.scheme == Scheme::Https,
+            req.headers_mut(),
+        ) {
             return Some(refused);
         }
         if let Some(preflight) = cors.and_then(cors::CorsAnswer::preflight) {
