@@ -63,6 +63,7 @@ pub fn build(
         settings: &options.settings,
         www_aliases: Vec::new(),
         client_cert_conflicts: HashSet::new(),
+        client_cert_policies: HashMap::new(),
     };
     b.default_certificate(options);
 
@@ -187,6 +188,8 @@ struct Builder<'a> {
     www_aliases: Vec<(Box<str>, NamespacedName, Arc<Policy>, bool)>,
     /// Hosts whose Ingresses disagree on client certificates (see `client_cert`).
     client_cert_conflicts: HashSet<HostKey>,
+    /// Resolved client-certificate settings of this build, so Ingresses sharing a CA parse it once.
+    client_cert_policies: client_cert::Resolved,
 }
 
 impl Builder<'_> {

@@ -57,10 +57,20 @@ impl ClientCertificate {
     fn checked(&self, auth: &Arc<ClientAuth>) -> Arc<Checked> {
         let now = UnixTime::now();
         if let Some(memo) = self.memo.load().as_ref()
-            && Arc::ptr_eq(&memo.auth, auth)
             && memo.valid_until.is_none_or(|until| now < until)
         {
-            return memo.checked.clone();
+            if Arc::ptr_eq(&memo.auth, auth) {
+                return memo.checked.clone();
+            }
+            // A new configuration generation with the same CA and settings: still the same check.
+            if *memo.auth == **auth {
+                self.memo.store(Some(Arc::new(Memo {
+                    auth: auth.clone(),
+                    checked: memo.checked.clone(),
+                    valid_until: memo.valid_until,
+                })));
+                return memo.checked.clone();
+            }
         }
         let (checked, valid_until) = examine(auth, self.chain.as_deref(), now);
         let checked = Arc::new(checked);
@@ -466,6 +476,10 @@ mod tests {
         assert_eq!(status(&ours), 200, "remembered");
         assert_eq!(status(&theirs), 400, "another CA checks again");
         assert_eq!(status(&ours), 200);
+        let rebuilt = ClientCertPolicy::Enforce(auth(&root, 2));
+        assert_eq!(status(&rebuilt), 200, "the same CA in a new generation");
+        let deeper = ClientCertPolicy::Enforce(auth(&root, 1));
+        assert_eq!(status(&deeper), 400, "other settings check again");
         let plain = ClientCertificate::not_requested();
         let mut headers = HeaderMap::new();
         let refused = check(Some(&ours), &plain, true, &mut headers).map(|r| r.status());

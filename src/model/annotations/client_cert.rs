@@ -37,7 +37,7 @@ pub const CRL_KEY: &str = "ca.crl";
 const MAX_DEPTH: usize = 10;
 
 /// `auth-tls-verify-client` (`off` means no client-certificate policy at all).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VerifyClient {
     /// A valid certificate is required (the default).
     On,
@@ -48,7 +48,7 @@ pub enum VerifyClient {
 }
 
 /// What the annotations ask for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ClientCertAnnotation {
     Verify(ClientCertSettings),
     /// The annotations are invalid (already reported).
@@ -56,7 +56,7 @@ pub enum ClientCertAnnotation {
 }
 
 /// The settings of a valid `auth-tls-*` family.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientCertSettings {
     /// `None`: the Ingress's namespace.
     pub secret_namespace: Option<String>,

@@ -16,6 +16,10 @@ use crate::model::annotations::client_cert::{
 use crate::model::matching::HostKey;
 use crate::model::{Kind, ObjectRef, Policy, Problem, ProblemKind};
 
+/// Resolutions by the Ingress's namespace and its settings, within one build.
+pub(super) type Resolved =
+    HashMap<(String, ClientCertAnnotation), Result<ClientCertPolicy, (ProblemKind, String)>>;
+
 /// One Ingress's client-certificate settings as compared across a host: the Secret's namespace made
 /// explicit, so `ca` and `ns/ca` written by two Ingresses of `ns` agree.
 type Setting = Option<ClientCertAnnotation>;
@@ -118,19 +122,28 @@ impl Builder<'_> {
         annotation: &ClientCertAnnotation,
     ) -> ClientCertPolicy {
         let index = self.index;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let resolved = client_cert::resolve(annotation, namespace, &provider, |ns, name| {
-            index.secrets.get(&(ns, name)).copied()
-        });
-        let (kind, message) = match resolved {
-            Ok(policy) => return policy,
-            Err(e @ ResolveError::Missing(_)) => (ProblemKind::MissingSecret, e.to_string()),
-            Err(e @ (ResolveError::Invalid(..) | ResolveError::OtherNamespace(_))) => {
-                (ProblemKind::InvalidAuthSecret, e.to_string())
+        let resolved = self
+            .client_cert_policies
+            .entry((namespace.to_string(), annotation.clone()))
+            .or_insert_with(|| {
+                let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+                client_cert::resolve(annotation, namespace, &provider, |ns, name| {
+                    index.secrets.get(&(ns, name)).copied()
+                })
+                .map_err(|e| match e {
+                    ResolveError::Missing(_) => (ProblemKind::MissingSecret, e.to_string()),
+                    ResolveError::Invalid(..) | ResolveError::OtherNamespace(_) => {
+                        (ProblemKind::InvalidAuthSecret, e.to_string())
+                    }
+                })
+            });
+        match resolved {
+            Ok(policy) => policy.clone(),
+            Err((kind, message)) => {
+                let problem = Problem::object(object.clone(), *kind, message.clone());
+                self.problems.push(problem);
+                ClientCertPolicy::Unavailable
             }
-        };
-        self.problems
-            .push(Problem::object(object.clone(), kind, message));
-        ClientCertPolicy::Unavailable
+        }
     }
 }
