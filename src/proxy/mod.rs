@@ -84,9 +84,10 @@ impl Proxy {
 
     /// Answers one request. The order follows ingress-nginx, whose users depend on it: redirects
     /// (fixed, HTTPS, www, app-root) first, then the source-range check (deny, then allow), the
-    /// rate limit, the client certificate, CORS preflights (before auth, as browsers send no credentials on them), the
-    /// body-size check, basic auth, and the backend; HSTS is added to HTTPS responses for hosts that
-    /// have a certificate, CORS headers to every answer of a route with CORS.
+    /// rate limit, the client certificate, CORS preflights (before auth, as browsers send no
+    /// credentials on them), the body-size check, basic auth, and the backend; HSTS is added to
+    /// HTTPS responses for hosts that have a certificate, CORS headers to every answer of a route
+    /// with CORS.
     async fn answer(
         &self,
         conn: &Connection,

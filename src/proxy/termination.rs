@@ -23,9 +23,7 @@ impl SniResolver {
     pub fn new(config: ConfigHandle) -> Self {
         SniResolver { config }
     }
-}
 
-impl SniResolver {
     /// Whether a handshake for `server_name` should ask for a client certificate: some route that a
     /// request for that host can reach checks one. Only a hint for the handshake; the request step
     /// checks the route it actually matched, whatever the `Host` header says.

@@ -230,10 +230,11 @@ where
     (reader, task.abort_handle())
 }
 
-/// The Secrets named by Ingresses for basic auth and client certificates, one watch each (field selector on the name), started
-/// and stopped as Ingresses come to name them or stop naming them. Only Secrets in the Ingress's own
-/// namespace are ever named (see the `referenced_secret` functions). The chart's Secret access (list and
-/// watch) already covers them; nothing else of the cluster's Secrets is read.
+/// The Secrets named by Ingresses for basic auth and client certificates, one watch each (field
+/// selector on the name), started and stopped as Ingresses come to name them or stop naming them. Only
+/// Secrets in the Ingress's own namespace are ever named (see the `referenced_secret` functions). The
+/// chart's Secret access (list and watch) already covers them; nothing else of the cluster's Secrets is
+/// read.
 #[derive(Clone)]
 pub struct AuthSecrets {
     client: Client,
