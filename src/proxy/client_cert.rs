@@ -254,7 +254,9 @@ fn verify<'c>(
         Some(parts) => parts,
         None => return Outcome::None,
     };
-    let intermediates = &intermediates[..intermediates.len().min(auth.settings.depth - 1)];
+    let intermediates = &intermediates[..intermediates
+        .len()
+        .min(auth.settings.depth.saturating_sub(1))];
     match auth.verifier.verify_client_cert(leaf, intermediates, now) {
         Ok(_) => Outcome::Success(leaf),
         Err(e) => Outcome::Failed(leaf, reason(&e)),
@@ -273,6 +275,9 @@ fn reason(error: &rustls::Error) -> String {
             E::UnknownIssuer => "unable to get local issuer certificate".into(),
             E::BadSignature => "certificate signature failure".into(),
             E::UnknownRevocationStatus => "unable to get certificate CRL".into(),
+            E::ExpiredRevocationList | E::ExpiredRevocationListContext { .. } => {
+                "CRL has expired".into()
+            }
             other => format!("{other:?}"),
         },
         other => other.to_string(),
@@ -405,6 +410,10 @@ mod tests {
     }
 
     fn auth(ca: &str, depth: usize) -> Arc<ClientAuth> {
+        auth_with(&[("ca.crt", ca)], depth)
+    }
+
+    fn auth_with(data: &[(&str, &str)], depth: usize) -> Arc<ClientAuth> {
         let annotation = ClientCertAnnotation::Verify(ClientCertSettings {
             secret_namespace: None,
             secret_name: "ca".into(),
@@ -416,11 +425,14 @@ mod tests {
         });
         let secret = k8s_openapi::api::core::v1::Secret {
             data: Some(
-                [(
-                    "ca.crt".to_string(),
-                    k8s_openapi::ByteString(ca.as_bytes().to_vec()),
-                )]
-                .into(),
+                data.iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                        )
+                    })
+                    .collect(),
             ),
             ..Default::default()
         };
@@ -453,6 +465,76 @@ mod tests {
             ),
             "the intermediate must be sent"
         );
+    }
+
+    #[test]
+    fn revocation_lists_revoke_and_expire() {
+        let root = rcgen::CertifiedIssuer::self_signed(
+            ca_params("Root"),
+            rcgen::KeyPair::generate().unwrap(),
+        )
+        .unwrap();
+        let leaf = |serial: u64| {
+            let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+            params.serial_number = Some(rcgen::SerialNumber::from(serial));
+            params
+                .signed_by(&rcgen::KeyPair::generate().unwrap(), &root)
+                .unwrap()
+                .der()
+                .clone()
+        };
+        let crl = |next_update: (i32, u8, u8), revoked: Option<u64>| {
+            rcgen::CertificateRevocationListParams {
+                this_update: rcgen::date_time_ymd(2020, 1, 1),
+                next_update: rcgen::date_time_ymd(next_update.0, next_update.1, next_update.2),
+                crl_number: rcgen::SerialNumber::from(1u64),
+                issuing_distribution_point: None,
+                revoked_certs: revoked
+                    .map(|serial| rcgen::RevokedCertParams {
+                        serial_number: rcgen::SerialNumber::from(serial),
+                        revocation_time: rcgen::date_time_ymd(2020, 1, 1),
+                        reason_code: None,
+                        invalidity_date: None,
+                    })
+                    .into_iter()
+                    .collect(),
+                key_identifier_method: rcgen::KeyIdMethod::Sha256,
+            }
+            .signed_by(&root)
+            .unwrap()
+            .pem()
+            .unwrap()
+        };
+        let (good, revoked) = ([leaf(7)], [leaf(8)]);
+        let fresh = auth_with(
+            &[
+                ("ca.crt", &root.pem()),
+                ("ca.crl", &crl((2100, 1, 1), Some(8))),
+            ],
+            1,
+        );
+        let failure = |auth: &ClientAuth, chain: &[CertificateDer<'static>]| match verify(
+            auth,
+            chain,
+            UnixTime::now(),
+        ) {
+            Outcome::Success(_) => None,
+            Outcome::Failed(_, reason) => Some(reason),
+            Outcome::None => Some("none".into()),
+        };
+        assert_eq!(failure(&fresh, &good), None);
+        assert_eq!(
+            failure(&fresh, &revoked).as_deref(),
+            Some("certificate revoked")
+        );
+        let stale = auth_with(
+            &[
+                ("ca.crt", &root.pem()),
+                ("ca.crl", &crl((2021, 1, 1), None)),
+            ],
+            1,
+        );
+        assert_eq!(failure(&stale, &good).as_deref(), Some("CRL has expired"));
     }
 
     #[test]

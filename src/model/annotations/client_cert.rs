@@ -286,9 +286,11 @@ pub fn resolve<'s>(
         material.extend_from_slice(crl);
     }
     // Missing or failed certificates are answered over HTTP (400, or the error page) as nginx does,
-    // so the verifier itself never requires one; the request step decides.
+    // so the verifier itself never requires one; the request step decides. A revocation list past its
+    // next update fails verification, as OpenSSL's check in nginx does.
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .with_crls(crls)
+        .enforce_revocation_expiration()
         .allow_unauthenticated()
         .build()
         .map_err(|e| invalid(format!("cannot verify clients with it: {e}")))?;
