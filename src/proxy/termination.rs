@@ -5,12 +5,14 @@
 use std::sync::Arc;
 
 use rustls::CipherSuite;
+use rustls::client::danger::ServerCertVerifier as _;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use crate::model::ConfigHandle;
 use crate::settings::{TlsSettings, TlsVersion};
+use crate::tls::AcceptAnyCertificate;
 
 /// Picks the certificate for each handshake from the live configuration: exact name, wildcard, then the
 /// default certificate (or nothing, which fails the handshake, under `strict_sni`).
@@ -90,7 +92,7 @@ impl ServerConfigs {
 /// sessions skip certificate verification), so verification against the route's CA happens per request
 /// (`proxy::client_cert`); a missing or bad certificate is then answered over HTTP, as nginx does.
 #[derive(Debug)]
-struct RequestClientCert(Arc<CryptoProvider>);
+struct RequestClientCert(AcceptAnyCertificate);
 
 impl rustls::server::danger::ClientCertVerifier for RequestClientCert {
     fn client_auth_mandatory(&self) -> bool {
@@ -110,18 +112,14 @@ impl rustls::server::danger::ClientCertVerifier for RequestClientCert {
         Ok(rustls::server::danger::ClientCertVerified::assertion())
     }
 
+    // The handshake signatures are checked as for any peer certificate (`AcceptAnyCertificate`).
     fn verify_tls12_signature(
         &self,
         message: &[u8],
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.0.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -130,16 +128,11 @@ impl rustls::server::danger::ClientCertVerifier for RequestClientCert {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.0.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.0.supported_verify_schemes()
     }
 }
 
@@ -150,7 +143,7 @@ pub fn server_configs(
     settings: &TlsSettings,
 ) -> Result<ServerConfigs, rustls::Error> {
     let plain = server_config(provider.clone(), resolver.clone(), settings, None)?;
-    let verifier = Arc::new(RequestClientCert(provider.clone()));
+    let verifier = Arc::new(RequestClientCert(AcceptAnyCertificate(provider.clone())));
     let client_auth = server_config(provider, resolver.clone(), settings, Some(verifier))?;
     Ok(ServerConfigs {
         plain: Arc::new(plain),

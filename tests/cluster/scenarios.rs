@@ -68,6 +68,35 @@ impl Test<'_> {
     }
 
     /// A namespace with the controller's ServiceAccount, and a kubeconfig for it.
+    /// Waits for a Warning Event about `object` with `reason` whose note contains `needle`.
+    async fn warning_event(
+        &self,
+        ns: &str,
+        object: &str,
+        reason: &str,
+        needle: &str,
+    ) -> Result<()> {
+        let prefix = format!("{object} {reason} Warning");
+        eventually(&format!("a {reason} Warning Event on {object}"), WAIT, || async {
+            let out = self
+                .cp
+                .kubectl(&[
+                    "-n",
+                    ns,
+                    "get",
+                    "events.events.k8s.io",
+                    "-o",
+                    "jsonpath={range .items[*]}{.regarding.name} {.reason} {.type} {.note}{\"\\n\"}{end}",
+                ])
+                .ok()?;
+            out.lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(needle))
+                .then_some(())
+        })
+        .await?;
+        Ok(())
+    }
+
     fn setup(&self, prefix: &str) -> Result<(String, std::path::PathBuf)> {
         let ns = self.cp.namespace(prefix)?;
         let kubeconfig = self.cp.controller_identity(&ns)?;
@@ -763,25 +792,12 @@ impl Test<'_> {
             (status("second").await == Some(503)).then_some(())
         })
         .await?;
-        eventually("a Warning Event naming the missing Secret", WAIT, || async {
-            let out = self
-                .cp
-                .kubectl(&[
-                    "-n",
-                    &ns,
-                    "get",
-                    "events.events.k8s.io",
-                    "-o",
-                    "jsonpath={range .items[*]}{.regarding.name} {.reason} {.type} {.note}{\"\\n\"}{end}",
-                ])
-                .ok()?;
-            out.lines()
-                .any(|l| {
-                    l.starts_with("private MissingSecret Warning")
-                        && l.contains(&format!("auth-secret {ns}/users does not exist"))
-                })
-                .then_some(())
-        })
+        self.warning_event(
+            &ns,
+            "private",
+            "MissingSecret",
+            &format!("auth-secret {ns}/users does not exist"),
+        )
         .await?;
         Ok(())
     }
@@ -866,25 +882,12 @@ impl Test<'_> {
             (status().await == Some(503)).then_some(())
         })
         .await?;
-        eventually("a Warning Event naming the missing Secret", WAIT, || async {
-            let out = self
-                .cp
-                .kubectl(&[
-                    "-n",
-                    &ns,
-                    "get",
-                    "events.events.k8s.io",
-                    "-o",
-                    "jsonpath={range .items[*]}{.regarding.name} {.reason} {.type} {.note}{\"\\n\"}{end}",
-                ])
-                .ok()?;
-            out.lines()
-                .any(|l| {
-                    l.starts_with("private MissingSecret Warning")
-                        && l.contains(&format!("auth-tls-secret {ns}/client-ca does not exist"))
-                })
-                .then_some(())
-        })
+        self.warning_event(
+            &ns,
+            "private",
+            "MissingSecret",
+            &format!("auth-tls-secret {ns}/client-ca does not exist"),
+        )
         .await?;
         Ok(())
     }
