@@ -10,71 +10,52 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::Ingress;
 use support::manifests;
+use support::openssl::Openssl;
 use support::tools;
 use support::wait::LIVE;
 use support::*;
 
 const NS: &str = "shop";
 
-/// A client-certificate PKI made with the `openssl` command line in a scratch directory, as an
-/// operator would: `openssl ca` keeps the index that revocation and the CRL need.
-struct Pki {
-    dir: tempfile::TempDir,
-}
+/// A client-certificate PKI made with the `openssl` command line, as an operator would: `openssl ca`
+/// keeps the index that revocation and the CRL need.
+struct Pki(Openssl);
 
 impl Pki {
-    /// A CA (`<ca>.crt`, `<ca>.key`) with its own `openssl ca` database.
+    /// Two CAs (`ca` and `foreign`, each `<ca>.crt`, `<ca>.key`) with their own `openssl ca` database.
     fn new() -> Pki {
-        let pki = Pki {
-            dir: tempfile::tempdir().expect("scratch directory for openssl"),
-        };
+        let pki = Pki(Openssl::scratch());
         pki.ca("ca", "Shop Client CA");
         pki.ca("foreign", "Someone Else's CA");
         pki
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.0.path(name)
     }
 
     fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path(name)).expect("read an openssl output")
-    }
-
-    fn openssl(&self, args: &str, extra: &[&str]) {
-        let output = Command::new("openssl")
-            .args(args.split_whitespace())
-            .args(extra)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run openssl (.ci/run installs it): {e}"));
-        assert!(
-            output.status.success(),
-            "openssl {args} {extra:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        self.0.read(name)
     }
 
     fn ca(&self, name: &str, cn: &str) {
-        std::fs::write(
-            self.path(&format!("{name}.cnf")),
-            format!(
+        self.0.write(
+            &format!("{name}.cnf"),
+            &format!(
                 "[ca]\ndefault_ca = own\n[own]\ndatabase = {name}.index\nnew_certs_dir = .\nserial = {name}.serial\n\
                  crlnumber = {name}.crlnumber\ndefault_md = sha256\ndefault_crl_days = 30\npolicy = any\n\
                  unique_subject = no\n[any]\ncommonName = supplied\n[client]\nextendedKeyUsage = clientAuth\n"
             ),
-        )
-        .expect("ca config");
-        std::fs::write(self.path(&format!("{name}.index")), "").expect("index");
-        std::fs::write(self.path(&format!("{name}.serial")), "01\n").expect("serial");
-        std::fs::write(self.path(&format!("{name}.crlnumber")), "01\n").expect("crlnumber");
-        self.openssl(
+        );
+        self.0.write(&format!("{name}.index"), "");
+        self.0.write(&format!("{name}.serial"), "01\n");
+        self.0.write(&format!("{name}.crlnumber"), "01\n");
+        self.0.run(
             &format!(
                 "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {name}.key -out {name}.crt -days 30"
             ),
@@ -89,11 +70,11 @@ impl Pki {
 
     /// A client certificate for `cn` issued by `ca` for `start`–`end` (`YYYYMMDDHHMMSSZ`).
     fn client(&self, name: &str, ca: &str, cn: &str, start: &str, end: &str) {
-        self.openssl(
+        self.0.run(
             &format!("req -new -newkey rsa:2048 -nodes -keyout {name}.key -out {name}.csr"),
             &["-subj", &format!("/CN={cn}")],
         );
-        self.openssl(
+        self.0.run(
             &format!(
                 "ca -batch -config {ca}.cnf -cert {ca}.crt -keyfile {ca}.key -extensions client -in {name}.csr -out {name}.crt -notext -startdate {start} -enddate {end}"
             ),
@@ -102,11 +83,11 @@ impl Pki {
     }
 
     fn revoke(&self, name: &str, ca: &str) {
-        self.openssl(
+        self.0.run(
             &format!("ca -config {ca}.cnf -cert {ca}.crt -keyfile {ca}.key -revoke {name}.crt"),
             &[],
         );
-        self.openssl(
+        self.0.run(
             &format!("ca -config {ca}.cnf -cert {ca}.crt -keyfile {ca}.key -gencrl -out {ca}.crl"),
             &[],
         );
