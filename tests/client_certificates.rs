@@ -216,12 +216,17 @@ fn reached(app: &EchoServer, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// A manifest directory with the echo backend, the server certificate for `hosts`, the CA Secret
-/// (CA and CRL of `pki`) and `ingresses`.
-async fn setup(pki: &Pki, hosts: &[&str], ingresses: &[&Ingress]) -> (ManifestDir, EchoServer) {
+/// The controller serving `ingresses` from a manifest directory with the echo backend, a server
+/// certificate for their TLS hosts and the CA Secret `client-ca` (CA and CRL of `pki`).
+async fn setup(pki: &Pki, ingresses: &[Ingress]) -> (ManifestDir, EchoServer, Controller) {
     let dir = ManifestDir::new();
     let app = manifests::echo_service(&dir, NS, "app").await;
-    manifests::certificate_file(&dir, NS, "server-cert", hosts);
+    let hosts: Vec<&str> = ingresses
+        .iter()
+        .flat_map(|i| i.spec.iter().flat_map(|s| s.tls.iter().flatten()))
+        .flat_map(|tls| tls.hosts.iter().flatten().map(String::as_str))
+        .collect();
+    manifests::certificate_file(&dir, NS, "server-cert", &hosts);
     dir.write(
         "secret-ca.yaml",
         &[&ca_secret(
@@ -232,9 +237,10 @@ async fn setup(pki: &Pki, hosts: &[&str], ingresses: &[&Ingress]) -> (ManifestDi
             ],
         )],
     );
-    let refs: Vec<&dyn manifests::ErasedObject> = ingresses.iter().map(|i| *i as _).collect();
+    let refs: Vec<&dyn manifests::ErasedObject> = ingresses.iter().map(|i| i as _).collect();
     dir.write("ingresses.yaml", &refs);
-    (dir, app)
+    let ctl = Controller::start(dir.path(), &[]).await;
+    (dir, app, ctl)
 }
 
 #[tokio::test]
@@ -259,13 +265,7 @@ async fn only_valid_certificates_of_the_ca_reach_the_backend_with_unforgeable_he
         ),
         ingress("open", "open.test", &[]),
     ];
-    let (dir, app) = setup(
-        &pki,
-        &["strict.test", "bob.test", "open.test"],
-        &ingresses.iter().collect::<Vec<_>>(),
-    )
-    .await;
-    let ctl = Controller::start(dir.path(), &[]).await;
+    let (_dir, app, ctl) = setup(&pki, &ingresses).await;
     let strict = |path: &'static str, cert: Option<&'static str>| {
         let pki = &pki;
         let ctl = &ctl;
@@ -386,13 +386,7 @@ async fn only_hosts_with_client_certificates_ask_for_one() {
         ingress("strict", "strict.test", &[("auth-tls-secret", "client-ca")]),
         ingress("open", "open.test", &[]),
     ];
-    let (dir, _app) = setup(
-        &pki,
-        &["strict.test", "open.test"],
-        &ingresses.iter().collect::<Vec<_>>(),
-    )
-    .await;
-    let ctl = Controller::start(dir.path(), &[]).await;
+    let (_dir, _app, ctl) = setup(&pki, &ingresses).await;
     for version in ["-tls1_3", "-tls1_2"] {
         let strict = tools::s_client(ctl.addrs.https, "strict.test", &["-msg", version]).await;
         assert!(
@@ -416,13 +410,7 @@ async fn a_connection_not_asked_for_a_certificate_cannot_reach_a_host_that_needs
         ingress("strict", "strict.test", &[("auth-tls-secret", "client-ca")]),
         ingress("open", "open.test", &[]),
     ];
-    let (dir, app) = setup(
-        &pki,
-        &["strict.test", "open.test"],
-        &ingresses.iter().collect::<Vec<_>>(),
-    )
-    .await;
-    let ctl = Controller::start(dir.path(), &[]).await;
+    let (_dir, app, ctl) = setup(&pki, &ingresses).await;
     let cert = Some((&pki, "alice"));
     let no_sni = curl(&ctl, None, "strict.test", "/denied-no-sni", cert, &[]).await;
     assert_eq!(no_sni.status, 421, "{no_sni:?}");
@@ -487,13 +475,7 @@ async fn optional_modes_pass_without_a_certificate_and_report_the_result() {
             ],
         ),
     ];
-    let (dir, _app) = setup(
-        &pki,
-        &["optional.test", "no-ca.test", "help.test"],
-        &ingresses.iter().collect::<Vec<_>>(),
-    )
-    .await;
-    let ctl = Controller::start(dir.path(), &[]).await;
+    let (_dir, _app, ctl) = setup(&pki, &ingresses).await;
     let ask = |host: &'static str, cert: Option<&'static str>| {
         let (ctl, pki) = (&ctl, &pki);
         async move { curl(ctl, Some(host), host, "/", cert.map(|c| (pki, c)), &[]).await }
@@ -647,8 +629,7 @@ async fn ingresses_that_disagree_on_a_host_fail_closed_for_that_host() {
         .created("2024-02-01T00:00:00Z")
         .build();
     let open = ingress("open", "open.test", &[]);
-    let (dir, app) = setup(&pki, &["shared.test", "open.test"], &[&strict, &lax, &open]).await;
-    let ctl = Controller::start(dir.path(), &[]).await;
+    let (_dir, app, ctl) = setup(&pki, &[strict, lax, open]).await;
     for path in ["/admin/denied", "/denied"] {
         let answer = curl(
             &ctl,
@@ -716,13 +697,7 @@ async fn resumed_sessions_keep_their_certificate_and_are_checked_again() {
         "strict.test",
         &[("auth-tls-secret", "client-ca")],
     )];
-    let (dir, app) = setup(
-        &pki,
-        &["strict.test"],
-        &ingresses.iter().collect::<Vec<_>>(),
-    )
-    .await;
-    let ctl = Controller::start(dir.path(), &[]).await;
+    let (_dir, app, ctl) = setup(&pki, &ingresses).await;
     for (version, name) in [("-tls1_3", "TLSv1.3"), ("-tls1_2", "TLSv1.2")] {
         let scratch = tempfile::tempdir().expect("session dir");
         let file = scratch.path().join("session.pem").display().to_string();
@@ -772,13 +747,7 @@ async fn rustls_clients_are_verified_too() {
         "strict.test",
         &[("auth-tls-secret", "client-ca")],
     )];
-    let (dir, _app) = setup(
-        &pki,
-        &["strict.test"],
-        &ingresses.iter().collect::<Vec<_>>(),
-    )
-    .await;
-    let ctl = Controller::start(dir.path(), &[]).await;
+    let (_dir, _app, ctl) = setup(&pki, &ingresses).await;
     let mut alice = rustls_connection(&ctl, &pki, "strict.test").await;
     for _ in 0..3 {
         let r = alice.send(request("GET", "strict.test", "/ok")).await;
@@ -814,13 +783,7 @@ async fn benchmark_client_certificate_route_against_an_open_route() {
         ingress("strict", "strict.test", &[("auth-tls-secret", "client-ca")]),
         ingress("open", "open.test", &[]),
     ];
-    let (dir, _app) = setup(
-        &pki,
-        &["strict.test", "open.test"],
-        &ingresses.iter().collect::<Vec<_>>(),
-    )
-    .await;
-    let ctl = Controller::start(dir.path(), &[]).await;
+    let (_dir, _app, ctl) = setup(&pki, &ingresses).await;
     let mut open = rustls_connection(&ctl, &pki, "open.test").await;
     let mut strict = rustls_connection(&ctl, &pki, "strict.test").await;
     let mut elapsed = [std::time::Duration::ZERO; 2];
