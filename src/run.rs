@@ -66,7 +66,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         (https.local_addr()?, http.local_addr()?, admin.local_addr()?);
 
     let resolver = Arc::new(SniResolver::new(config.clone()));
-    let server_config = Arc::new(ArcSwap::from_pointee(termination::server_config(
+    let server_config = Arc::new(ArcSwap::from_pointee(termination::server_configs(
         provider.clone(),
         resolver.clone(),
         &settings.tls,
@@ -289,7 +289,7 @@ impl ShutdownSignals {
 struct TlsReloader {
     provider: Arc<rustls::crypto::CryptoProvider>,
     resolver: Arc<SniResolver>,
-    current: Arc<ArcSwap<rustls::ServerConfig>>,
+    current: Arc<ArcSwap<termination::ServerConfigs>>,
 }
 
 /// Builds a configuration from each new snapshot (or new settings) and makes it live.
@@ -328,7 +328,7 @@ impl Publisher {
             };
             let current_settings = settings.borrow_and_update().clone();
             if current_settings.tls != tls_settings {
-                match termination::server_config(
+                match termination::server_configs(
                     self.tls.provider.clone(),
                     self.tls.resolver.clone(),
                     &current_settings.tls,

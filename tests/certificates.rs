@@ -11,29 +11,23 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use support::manifests::{self, ErasedObject};
+use support::openssl::Openssl;
 use support::pki::{self, fingerprint};
 use support::*;
 use support::{controller, tools};
 
 const NS: &str = "certs";
 
-/// The real `openssl` command line in a scratch directory, as an operator would run it.
-struct Openssl {
-    dir: tempfile::TempDir,
-}
-
 impl Openssl {
+    /// A scratch directory with a minimal `openssl ca` setup: the one command line that sets arbitrary
+    /// validity dates.
     fn new() -> Openssl {
-        let openssl = Openssl {
-            dir: tempfile::tempdir().expect("scratch directory for openssl"),
-        };
-        // A minimal `openssl ca` setup: the one command line that sets arbitrary validity dates.
+        let openssl = Openssl::scratch();
         openssl.write(
             "ca.cnf",
             "[ca]\ndefault_ca = test\n[test]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\n\
@@ -43,34 +37,6 @@ impl Openssl {
         openssl.write("index.txt", "");
         openssl.write("serial", "01\n");
         openssl
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn write(&self, name: &str, text: &str) {
-        std::fs::write(self.path(name), text).expect("write an openssl input");
-    }
-
-    fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path(name)).expect("read an openssl output")
-    }
-
-    /// Runs `openssl` with `args` as typed (split on spaces) and then `extra`, arguments that may
-    /// contain spaces.
-    fn run(&self, args: &str, extra: &[&str]) {
-        let output = Command::new("openssl")
-            .args(args.split_whitespace())
-            .args(extra)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run openssl (.ci/run installs it): {e}"));
-        assert!(
-            output.status.success(),
-            "openssl {args} {extra:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
     }
 
     /// `openssl req -x509` for `cn`, with `key` (e.g. `-newkey rsa:2048` or `-key k.pem`) and
@@ -822,7 +788,7 @@ async fn every_certificate_property_is_served_or_refused_as_documented() {
             }
         }
         if let Some(curl) = &row.curl
-            && let Err(e) = curl_check(&ctl, row, curl, openssl.dir.path()).await
+            && let Err(e) = curl_check(&ctl, row, curl, openssl.dir()).await
         {
             failures.push(e);
         }

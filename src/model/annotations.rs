@@ -20,6 +20,8 @@ use basic_auth::BasicAuthAnnotation;
 pub mod external_auth;
 use external_auth::ExternalAuth;
 pub use limit_rate::{LimitRate, ResponseRate};
+pub mod client_cert;
+use client_cert::ClientCertAnnotation;
 pub use ratelimit::{RateLimit, RateLimits, Rates};
 
 pub const OWN_PREFIX: &str = "portcullis.io/";
@@ -73,6 +75,12 @@ pub const SUPPORTED: &[&str] = &[
     "limit-allowlist",
     "limit-rate",
     "limit-rate-after",
+    "auth-tls-secret",
+    "auth-tls-verify-client",
+    "auth-tls-verify-depth",
+    "auth-tls-pass-certificate-to-upstream",
+    "auth-tls-error-page",
+    "auth-tls-match-cn",
 ];
 
 /// ingress-nginx annotations that inject raw configuration; refused by design (they were the source of
@@ -146,6 +154,7 @@ pub struct IngressAnnotations {
     pub external_auth: Option<ExternalAuth>,
     pub rate_limit: Option<RateLimit>,
     pub limit_rate: Option<LimitRate>,
+    pub client_cert: Option<ClientCertAnnotation>,
 }
 
 impl Default for IngressAnnotations {
@@ -179,6 +188,7 @@ impl Default for IngressAnnotations {
             external_auth: None,
             rate_limit: None,
             limit_rate: None,
+            client_cert: None,
         }
     }
 }
@@ -271,6 +281,7 @@ pub fn parse(
         external_auth: external_auth::parse(&mut r),
         rate_limit: r.rate_limit(),
         limit_rate: r.limit_rate(),
+        client_cert: client_cert::parse(&mut r),
     };
     r.report_unknown();
     (parsed, r.errors)

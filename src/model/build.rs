@@ -62,10 +62,15 @@ pub fn build(
         used_secrets: HashSet::new(),
         settings: &options.settings,
         www_aliases: Vec::new(),
+        client_cert_conflicts: HashSet::new(),
+        client_cert_policies: HashMap::new(),
     };
     b.default_certificate(options);
 
     let ours = b.select_ingresses(snapshot, options);
+    let (conflicts, problems) = client_cert::host_conflicts(&ours);
+    b.client_cert_conflicts = conflicts;
+    b.problems.extend(problems);
     for ingress in &ours {
         b.ingress(ingress);
     }
@@ -181,6 +186,10 @@ struct Builder<'a> {
     settings: &'a Settings,
     /// Hosts of `from-to-www-redirect` Ingresses, with what their alias route needs.
     www_aliases: Vec<(Box<str>, NamespacedName, Arc<Policy>, bool)>,
+    /// Hosts whose Ingresses disagree on client certificates (see `client_cert`).
+    client_cert_conflicts: HashSet<HostKey>,
+    /// Resolved client-certificate settings of this build, so Ingresses sharing a CA parse it once.
+    client_cert_policies: client_cert::Resolved,
 }
 
 impl Builder<'_> {
@@ -281,6 +290,9 @@ impl Builder<'_> {
         let mut policy = Policy::new(&annotations, self.settings);
         if let Some(auth) = &annotations.basic_auth {
             policy.basic_auth = Some(self.basic_auth(&object, &id.namespace, auth));
+        }
+        if let Some(tls) = &annotations.client_cert {
+            policy.client_cert = Some(self.client_cert(&object, &id.namespace, tls));
         }
         let policy = Arc::new(policy);
         let fallback = annotations
@@ -392,7 +404,7 @@ impl Builder<'_> {
                     https_redirect,
                     redirect_host: None,
                     path_regex: path_regex.clone(),
-                    policy: policy.clone(),
+                    policy: self.policy_for(&host, &policy),
                 });
                 let inserted = match path_regex {
                     Some(re) => self.routes.insert_regex(&host, re, route),
@@ -426,7 +438,7 @@ impl Builder<'_> {
                 https_redirect: annotations.force_ssl_redirect,
                 redirect_host: None,
                 path_regex: None,
-                policy,
+                policy: self.policy_for(&HostKey::Any, &policy),
             });
             if let Err((_, winner)) = self.routes.set_default(route) {
                 let message = format!(
@@ -860,6 +872,8 @@ fn ingress_class(ingress: &Ingress) -> Option<&str> {
         })
         .filter(|c| !c.is_empty())
 }
+
+mod client_cert;
 
 #[cfg(test)]
 mod tests;

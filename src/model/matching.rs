@@ -249,6 +249,15 @@ impl<T> RouteTable<T> {
             .or(self.default.as_ref())
     }
 
+    /// Every value a request for this host (as sent) can reach: its host table's and the default.
+    pub fn host_values(&self, host: &str) -> impl Iterator<Item = &T> {
+        let host = normalize_host(host);
+        self.host_table(&host)
+            .into_iter()
+            .flat_map(PathTable::values)
+            .chain(self.default.as_ref())
+    }
+
     /// The most specific host table that exists for this (normalised) host.
     fn host_table(&self, host: &str) -> Option<&PathTable<T>> {
         if let Some(t) = self.exact.get(host) {

@@ -6,6 +6,7 @@ use http::HeaderValue;
 
 use super::annotations::basic_auth::BasicAuthPolicy;
 use super::annotations::external_auth::ExternalAuth;
+use super::annotations::client_cert::ClientCertPolicy;
 use super::annotations::{
     BackendProtocol, Cors, DenyRange, FixedRedirect, IngressAnnotations, LimitRate, RateLimit,
     SourceRange,
@@ -33,6 +34,8 @@ pub struct Policy {
     pub rate_limit: Option<RateLimitPolicy>,
     /// `limit-rate`: the bandwidth of each backend response.
     pub limit_rate: Option<LimitRate>,
+    /// Resolved by `build()` against the named Secret and the host's other Ingresses.
+    pub client_cert: Option<ClientCertPolicy>,
     pub upstream: UpstreamPolicy,
 }
 
@@ -91,6 +94,7 @@ impl Policy {
             cors: a.cors.clone(),
             basic_auth: None,
             external_auth: a.external_auth.clone(),
+            client_cert: None,
             rate_limit: a.rate_limit.clone().map(|limit| RateLimitPolicy {
                 limit,
                 status: settings.limits.rate_limit_status.status(),

@@ -139,6 +139,7 @@ mod tests {
             proxied_by: None,
             local: "127.0.0.1:80".parse().unwrap(),
             scheme,
+            client_cert: crate::proxy::connection::ClientCertificate::not_requested(),
         }
     }
 

@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+pub use super::client_cert::ClientCertificate;
+
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -27,4 +29,5 @@ pub struct Connection {
     pub proxied_by: Option<SocketAddr>,
     pub local: SocketAddr,
     pub scheme: Scheme,
+    pub client_cert: ClientCertificate,
 }

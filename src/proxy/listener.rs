@@ -23,10 +23,13 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
+use tokio_rustls::server::TlsStream;
 
+use super::connection::ClientCertificate;
 use super::framing::{AmbiguousFraming, Framing, Heads};
-use super::proxy_protocol::{self, Reading};
+use super::proxy_protocol::{self, Prefixed, Reading};
+use super::termination::ServerConfigs;
 use super::timeouts::{Protocol, TimedIo, Timeouts, Tracker};
 use super::{Connection, Proxy, Scheme};
 use crate::metrics::OpenConnection;
@@ -50,8 +53,8 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// One listener: where it is, whether it terminates TLS, and the proxy behind it.
 pub struct Listener {
     pub listener: TcpListener,
-    /// The TLS configuration, replaced when TLS settings change; `None` for plain HTTP.
-    pub tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+    /// The TLS configurations, replaced when TLS settings change; `None` for plain HTTP.
+    pub tls: Option<Arc<ArcSwap<ServerConfigs>>>,
     pub proxy: Arc<Proxy>,
     pub config: ConfigHandle,
 }
@@ -113,7 +116,7 @@ impl Listener {
                 local,
                 scheme,
                 reading: reading(&settings, peer, proxy_headers.clone()),
-                tls: self.tls.as_ref().map(|t| TlsAcceptor::from(t.load_full())),
+                tls: self.tls.as_ref().map(|t| t.load_full()),
                 handshake_timeout: limits.handshake_timeout.0,
                 timeouts: Timeouts {
                     header_read: limits.header_read_timeout.0,
@@ -237,7 +240,7 @@ struct Accepted {
     local: SocketAddr,
     scheme: Scheme,
     reading: Reading,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ServerConfigs>>,
     handshake_timeout: Duration,
     timeouts: Timeouts,
     max_head: usize,
@@ -280,11 +283,36 @@ impl Accepted {
             return;
         };
         drop(reading);
+        // TLS first: the connection's facts include the client certificate the handshake received.
+        let (io, client_cert) = match tls {
+            None => (Io::Plain(tcp), ClientCertificate::not_requested()),
+            Some(configs) => {
+                let started = Instant::now();
+                match tokio::time::timeout(handshake_timeout, handshake(&configs, tcp)).await {
+                    Ok(Ok((stream, client_cert))) => {
+                        let version = stream.get_ref().1.protocol_version();
+                        metrics.tls_handshake_succeeded(version, started.elapsed());
+                        (Io::Tls(Box::new(stream)), client_cert)
+                    }
+                    Ok(Err(e)) => {
+                        metrics.tls_handshake_failed(started.elapsed());
+                        tracing::debug!(peer = %origin.peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        metrics.tls_handshake_failed(started.elapsed());
+                        tracing::debug!(peer = %origin.peer, "TLS handshake timed out");
+                        return;
+                    }
+                }
+            }
+        };
         let conn = Arc::new(Connection {
             peer: origin.peer,
             proxied_by: origin.proxied_by,
             local,
             scheme,
+            client_cert,
         });
         let heads = Arc::new(Heads::default());
         let service = {
@@ -306,8 +334,8 @@ impl Accepted {
                 }
             })
         };
-        let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = match tls {
-            None => {
+        let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = match io {
+            Io::Plain(tcp) => {
                 let io = TimedIo::new(
                     Framing::new(tcp, heads, max_head, max_headers),
                     tracker,
@@ -319,38 +347,19 @@ impl Accepted {
                     .serve_connection_with_upgrades(TokioIo::new(io), service);
                 until_drained(served, stop, |c| c.graceful_shutdown()).await
             }
-            Some(acceptor) => {
-                let started = Instant::now();
-                let stream =
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let version = stream.get_ref().1.protocol_version();
-                            metrics.tls_handshake_succeeded(version, started.elapsed());
-                            stream
-                        }
-                        Ok(Err(e)) => {
-                            metrics.tls_handshake_failed(started.elapsed());
-                            tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            metrics.tls_handshake_failed(started.elapsed());
-                            tracing::debug!(peer = %conn.peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
+            Io::Tls(stream) => {
                 let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                 // The handshake is over: the header-read clock of the first request starts now.
                 tracker.restart_clock();
                 if h2 {
-                    let io = TimedIo::new(stream, tracker, timeouts, Protocol::Http2);
+                    let io = TimedIo::new(*stream, tracker, timeouts, Protocol::Http2);
                     let served = builder.http2.serve_connection(TokioIo::new(io), service);
                     until_drained(served, stop, |c| c.graceful_shutdown())
                         .await
                         .map_err(Into::into)
                 } else {
                     let io = TimedIo::new(
-                        Framing::new(stream, heads, max_head, max_headers),
+                        Framing::new(*stream, heads, max_head, max_headers),
                         tracker,
                         timeouts,
                         Protocol::Http1,
@@ -369,4 +378,25 @@ impl Accepted {
             tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
         }
     }
+}
+
+/// A connection after its TLS handshake, if it has one.
+enum Io {
+    Plain(Prefixed<TcpStream>),
+    Tls(Box<TlsStream<Prefixed<TcpStream>>>),
+}
+
+/// The TLS handshake, with the server configuration the ClientHello's server name calls for.
+async fn handshake(
+    configs: &ServerConfigs,
+    tcp: Prefixed<TcpStream>,
+) -> std::io::Result<(TlsStream<Prefixed<TcpStream>>, ClientCertificate)> {
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+    let (config, requested) = configs.for_hello(&start.client_hello());
+    let stream = start.into_stream(config).await?;
+    let client_cert = match requested {
+        false => ClientCertificate::not_requested(),
+        true => ClientCertificate::requested(stream.get_ref().1.peer_certificates()),
+    };
+    Ok((stream, client_cert))
 }

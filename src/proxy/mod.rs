@@ -5,6 +5,7 @@ mod access;
 mod basic_auth;
 mod body;
 mod client;
+mod client_cert;
 mod connection;
 mod cors;
 mod external_auth;
@@ -88,15 +89,15 @@ impl Proxy {
 
     /// Answers one request. The order follows ingress-nginx, whose users depend on it: redirects
     /// (fixed, HTTPS, www, app-root) first, then the source-range check (deny, then allow), the
-    /// rate limits, CORS preflights (before auth, as browsers send no credentials on them), the
-    /// body-size check, basic auth, external auth (`auth-url`), and the backend, whose response body
-    /// `limit-rate` paces; HSTS is added to HTTPS responses for hosts that have a certificate, CORS
-    /// headers to every answer of a route with CORS, the auth service's cookies to answers of a route
-    /// with external auth.
+    /// rate limits, the client certificate, CORS preflights (before auth, as browsers send no
+    /// credentials on them), the body-size check, basic auth, external auth (`auth-url`), and the
+    /// backend, whose response body `limit-rate` paces; HSTS is added to HTTPS responses for hosts
+    /// that have a certificate, CORS headers to every answer of a route with CORS, the auth
+    /// service's cookies to answers of a route with external auth.
     async fn answer(
         &self,
         conn: &Connection,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         exchange: &mut Exchange<'_>,
     ) -> Response<Body> {
         let config = self.config.load_full();
@@ -142,13 +143,14 @@ impl Proxy {
             .filter(|_| conn.scheme == Scheme::Https && config.certs.find(host).is_some())
             .cloned();
         let cors = route.policy.cors.as_ref().map(|c| cors::evaluate(c, &req));
-        let mut local = match self.answer_locally(&client, &route, &req, cors.as_ref(), exchange) {
-            None => match &route.policy.basic_auth {
-                Some(auth) => self.basic_auth.check(auth, req.headers()).await,
-                None => None,
-            },
-            local => local,
-        };
+        let mut local =
+            match self.answer_locally(conn, &client, &route, &mut req, cors.as_ref(), exchange) {
+                None => match &route.policy.basic_auth {
+                    Some(auth) => self.basic_auth.check(auth, req.headers()).await,
+                    None => None,
+                },
+                local => local,
+            };
         let (mut req, mut grant) = (req, None);
         if let (None, Some(auth)) = (&local, &route.policy.external_auth) {
             let ask = external_auth::Ask {
@@ -193,9 +195,10 @@ impl Proxy {
     /// The responses Portcullis gives without asking a backend, if any applies.
     fn answer_locally(
         &self,
+        conn: &Connection,
         client: &ClientView,
         route: &Route,
-        req: &Request<Incoming>,
+        req: &mut Request<Incoming>,
         cors: Option<&cors::CorsAnswer>,
         exchange: &mut Exchange<'_>,
     ) -> Option<Response<Body>> {
@@ -236,6 +239,14 @@ impl Proxy {
                 ratelimit::Admission::Pass(None) => {}
                 ratelimit::Admission::Refuse(refused) => return Some(refused),
             }
+        }
+        if let Some(refused) = client_cert::check(
+            policy.client_cert.as_ref(),
+            &conn.client_cert,
+            conn.scheme == Scheme::Https,
+            req.headers_mut(),
+        ) {
+            return Some(refused);
         }
         if policy.limit_rate == Some(LimitRate::Invalid) {
             return Some(response::error(

@@ -1,15 +1,18 @@
 //! TLS termination on the HTTPS listener: the SNI resolver that picks each handshake's certificate from
-//! the live configuration without locks, and the rustls server configuration shared by every connection.
+//! the live configuration without locks, and the rustls server configurations: one shared by every
+//! connection to hosts without client certificates, one that asks for a client certificate.
 
 use std::sync::Arc;
 
 use rustls::CipherSuite;
+use rustls::client::danger::ServerCertVerifier as _;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use crate::model::ConfigHandle;
 use crate::settings::{TlsSettings, TlsVersion};
+use crate::tls::AcceptAnyCertificate;
 
 /// Picks the certificate for each handshake from the live configuration: exact name, wildcard, then the
 /// default certificate (or nothing, which fails the handshake, under `strict_sni`).
@@ -21,6 +24,17 @@ pub struct SniResolver {
 impl SniResolver {
     pub fn new(config: ConfigHandle) -> Self {
         SniResolver { config }
+    }
+
+    /// Whether a handshake for `server_name` should ask for a client certificate: some route that a
+    /// request for that host can reach checks one. Only a hint for the handshake; the request step
+    /// checks the route it actually matched, whatever the `Host` header says.
+    fn wants_client_cert(&self, server_name: Option<&str>) -> bool {
+        self.config
+            .load()
+            .routes
+            .host_values(server_name.unwrap_or(""))
+            .any(|route| route.policy.client_cert.is_some())
     }
 }
 
@@ -51,23 +65,113 @@ const SERVER_SUITE_ORDER: &[CipherSuite] = &[
     CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
 ];
 
-/// The rustls server configuration: TLS 1.3 (and 1.2 unless `min-version` is 1.3), the provider's
-/// default (strong, AEAD-only) cipher suites in [`SERVER_SUITE_ORDER`], ALPN h2 and http/1.1,
-/// certificates by SNI.
-pub fn server_config(
+/// The HTTPS listener's two server configurations, rebuilt together when the TLS settings change.
+#[derive(Debug)]
+pub struct ServerConfigs {
+    /// For hosts without client certificates: no certificate request, the shared session ticketer.
+    pub plain: Arc<rustls::ServerConfig>,
+    /// For hosts with client certificates: asks for one. Its own ticketer and session cache, so a
+    /// session from `plain` (which carries no certificate) is never resumed here.
+    pub client_auth: Arc<rustls::ServerConfig>,
+    resolver: Arc<SniResolver>,
+}
+
+impl ServerConfigs {
+    /// The configuration for a handshake, and whether it asks for a client certificate.
+    pub fn for_hello(&self, hello: &ClientHello<'_>) -> (Arc<rustls::ServerConfig>, bool) {
+        match self.resolver.wants_client_cert(hello.server_name()) {
+            true => (self.client_auth.clone(), true),
+            false => (self.plain.clone(), false),
+        }
+    }
+}
+
+/// Asks for a client certificate and takes whatever is sent, checking only the handshake signature
+/// (the client holds the key). Which CA must have issued it depends on the route a request matches,
+/// and a handshake cannot know that (the `Host` header may name another host than SNI, and resumed
+/// sessions skip certificate verification), so verification against the route's CA happens per request
+/// (`proxy::client_cert`); a missing or bad certificate is then answered over HTTP, as nginx does.
+#[derive(Debug)]
+struct RequestClientCert(AcceptAnyCertificate);
+
+impl rustls::server::danger::ClientCertVerifier for RequestClientCert {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    // The handshake signatures are checked as for any peer certificate (`AcceptAnyCertificate`).
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// Both server configurations of the HTTPS listener (see [`ServerConfigs`]).
+pub fn server_configs(
     provider: Arc<CryptoProvider>,
     resolver: Arc<SniResolver>,
     settings: &TlsSettings,
+) -> Result<ServerConfigs, rustls::Error> {
+    let plain = server_config(provider.clone(), resolver.clone(), settings, None)?;
+    let verifier = Arc::new(RequestClientCert(AcceptAnyCertificate(provider.clone())));
+    let client_auth = server_config(provider, resolver.clone(), settings, Some(verifier))?;
+    Ok(ServerConfigs {
+        plain: Arc::new(plain),
+        client_auth: Arc::new(client_auth),
+        resolver,
+    })
+}
+
+/// The rustls server configuration: TLS 1.3 (and 1.2 unless `min-version` is 1.3), the provider's
+/// default (strong, AEAD-only) cipher suites in [`SERVER_SUITE_ORDER`], ALPN h2 and http/1.1,
+/// certificates by SNI, a client certificate asked for with `client_auth`.
+fn server_config(
+    provider: Arc<CryptoProvider>,
+    resolver: Arc<SniResolver>,
+    settings: &TlsSettings,
+    client_auth: Option<Arc<RequestClientCert>>,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
     let versions: &[&rustls::SupportedProtocolVersion] = match settings.min_version {
         TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V1_3 => &[&rustls::version::TLS13],
     };
-    let mut config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(server_provider(&provider)))
-            .with_protocol_versions(versions)?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver);
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::new(server_provider(&provider)))
+        .with_protocol_versions(versions)?;
+    let builder = match client_auth {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     // The server, not the client, picks the suite: a client that lists a weaker suite first still
     // gets the strongest one both support. Audits (testssl.sh) require it.
     config.ignore_client_order = true;

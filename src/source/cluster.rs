@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
 
 use crate::metrics::Metrics;
-use crate::model::annotations::basic_auth::referenced_secret;
+use crate::model::annotations::{basic_auth, client_cert};
 use crate::model::{Kind, NamespacedName, Snapshot};
 use crate::tls::certs::TLS_SECRET_TYPE;
 
@@ -230,10 +230,11 @@ where
     (reader, task.abort_handle())
 }
 
-/// The Secrets named by Ingresses for basic auth, one watch each (field selector on the name), started
-/// and stopped as Ingresses come to name them or stop naming them. Only Secrets in the Ingress's own
-/// namespace are ever named (see `referenced_secret`). The chart's Secret access (list and
-/// watch) already covers them; nothing else of the cluster's Secrets is read.
+/// The Secrets named by Ingresses for basic auth and client certificates, one watch each (field
+/// selector on the name), started and stopped as Ingresses come to name them or stop naming them. Only
+/// Secrets in the Ingress's own namespace are ever named (see the `referenced_secret` functions). The
+/// chart's Secret access (list and watch) already covers them; nothing else of the cluster's Secrets is
+/// read.
 #[derive(Clone)]
 pub struct AuthSecrets {
     client: Client,
@@ -257,9 +258,12 @@ impl AuthSecrets {
     fn reconcile(&self, ingresses: &[Arc<Ingress>]) -> Vec<Store<Secret>> {
         let wanted: std::collections::HashSet<NamespacedName> = ingresses
             .iter()
-            .filter_map(|i| {
+            .flat_map(|i| {
                 let ns = i.metadata.namespace.as_deref().unwrap_or("default");
-                referenced_secret(i.metadata.annotations.as_ref(), ns)
+                let annotations = i.metadata.annotations.as_ref();
+                basic_auth::referenced_secret(annotations, ns)
+                    .into_iter()
+                    .chain(client_cert::referenced_secret(annotations, ns))
             })
             .collect();
         let Ok(mut watches) = self.watches.lock() else {

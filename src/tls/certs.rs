@@ -477,7 +477,7 @@ impl CertStore {
 }
 
 /// One entry of a Secret, `stringData` taking precedence over `data` as in the API server.
-fn secret_entry<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
+pub fn secret_entry<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
     if let Some(v) = secret.string_data.as_ref().and_then(|d| d.get(key)) {
         return Some(v.as_bytes());
     }

@@ -23,6 +23,7 @@ pub const NAMES: &[&str] = &[
     "traffic_keeps_flowing_through_api_server_and_etcd_outages",
     "expired_watches_are_relisted_while_traffic_flows",
     "basic_auth_secret_changes_through_the_api_are_live_and_a_deleted_one_fails_closed",
+    "client_ca_secret_changes_through_the_api_are_live_and_a_deleted_one_fails_closed",
 ];
 
 pub async fn run(name: &str, cp: &ControlPlane, slot: u8) -> Result<()> {
@@ -42,6 +43,9 @@ pub async fn run(name: &str, cp: &ControlPlane, slot: u8) -> Result<()> {
         "expired_watches_are_relisted_while_traffic_flows" => t.expired_watches().await,
         "basic_auth_secret_changes_through_the_api_are_live_and_a_deleted_one_fails_closed" => {
             t.basic_auth_secret().await
+        }
+        "client_ca_secret_changes_through_the_api_are_live_and_a_deleted_one_fails_closed" => {
+            t.client_ca_secret().await
         }
         other => bail!("unknown scenario {other}"),
     }
@@ -64,6 +68,35 @@ impl Test<'_> {
     }
 
     /// A namespace with the controller's ServiceAccount, and a kubeconfig for it.
+    /// Waits for a Warning Event about `object` with `reason` whose note contains `needle`.
+    async fn warning_event(
+        &self,
+        ns: &str,
+        object: &str,
+        reason: &str,
+        needle: &str,
+    ) -> Result<()> {
+        let prefix = format!("{object} {reason} Warning");
+        eventually(&format!("a {reason} Warning Event on {object}"), WAIT, || async {
+            let out = self
+                .cp
+                .kubectl(&[
+                    "-n",
+                    ns,
+                    "get",
+                    "events.events.k8s.io",
+                    "-o",
+                    "jsonpath={range .items[*]}{.regarding.name} {.reason} {.type} {.note}{\"\\n\"}{end}",
+                ])
+                .ok()?;
+            out.lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(needle))
+                .then_some(())
+        })
+        .await?;
+        Ok(())
+    }
+
     fn setup(&self, prefix: &str) -> Result<(String, std::path::PathBuf)> {
         let ns = self.cp.namespace(prefix)?;
         let kubeconfig = self.cp.controller_identity(&ns)?;
@@ -759,25 +792,102 @@ impl Test<'_> {
             (status("second").await == Some(503)).then_some(())
         })
         .await?;
-        eventually("a Warning Event naming the missing Secret", WAIT, || async {
-            let out = self
-                .cp
-                .kubectl(&[
-                    "-n",
-                    &ns,
-                    "get",
-                    "events.events.k8s.io",
-                    "-o",
-                    "jsonpath={range .items[*]}{.regarding.name} {.reason} {.type} {.note}{\"\\n\"}{end}",
-                ])
-                .ok()?;
-            out.lines()
-                .any(|l| {
-                    l.starts_with("private MissingSecret Warning")
-                        && l.contains(&format!("auth-secret {ns}/users does not exist"))
-                })
-                .then_some(())
+        self.warning_event(
+            &ns,
+            "private",
+            "MissingSecret",
+            &format!("auth-secret {ns}/users does not exist"),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The CA Secret of `auth-tls-secret` (Opaque, not covered by the TLS Secret watch) replaced, then
+    /// deleted, through the API: each change is live without restart, and deletion shuts the site
+    /// (503) with a Warning Event naming the Secret.
+    async fn client_ca_secret(&self) -> Result<()> {
+        let (ns, kubeconfig) = self.setup("client-ca")?;
+        let backend = Backend::start(self.backend_addr(1), "web", "web-1").await?;
+        let host = "mtls.example.com";
+        let (server_secret, _) = tls_secret(&ns, "web-tls", &[host]);
+        // Two CAs, and a client certificate issued by the first.
+        let ca = |cn: &str| -> Result<rcgen::CertifiedIssuer<'static, rcgen::KeyPair>> {
+            let mut params = rcgen::CertificateParams::new(Vec::new())?;
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+            Ok(rcgen::CertifiedIssuer::self_signed(
+                params,
+                rcgen::KeyPair::generate()?,
+            )?)
+        };
+        let (first, second) = (ca("First CA")?, ca("Second CA")?);
+        let mut leaf = rcgen::CertificateParams::new(Vec::new())?;
+        leaf.distinguished_name
+            .push(rcgen::DnType::CommonName, "alice");
+        let leaf_key = rcgen::KeyPair::generate()?;
+        let leaf = leaf.signed_by(&leaf_key, &first)?;
+        let ca_secret = |pem: &str| {
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: client-ca, namespace: {ns}}}\ntype: Opaque\nstringData: {{ca.crt: {}}}\n",
+                serde_json::Value::from(pem)
+            )
+        };
+        let protected = ingress(&ns, "private", host, "web", Some("web-tls")).replace(
+            &format!("namespace: {ns}}}"),
+            &format!(
+                "namespace: {ns}, annotations: {{nginx.ingress.kubernetes.io/auth-tls-secret: client-ca}}}}"
+            ),
+        );
+        self.cp.apply(
+            &[
+                service_with_endpoints(&ns, "web", &[backend.addr]),
+                server_secret,
+                ca_secret(&first.pem()),
+                protected,
+            ]
+            .join("---\n"),
+        )?;
+        let controller = self.start(&kubeconfig, &ns, 1, &[]).await?;
+        let client = crate::support::TlsClient::new()
+            .sni(host)
+            .client_cert(&leaf.pem(), &leaf_key.serialize_pem());
+        let status = || {
+            let client = &client;
+            let addr = controller.https();
+            async move {
+                let mut sender = client.connect(addr).await.ok()?.http().await;
+                let resp = sender
+                    .try_send(crate::support::request("GET", host, "/"))
+                    .await
+                    .ok()?;
+                Some(resp.status.as_u16())
+            }
+        };
+        eventually("alice admitted under the first CA", WAIT, || async {
+            (status().await == Some(200)).then_some(())
         })
+        .await?;
+
+        self.cp.apply(&ca_secret(&second.pem()))?;
+        eventually("the replaced CA refuses alice", WAIT, || async {
+            (status().await == Some(400)).then_some(())
+        })
+        .await?;
+
+        self.cp
+            .kubectl(&["-n", &ns, "delete", "secret", "client-ca"])?;
+        eventually("a deleted CA Secret fails closed", WAIT, || async {
+            (status().await == Some(503)).then_some(())
+        })
+        .await?;
+        self.warning_event(
+            &ns,
+            "private",
+            "MissingSecret",
+            &format!("auth-tls-secret {ns}/client-ca does not exist"),
+        )
         .await?;
         Ok(())
     }

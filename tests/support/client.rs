@@ -284,6 +284,8 @@ pub struct TlsClient {
     alpn: Vec<Vec<u8>>,
     versions: Vec<&'static SupportedProtocolVersion>,
     roots: Option<Vec<CertificateDer<'static>>>,
+    /// A client certificate chain and its key, both PEM.
+    client_cert: Option<(String, String)>,
 }
 
 impl Default for TlsClient {
@@ -341,7 +343,14 @@ impl TlsClient {
             alpn: Vec::new(),
             versions: vec![&rustls::version::TLS13, &rustls::version::TLS12],
             roots: None,
+            client_cert: None,
         }
+    }
+
+    /// Sends this client certificate chain (PEM) with its key (PEM) when the server asks for one.
+    pub fn client_cert(mut self, chain_pem: &str, key_pem: &str) -> TlsClient {
+        self.client_cert = Some((chain_pem.into(), key_pem.into()));
+        self
     }
 
     pub fn sni(mut self, name: &str) -> TlsClient {
@@ -384,14 +393,11 @@ impl TlsClient {
                 for root in roots {
                     store.add(root.clone()).map_err(|e| e.to_string())?;
                 }
-                builder.with_root_certificates(store).with_no_client_auth()
+                self.with_client_auth(builder.with_root_certificates(store))?
             }
-            None => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(portcullis::tls::AcceptAnyCertificate(
-                    provider,
-                )))
-                .with_no_client_auth(),
+            None => self.with_client_auth(builder.dangerous().with_custom_certificate_verifier(
+                Arc::new(portcullis::tls::AcceptAnyCertificate(provider)),
+            ))?,
         };
         config.alpn_protocols = self.alpn.clone();
         // Without a name, connect by IP address: rustls then sends no SNI, as clients given an IP do.
@@ -414,5 +420,24 @@ impl TlsClient {
             .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
             .unwrap_or_default();
         Ok(TlsConn { stream, chain })
+    }
+
+    fn with_client_auth(
+        &self,
+        builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    ) -> Result<rustls::ClientConfig, String> {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject;
+        let Some((chain, key)) = &self.client_cert else {
+            return Ok(builder.with_no_client_auth());
+        };
+        let chain = CertificateDer::pem_slice_iter(chain.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("client certificate: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+            .map_err(|e| format!("client key: {e}"))?;
+        builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("client certificate: {e}"))
     }
 }

@@ -14,6 +14,7 @@ pub mod backend;
 pub mod client;
 pub mod controller;
 pub mod manifests;
+pub mod openssl;
 pub mod pki;
 pub mod tools;
 pub mod wait;

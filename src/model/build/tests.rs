@@ -886,3 +886,123 @@ fn policy_is_per_ingress() {
         "one Service port, one backend"
     );
 }
+
+/// A Secret with a CA certificate under `ca.crt`, as `auth-tls-secret` names it.
+fn ca_secret(name: &str) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&key).unwrap();
+    let indent: String = ca.pem().lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: ns}}\nstringData:\n  ca.crt: |\n{indent}---\n"
+    )
+}
+
+fn client_cert_policy<'c>(
+    config: &'c Config,
+    host: &str,
+    path: &str,
+) -> Option<&'c annotations::client_cert::ClientCertPolicy> {
+    config
+        .routes
+        .lookup(host, path)
+        .and_then(|r| r.policy.client_cert.as_ref())
+}
+
+#[test]
+fn client_certificates_resolve_per_ingress_and_fail_closed() {
+    use annotations::client_cert::ClientCertPolicy;
+    let tls = "nginx.ingress.kubernetes.io/auth-tls-secret";
+    let yaml = [
+        ca_secret("ca"),
+        service("svc"),
+        annotated_ingress(
+            "good",
+            &format!("{tls}: ns/ca"),
+            "good.example",
+            &[("/", "Prefix")],
+            "svc",
+        ),
+        annotated_ingress(
+            "missing",
+            &format!("{tls}: nope"),
+            "missing.example",
+            &[("/", "Prefix")],
+            "svc",
+        ),
+        annotated_ingress("plain", "", "plain.example", &[("/", "Prefix")], "svc"),
+    ]
+    .concat();
+    let config = build_yaml(&yaml);
+    assert!(
+        matches!(
+            client_cert_policy(&config, "good.example", "/"),
+            Some(ClientCertPolicy::Enforce(_))
+        ),
+        "{:?}",
+        config.problems
+    );
+    assert_eq!(
+        client_cert_policy(&config, "missing.example", "/"),
+        Some(&ClientCertPolicy::Unavailable)
+    );
+    assert_eq!(client_cert_policy(&config, "plain.example", "/"), None);
+    assert_eq!(kinds(&config), [ProblemKind::MissingSecret]);
+}
+
+#[test]
+fn ingresses_of_one_host_that_disagree_on_client_certificates_fail_closed_for_that_host() {
+    use annotations::client_cert::ClientCertPolicy;
+    let tls = "nginx.ingress.kubernetes.io/auth-tls-secret";
+    let yaml = [
+        ca_secret("ca"),
+        service("svc"),
+        annotated_ingress(
+            "strict",
+            &format!("{tls}: ca"),
+            "shared.example",
+            &[("/admin", "Prefix")],
+            "svc",
+        ),
+        annotated_ingress("lax", "", "shared.example", &[("/", "Prefix")], "svc"),
+        annotated_ingress(
+            "same-a",
+            &format!("{tls}: ca"),
+            "agree.example",
+            &[("/a", "Prefix")],
+            "svc",
+        ),
+        annotated_ingress(
+            "same-b",
+            &format!("{tls}: ns/ca"),
+            "agree.example",
+            &[("/b", "Prefix")],
+            "svc",
+        ),
+        annotated_ingress("alone", "", "other.example", &[("/", "Prefix")], "svc"),
+    ]
+    .concat();
+    let config = build_yaml(&yaml);
+    for path in ["/admin", "/"] {
+        assert_eq!(
+            client_cert_policy(&config, "shared.example", path),
+            Some(&ClientCertPolicy::Unavailable),
+            "{path}"
+        );
+    }
+    for path in ["/a", "/b"] {
+        assert!(matches!(
+            client_cert_policy(&config, "agree.example", path),
+            Some(ClientCertPolicy::Enforce(_))
+        ));
+    }
+    assert_eq!(client_cert_policy(&config, "other.example", "/"), None);
+    let conflicts: Vec<&str> = config
+        .problems
+        .iter()
+        .filter(|p| p.kind == ProblemKind::RuleConflict)
+        .map(|p| p.object.as_ref().unwrap().name.as_str())
+        .collect();
+    assert_eq!(conflicts, ["lax", "strict"], "{:?}", config.problems);
+}
