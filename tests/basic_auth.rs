@@ -396,11 +396,12 @@ async fn an_edited_secret_file_is_live_without_restart_and_fails_closed_when_bro
         200
     );
 
+    // Written by hand with `stringData`, as manifests often are; it is read like `data`.
     let second = htpasswd("-m", "alice", "second password").await;
-    dir.write(
-        "secret.yaml",
-        &[&opaque_secret(NS, "users", &[("auth", &second)])],
-    );
+    let mut edited = opaque_secret(NS, "users", &[]);
+    edited.data = None;
+    edited.string_data = Some(BTreeMap::from([("auth".to_string(), second)]));
+    dir.write("secret.yaml", &[&edited]);
     eventually("the new password admits alice", LIVE, async || match curl(
         &ctl,
         "private.test",

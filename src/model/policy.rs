@@ -5,8 +5,8 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use super::annotations::basic_auth::BasicAuthPolicy;
-use super::annotations::external_auth::ExternalAuth;
 use super::annotations::client_cert::ClientCertPolicy;
+use super::annotations::external_auth::ExternalAuth;
 use super::annotations::{
     BackendProtocol, Cors, DenyRange, FixedRedirect, IngressAnnotations, LimitRate, RateLimit,
     SourceRange,

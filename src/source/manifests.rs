@@ -140,7 +140,7 @@ fn parse_value(
         ("networking.k8s.io/v1", "IngressClass") => {
             push(typed(value, false).map(Object::IngressClass))
         }
-        ("v1", "Secret") => push(typed(value, true).map(Object::Secret)),
+        ("v1", "Secret") => push(typed(value, true).map(|s| Object::Secret(fold_string_data(s)))),
         ("v1", "Service") => push(typed(value, true).map(Object::Service)),
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             push(typed(value, true).map(Object::EndpointSlice))
@@ -171,6 +171,21 @@ fn typed<T: DeserializeOwned + HasMeta>(
         meta.namespace = Some("default".into());
     }
     Ok(Arc::new(object))
+}
+
+/// Moves `stringData` into `data`, overriding, as the API server does when it stores a Secret: every
+/// reader of Secrets then sees the same single map in both modes.
+fn fold_string_data(secret: Arc<Secret>) -> Arc<Secret> {
+    if secret.string_data.is_none() {
+        return secret;
+    }
+    let mut secret = Arc::unwrap_or_clone(secret);
+    let text = secret.string_data.take().unwrap_or_default();
+    let data = secret.data.get_or_insert_with(Default::default);
+    for (key, value) in text {
+        data.insert(key, k8s_openapi::ByteString(value.into_bytes()));
+    }
+    Arc::new(secret)
 }
 
 trait HasMeta {
@@ -484,16 +499,21 @@ mod tests {
     }
 
     #[test]
-    fn secret_data_is_base64_and_string_data_is_text() {
+    fn secret_data_is_base64_and_string_data_is_text_folded_into_data() {
         let (objects, problems) = parse(
-            "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: n}\ndata: {a: aGVsbG8=}\nstringData: {b: world}\n",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: n}\ndata: {a: aGVsbG8=, b: b2xk}\nstringData: {b: world}\n",
         );
         assert!(problems.is_empty(), "{problems:?}");
         let Object::Secret(s) = &objects[0] else {
             panic!("not a secret")
         };
-        assert_eq!(s.data.as_ref().unwrap()["a"].0, b"hello");
-        assert_eq!(s.string_data.as_ref().unwrap()["b"], "world");
+        let data = s.data.as_ref().unwrap();
+        assert_eq!(data["a"].0, b"hello");
+        assert_eq!(
+            data["b"].0, b"world",
+            "stringData wins, as in the API server"
+        );
+        assert!(s.string_data.is_none());
     }
 
     #[test]

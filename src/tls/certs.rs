@@ -476,11 +476,8 @@ impl CertStore {
     }
 }
 
-/// One entry of a Secret, `stringData` taking precedence over `data` as in the API server.
+/// One entry of a Secret (manifests have `stringData` folded into `data` when they are read).
 pub fn secret_entry<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
-    if let Some(v) = secret.string_data.as_ref().and_then(|d| d.get(key)) {
-        return Some(v.as_bytes());
-    }
     secret
         .data
         .as_ref()
@@ -488,7 +485,7 @@ pub fn secret_entry<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
         .map(|v| v.0.as_slice())
 }
 
-/// `tls.crt` and `tls.key` of a Secret, `stringData` taking precedence over `data` as in the API server.
+/// `tls.crt` and `tls.key` of a Secret.
 fn secret_parts(secret: &Secret) -> Result<(&[u8], &[u8]), CertError> {
     let ty = secret.type_.as_deref().unwrap_or("Opaque");
     if ty != TLS_SECRET_TYPE {
@@ -736,21 +733,10 @@ mod tests {
     }
 
     #[test]
-    fn string_data_overrides_data_and_type_is_checked() {
+    fn type_is_checked() {
         let (crt, key) = self_signed(&["a.example.com"]);
-        let mut s = secret("junk", "junk");
-        s.string_data = Some(BTreeMap::from([
-            ("tls.crt".into(), crt.clone()),
-            ("tls.key".into(), key.clone()),
-        ]));
+        let mut s = secret(&crt, &key);
         assert!(secret_parts(&s).is_ok());
-        let mut store = CertStore::new(provider());
-        assert!(
-            store
-                .load(&NamespacedName::new("a", "b"), &s)
-                .cert
-                .is_some()
-        );
         s.type_ = Some("Opaque".into());
         assert_eq!(
             secret_parts(&s).unwrap_err(),
