@@ -7,4 +7,4 @@ pub mod names;
 pub mod request;
 
 pub use duration::parse_duration;
-pub use names::NamespacedName;
+pub use names::{NamespacedName, parse_reference};

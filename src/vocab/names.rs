@@ -36,3 +36,51 @@ impl std::str::FromStr for NamespacedName {
         }
     }
 }
+
+/// An annotation's reference to an object, `NAME` or `NAMESPACE/NAME` (a namespace is a DNS label, an
+/// object name a DNS subdomain): the namespace if given, and the name.
+pub fn parse_reference(value: &str) -> Option<(Option<String>, String)> {
+    let (namespace, name) = match value.split_once('/') {
+        None => (None, value),
+        Some((ns, name)) => (Some(ns), name),
+    };
+    let dns = |s: &str, dots: bool| {
+        (1..=253).contains(&s.len())
+            && s.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || (dots && b == b'.')
+            })
+    };
+    let namespace_ok = namespace.is_none_or(|ns| ns.len() <= 63 && dns(ns, false));
+    (namespace_ok && dns(name, true)).then(|| (namespace.map(str::to_string), name.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_name_or_namespace_slash_name() {
+        assert_eq!(parse_reference("users"), Some((None, "users".into())));
+        assert_eq!(
+            parse_reference("auth/users.v2"),
+            Some((Some("auth".into()), "users.v2".into()))
+        );
+        for bad in [
+            "",
+            "/users",
+            "auth/",
+            "a/b/c",
+            "Users",
+            "a.b/users",
+            "us_ers",
+        ] {
+            assert_eq!(parse_reference(bad), None, "{bad:?}");
+        }
+        let long_namespace = format!("{}/users", "a".repeat(64));
+        assert_eq!(
+            parse_reference(&long_namespace),
+            None,
+            "a namespace is a DNS label"
+        );
+    }
+}

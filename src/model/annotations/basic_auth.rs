@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 
 use super::{AnnotationError, Reader};
 use crate::model::htpasswd::{Credentials, Refused};
-use crate::vocab::NamespacedName;
+use crate::vocab::{NamespacedName, parse_reference};
 
 /// The annotation names of this family (without prefix).
 pub const NAMES: &[&str] = &["auth-type", "auth-secret", "auth-secret-type", "auth-realm"];
@@ -97,24 +97,10 @@ pub(super) fn parse(r: &mut Reader<'_>) -> Option<BasicAuthAnnotation> {
     let Some((secret_key, secret)) = r.get("auth-secret") else {
         return invalid(r, type_key, "needs auth-secret");
     };
-    let (secret_namespace, secret_name) = match secret.split_once('/') {
-        None => (None, secret.to_string()),
-        Some((ns, name)) => (Some(ns.to_string()), name.to_string()),
-    };
-    // A namespace is a DNS label; a Secret name a DNS subdomain.
-    let dns = |s: &str, dots: bool| {
-        (1..=253).contains(&s.len())
-            && s.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || (dots && b == b'.')
-            })
-    };
-    let namespace_ok = secret_namespace
-        .as_deref()
-        .is_none_or(|ns| ns.len() <= 63 && dns(ns, false));
-    if !namespace_ok || !dns(&secret_name, true) {
+    let Some((secret_namespace, secret_name)) = parse_reference(secret) else {
         let reason = format!("{secret:?} is not NAME or NAMESPACE/NAME");
         return invalid(r, secret_key, &reason);
-    }
+    };
     Some(BasicAuthAnnotation::Basic {
         secret_namespace,
         secret_name,

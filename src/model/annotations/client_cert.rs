@@ -17,7 +17,7 @@ use rustls::server::danger::ClientCertVerifier;
 
 use super::{AnnotationError, Reader};
 use crate::tls::certs::secret_entry;
-use crate::vocab::NamespacedName;
+use crate::vocab::{NamespacedName, parse_reference};
 
 /// The annotation names of this family (without prefix).
 pub const NAMES: &[&str] = &[
@@ -136,7 +136,7 @@ pub(super) fn parse(r: &mut Reader<'_>) -> Option<ClientCertAnnotation> {
         return invalid(r, key, "is set without auth-tls-secret");
     };
     let verify = verify?;
-    let Some((secret_namespace, secret_name)) = secret_reference(secret) else {
+    let Some((secret_namespace, secret_name)) = parse_reference(secret) else {
         let reason = format!("{secret:?} is not NAME or NAMESPACE/NAME");
         return invalid(r, secret_key, &reason);
     };
@@ -186,22 +186,6 @@ pub(super) fn parse(r: &mut Reader<'_>) -> Option<ClientCertAnnotation> {
         error_page,
         match_cn,
     }))
-}
-
-/// `NAME` or `NAMESPACE/NAME`: a namespace is a DNS label, a Secret name a DNS subdomain.
-fn secret_reference(value: &str) -> Option<(Option<String>, String)> {
-    let (namespace, name) = match value.split_once('/') {
-        None => (None, value),
-        Some((ns, name)) => (Some(ns), name),
-    };
-    let dns = |s: &str, dots: bool| {
-        (1..=253).contains(&s.len())
-            && s.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || (dots && b == b'.')
-            })
-    };
-    let namespace_ok = namespace.is_none_or(|ns| ns.len() <= 63 && dns(ns, false));
-    (namespace_ok && dns(name, true)).then(|| (namespace.map(str::to_string), name.to_string()))
 }
 
 /// The `Location` of the error page, if it is an absolute http(s) URL.
