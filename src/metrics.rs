@@ -556,6 +556,11 @@ impl Metrics {
         &self.names
     }
 
+    /// Adds a collector another module owns (the ACME orderer's) to this registry.
+    pub fn register(&self, collector: Box<dyn Collector>) -> prometheus::Result<()> {
+        self.registry.register(collector)
+    }
+
     pub fn render(&self) -> String {
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {

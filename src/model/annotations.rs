@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::settings::{ByteSize, Cidr, RedirectCode};
 
+pub mod acme;
 mod cors;
 mod denylist;
 mod ratelimit;
@@ -138,6 +139,7 @@ pub struct IngressAnnotations {
     pub cors: Option<Cors>,
     pub basic_auth: Option<BasicAuthAnnotation>,
     pub rate_limit: Option<RateLimit>,
+    pub acme: Option<acme::AcmeAnnotation>,
 }
 
 impl Default for IngressAnnotations {
@@ -169,6 +171,7 @@ impl Default for IngressAnnotations {
             cors: None,
             basic_auth: None,
             rate_limit: None,
+            acme: None,
         }
     }
 }
@@ -259,6 +262,7 @@ pub fn parse(
         cors: r.cors(),
         basic_auth: basic_auth::parse(&mut r),
         rate_limit: r.rate_limit(),
+        acme: acme::parse(&mut r),
     };
     r.report_unknown();
     (parsed, r.errors)
@@ -383,7 +387,7 @@ impl Reader<'_> {
             else {
                 continue;
             };
-            if SUPPORTED.contains(&name) {
+            if SUPPORTED.contains(&name) || (prefix == OWN_PREFIX && acme::NAMES.contains(&name)) {
                 continue;
             }
             let error = if prefix == OWN_PREFIX {

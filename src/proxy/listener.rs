@@ -339,7 +339,12 @@ impl Accepted {
                             return;
                         }
                     };
-                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                let alpn = stream.get_ref().1.alpn_protocol();
+                if alpn == Some(crate::acme::challenges::ACME_TLS_ALPN) {
+                    // RFC 8737: a validation handshake carries no application data.
+                    return;
+                }
+                let h2 = alpn == Some(b"h2");
                 // The handshake is over: the header-read clock of the first request starts now.
                 tracker.restart_clock();
                 if h2 {

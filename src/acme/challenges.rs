@@ -1,0 +1,91 @@
+//! Pending challenge answers, written by the orderer and read by the :80 handler (HTTP-01) and the
+//! TLS resolver (TLS-ALPN-01) without locks: each map is swapped whole, as the configuration is.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use prometheus::{IntCounterVec, Opts};
+use rustls::sign::CertifiedKey;
+
+/// The ALPN protocol of TLS-ALPN-01 validation handshakes (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Key authorizations by token, challenge certificates by host name.
+#[derive(Debug)]
+pub struct Challenges {
+    http01: ArcSwap<HashMap<String, Arc<str>>>,
+    tls_alpn01: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+    /// Validation requests answered, by challenge type.
+    pub(super) answered: IntCounterVec,
+}
+
+impl Default for Challenges {
+    fn default() -> Self {
+        Challenges {
+            http01: ArcSwap::default(),
+            tls_alpn01: ArcSwap::default(),
+            answered: IntCounterVec::new(
+                Opts::new(
+                    "portcullis_acme_challenges_answered_total",
+                    "ACME validation requests answered, by challenge type",
+                ),
+                &["challenge"],
+            )
+            .unwrap_or_else(|_| unreachable!("the name and label are valid")),
+        }
+    }
+}
+
+impl Challenges {
+    /// The body of `GET /.well-known/acme-challenge/TOKEN` while that challenge is pending.
+    pub fn http01(&self, token: &str) -> Option<Arc<str>> {
+        let found = self.http01.load().get(token).cloned();
+        if found.is_some() {
+            self.answered.with_label_values(&["http-01"]).inc();
+        }
+        found
+    }
+
+    /// The certificate for a handshake offering only ALPN `acme-tls/1` for `host`, while pending.
+    pub fn tls_alpn01(&self, host: &str) -> Option<Arc<CertifiedKey>> {
+        let found = self.tls_alpn01.load().get(host).cloned();
+        if found.is_some() {
+            self.answered.with_label_values(&["tls-alpn-01"]).inc();
+        }
+        found
+    }
+
+    pub(super) fn set_http01(&self, token: &str, key_authorization: &str) {
+        let value: Arc<str> = key_authorization.into();
+        self.http01.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.insert(token.to_string(), value.clone());
+            m
+        });
+    }
+
+    pub(super) fn remove_http01(&self, token: &str) {
+        self.http01.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.remove(token);
+            m
+        });
+    }
+
+    pub(super) fn set_tls_alpn01(&self, host: &str, cert: Arc<CertifiedKey>) {
+        self.tls_alpn01.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.insert(host.to_string(), cert.clone());
+            m
+        });
+    }
+
+    pub(super) fn remove_tls_alpn01(&self, host: &str) {
+        self.tls_alpn01.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.remove(host);
+            m
+        });
+    }
+}

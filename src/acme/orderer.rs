@@ -1,0 +1,559 @@
+//! The orderer: for each wanted certificate that has none, or whose certificate is due, it places an
+//! ACME order, answers the challenges through [`Challenges`], and stores and publishes the result.
+//! Orders run one at a time; a failure backs off per certificate with jitter (1 minute, doubling, to
+//! 6 hours) and is logged and counted with the failed step and the CA's detail.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use instant_acme::{
+    Account, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
+    RetryPolicy,
+};
+use k8s_openapi::api::core::v1::Secret;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use tokio::sync::watch;
+
+use super::challenges::Challenges;
+use super::store::{Store, StoredAccount, StoredCertificate};
+use super::{AcmeMetrics, issued_secret};
+use crate::model::Config;
+use crate::model::acme::WantedCertificate;
+use crate::settings::{Challenge, Issuer};
+use crate::vocab::NamespacedName;
+
+const FIRST_BACKOFF: Duration = Duration::from_secs(60);
+const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
+/// An order that takes longer is abandoned and retried after the backoff.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
+/// The longest sleep between two looks at the wanted certificates, so clock changes cannot strand one.
+const MAX_SLEEP: Duration = Duration::from_secs(3600);
+
+/// Why an order failed: the step, for logs and the metric's label, and the CA's or the system's words.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {detail}")]
+pub struct OrderError {
+    pub step: &'static str,
+    pub detail: String,
+}
+
+fn at(step: &'static str) -> impl FnOnce(instant_acme::Error) -> OrderError {
+    move |e| OrderError {
+        step,
+        detail: error_chain(&e),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
+struct Failure {
+    count: u32,
+    retry_at: Instant,
+}
+
+pub struct Orderer {
+    provider: Arc<CryptoProvider>,
+    challenges: Arc<Challenges>,
+    /// `Err`: why nothing can be ordered in this mode (said once per set of wanted certificates).
+    store: Result<Store, String>,
+    issued: watch::Sender<Arc<Vec<Arc<Secret>>>>,
+    metrics: AcmeMetrics,
+    accounts: HashMap<String, (String, Account)>,
+    certs: BTreeMap<NamespacedName, StoredCertificate>,
+    failures: HashMap<NamespacedName, Failure>,
+}
+
+impl Orderer {
+    pub(super) fn new(
+        provider: Arc<CryptoProvider>,
+        challenges: Arc<Challenges>,
+        store: Result<Store, String>,
+        issued: watch::Sender<Arc<Vec<Arc<Secret>>>>,
+        metrics: AcmeMetrics,
+    ) -> Orderer {
+        let certs = store.as_ref().map(Store::certificates).unwrap_or_default();
+        Orderer {
+            provider,
+            challenges,
+            store,
+            issued,
+            metrics,
+            accounts: HashMap::new(),
+            certs,
+            failures: HashMap::new(),
+        }
+    }
+
+    /// Orders what each published configuration wants, until the configuration channel closes.
+    pub async fn run(mut self, mut config: watch::Receiver<Arc<Config>>) {
+        self.publish();
+        let mut refused: Option<Vec<WantedCertificate>> = None;
+        loop {
+            let current = config.borrow_and_update().clone();
+            let next = match &self.store {
+                Ok(_) => self.work(&current).await,
+                Err(reason) => {
+                    if !current.acme.is_empty() && refused.as_ref() != Some(&current.acme) {
+                        tracing::warn!(certificates = current.acme.len(), "{reason}");
+                        refused = Some(current.acme.clone());
+                    }
+                    Instant::now() + MAX_SLEEP
+                }
+            };
+            tokio::select! {
+                changed = config.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep_until(next.into()) => {}
+            }
+        }
+    }
+
+    /// Orders every wanted certificate that is missing or due and not backing off; returns when to
+    /// look again.
+    async fn work(&mut self, config: &Config) -> Instant {
+        let mut next = Instant::now() + MAX_SLEEP;
+        self.metrics.next_renewal.reset();
+        for wanted in &config.acme {
+            let Some(issuer) = config.settings.acme.issuers.get(&wanted.issuer) else {
+                continue;
+            };
+            let renewal =
+                |at: i64| Instant::now() + Duration::from_secs((at - unix_now()).max(0) as u64);
+            if let Some(cert) = self.certs.get(&wanted.secret)
+                && cert.issuer == wanted.issuer
+                && same_names(&cert.hosts, &wanted.hosts)
+                && unix_now() < cert.renew_at()
+            {
+                self.set_next_renewal(&wanted.secret, cert.renew_at());
+                next = next.min(renewal(cert.renew_at()));
+                continue;
+            }
+            if let Some(failure) = self.failures.get(&wanted.secret)
+                && Instant::now() < failure.retry_at
+            {
+                let wait = failure.retry_at - Instant::now();
+                self.set_next_renewal(&wanted.secret, unix_now() + wait.as_secs() as i64);
+                next = next.min(failure.retry_at);
+                continue;
+            }
+            let started = Instant::now();
+            let result = match tokio::time::timeout(ORDER_TIMEOUT, self.order(wanted, issuer)).await
+            {
+                Ok(result) => result,
+                Err(_) => Err(OrderError {
+                    step: "order",
+                    detail: format!("no certificate within {ORDER_TIMEOUT:?}"),
+                }),
+            };
+            match result {
+                Ok(cert) => {
+                    tracing::info!(
+                        secret = %wanted.secret,
+                        ingress = %wanted.ingress,
+                        issuer = wanted.issuer,
+                        hosts = ?wanted.hosts,
+                        not_after = cert.not_after,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "ACME certificate issued"
+                    );
+                    self.metrics
+                        .orders
+                        .with_label_values(&[wanted.issuer.as_str(), "success"])
+                        .inc();
+                    self.set_next_renewal(&wanted.secret, cert.renew_at());
+                    next = next.min(renewal(cert.renew_at()));
+                    self.failures.remove(&wanted.secret);
+                    self.certs.insert(wanted.secret.clone(), cert);
+                    self.publish();
+                }
+                Err(e) => {
+                    let failure = self
+                        .failures
+                        .entry(wanted.secret.clone())
+                        .or_insert(Failure {
+                            count: 0,
+                            retry_at: Instant::now(),
+                        });
+                    failure.count += 1;
+                    let wait = backoff(failure.count);
+                    failure.retry_at = Instant::now() + wait;
+                    tracing::warn!(
+                        secret = %wanted.secret,
+                        ingress = %wanted.ingress,
+                        issuer = wanted.issuer,
+                        step = e.step,
+                        failures = failure.count,
+                        retry_in_s = wait.as_secs(),
+                        "ACME order failed: {e}; the current certificate (if any) keeps serving"
+                    );
+                    self.metrics
+                        .orders
+                        .with_label_values(&[wanted.issuer.as_str(), "failure"])
+                        .inc();
+                    self.metrics
+                        .failures
+                        .with_label_values(&[wanted.issuer.as_str(), e.step])
+                        .inc();
+                    let retry_at = failure.retry_at;
+                    self.set_next_renewal(&wanted.secret, unix_now() + wait.as_secs() as i64);
+                    next = next.min(retry_at);
+                }
+            }
+        }
+        next
+    }
+
+    fn set_next_renewal(&self, secret: &NamespacedName, at: i64) {
+        self.metrics
+            .next_renewal
+            .with_label_values(&[secret.namespace.as_str(), secret.name.as_str()])
+            .set(at);
+    }
+
+    /// Every stored certificate, as the Secret the configuration serves it from.
+    fn publish(&self) {
+        let secrets = self
+            .certs
+            .values()
+            .map(|c| Arc::new(issued_secret(c)))
+            .collect();
+        self.issued.send_replace(Arc::new(secrets));
+    }
+
+    async fn order(
+        &mut self,
+        wanted: &WantedCertificate,
+        issuer: &Issuer,
+    ) -> Result<StoredCertificate, OrderError> {
+        let account = self.account(&wanted.issuer, issuer).await?;
+        let ids: Vec<Identifier> = wanted.hosts.iter().cloned().map(Identifier::Dns).collect();
+        let mut new = NewOrder::new(&ids);
+        if let Some(profile) = &issuer.profile {
+            new = new.profile(profile);
+        }
+        let mut order = account.new_order(&new).await.map_err(at("new-order"))?;
+        let mut pending = Installed {
+            challenges: &self.challenges,
+            tokens: Vec::new(),
+            hosts: Vec::new(),
+        };
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.map_err(at("authorization"))?;
+            match authz.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => {
+                    return Err(OrderError {
+                        step: "authorization",
+                        detail: format!("authorization is {other:?}"),
+                    });
+                }
+            }
+            let kind = match issuer.challenge {
+                Challenge::Http01 => ChallengeType::Http01,
+                Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+            };
+            let Identifier::Dns(host) = authz.identifier().identifier.clone() else {
+                return Err(OrderError {
+                    step: "authorization",
+                    detail: "the CA asks to authorize something other than a DNS name".into(),
+                });
+            };
+            let mut challenge = authz.challenge(kind).ok_or_else(|| OrderError {
+                step: "challenge",
+                detail: format!(
+                    "the CA offers no {} challenge for {host}",
+                    issuer.challenge.as_str()
+                ),
+            })?;
+            let key_authorization = challenge.key_authorization();
+            match issuer.challenge {
+                Challenge::Http01 => {
+                    self.challenges
+                        .set_http01(&challenge.token, key_authorization.as_str());
+                    pending.tokens.push(challenge.token.clone());
+                }
+                Challenge::TlsAlpn01 => {
+                    let cert = alpn_certificate(
+                        &host,
+                        key_authorization.digest().as_ref(),
+                        &self.provider,
+                    )
+                    .map_err(|detail| OrderError {
+                        step: "challenge",
+                        detail,
+                    })?;
+                    self.challenges.set_tls_alpn01(&host, cert);
+                    pending.hosts.push(host);
+                }
+            }
+            challenge.set_ready().await.map_err(at("challenge"))?;
+        }
+        let status = order
+            .poll_ready(&RetryPolicy::default())
+            .await
+            .map_err(at("validation"))?;
+        if status != OrderStatus::Ready {
+            return Err(OrderError {
+                step: "validation",
+                detail: validation_errors(&mut order, status).await,
+            });
+        }
+        let key = rcgen::KeyPair::generate().map_err(|e| OrderError {
+            step: "finalize",
+            detail: e.to_string(),
+        })?;
+        let csr = rcgen::CertificateParams::new(wanted.hosts.clone())
+            .and_then(|mut params| {
+                params.distinguished_name = rcgen::DistinguishedName::new();
+                params.serialize_request(&key)
+            })
+            .map_err(|e| OrderError {
+                step: "finalize",
+                detail: format!("cannot make the certificate request: {e}"),
+            })?;
+        order
+            .finalize_csr(csr.der())
+            .await
+            .map_err(at("finalize"))?;
+        let chain = order
+            .poll_certificate(&RetryPolicy::default())
+            .await
+            .map_err(at("certificate"))?;
+        drop(pending);
+        let (not_before, not_after) = validity(&chain).map_err(|detail| OrderError {
+            step: "certificate",
+            detail,
+        })?;
+        let cert = StoredCertificate {
+            namespace: wanted.secret.namespace.clone(),
+            name: wanted.secret.name.clone(),
+            issuer: wanted.issuer.clone(),
+            hosts: wanted.hosts.clone(),
+            chain,
+            key: key.serialize_pem(),
+            not_before,
+            not_after,
+        };
+        if let Ok(store) = &self.store {
+            store.save_certificate(&cert).map_err(|e| OrderError {
+                step: "store",
+                detail: e.to_string(),
+            })?;
+        }
+        Ok(cert)
+    }
+
+    /// The issuer's account: from memory, else from the state directory, else created (and stored).
+    async fn account(&mut self, name: &str, issuer: &Issuer) -> Result<Account, OrderError> {
+        if let Some((directory, account)) = self.accounts.get(name)
+            && *directory == issuer.directory
+        {
+            return Ok(account.clone());
+        }
+        let builder = || match &issuer.directory_ca_file {
+            Some(path) => Account::builder_with_root(path),
+            None => Account::builder(),
+        };
+        let store = self.store.as_ref().map_err(|reason| OrderError {
+            step: "account",
+            detail: reason.clone(),
+        })?;
+        let account = match store
+            .account(name)
+            .filter(|a| a.directory == issuer.directory)
+        {
+            Some(stored) => builder()
+                .map_err(at("account"))?
+                .from_credentials(stored.credentials)
+                .await
+                .map_err(at("account"))?,
+            None => {
+                if issuer.external_account_binding.is_some() {
+                    return Err(OrderError {
+                        step: "account",
+                        detail: "external-account-binding is not supported yet in manifest mode"
+                            .into(),
+                    });
+                }
+                let contact = issuer.email.as_ref().map(|e| format!("mailto:{e}"));
+                let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+                let (account, credentials) = builder()
+                    .map_err(at("account"))?
+                    .create(
+                        &NewAccount {
+                            contact: &contacts,
+                            terms_of_service_agreed: true,
+                            only_return_existing: false,
+                        },
+                        issuer.directory.clone(),
+                        None,
+                    )
+                    .await
+                    .map_err(at("account"))?;
+                let stored = StoredAccount {
+                    directory: issuer.directory.clone(),
+                    credentials,
+                };
+                store.save_account(name, &stored).map_err(|e| OrderError {
+                    step: "account",
+                    detail: format!("cannot store the account: {e}"),
+                })?;
+                tracing::info!(issuer = name, id = account.id(), "ACME account created");
+                account
+            }
+        };
+        self.accounts.insert(
+            name.to_string(),
+            (issuer.directory.clone(), account.clone()),
+        );
+        Ok(account)
+    }
+}
+
+/// The challenge answers of one order, withdrawn when the order ends however it ends.
+struct Installed<'a> {
+    challenges: &'a Challenges,
+    tokens: Vec<String>,
+    hosts: Vec<String>,
+}
+
+impl Drop for Installed<'_> {
+    fn drop(&mut self) {
+        for token in &self.tokens {
+            self.challenges.remove_http01(token);
+        }
+        for host in &self.hosts {
+            self.challenges.remove_tls_alpn01(host);
+        }
+    }
+}
+
+/// What the CA said about a failed validation: the order's error and each challenge's.
+async fn validation_errors(order: &mut instant_acme::Order, status: OrderStatus) -> String {
+    let mut details = Vec::new();
+    if let Some(problem) = &order.state().error {
+        details.push(problem.to_string());
+    }
+    let mut authorizations = order.authorizations();
+    while let Some(Ok(authz)) = authorizations.next().await {
+        for challenge in &authz.challenges {
+            if let Some(problem) = &challenge.error {
+                details.push(problem.to_string());
+            }
+        }
+    }
+    if details.is_empty() {
+        details.push(format!("the order is {status:?}"));
+    }
+    details.join("; ")
+}
+
+/// The RFC 8737 certificate: self-signed for `host`, with the critical acmeIdentifier extension
+/// holding the SHA-256 digest of the key authorization.
+fn alpn_certificate(
+    host: &str,
+    digest: &[u8],
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<CertifiedKey>, String> {
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let mut params =
+        rcgen::CertificateParams::new(vec![host.to_string()]).map_err(|e| e.to_string())?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    if digest.len() != 32 {
+        return Err("the key authorization digest is not SHA-256".into());
+    }
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let der_key = PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    CertifiedKey::from_der(vec![cert.der().clone()], der_key, provider)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}
+
+/// `notBefore` and `notAfter` of the chain's first certificate, Unix seconds.
+fn validity(chain: &str) -> Result<(i64, i64), String> {
+    let leaf = CertificateDer::pem_slice_iter(chain.as_bytes())
+        .next()
+        .ok_or("the CA sent no certificate")?
+        .map_err(|e| format!("the CA sent an unreadable certificate: {e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf)
+        .map_err(|e| format!("the CA sent an unreadable certificate: {e}"))?;
+    let v = cert.validity();
+    Ok((v.not_before.timestamp(), v.not_after.timestamp()))
+}
+
+fn same_names(a: &[String], b: &[String]) -> bool {
+    let mut a = a.to_vec();
+    let mut b = b.to_vec();
+    a.sort();
+    b.sort();
+    a == b
+}
+
+/// 1 minute, doubling per failure, at most 6 hours; ±20% jitter so many certificates spread out.
+fn backoff(failures: u32) -> Duration {
+    let base = FIRST_BACKOFF
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF);
+    let mut byte = [0u8; 1];
+    let jitter = match aws_lc_rs::rand::fill(&mut byte) {
+        Ok(()) => 0.8 + 0.4 * f64::from(byte[0]) / 255.0,
+        Err(_) => 1.0,
+    };
+    base.mul_f64(jitter)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_at_a_minute_doubles_and_stops_at_six_hours() {
+        let within = |d: Duration, base: u64| {
+            let s = d.as_secs_f64();
+            s >= base as f64 * 0.8 - 0.01 && s <= base as f64 * 1.2 + 0.01
+        };
+        assert!(within(backoff(1), 60));
+        assert!(within(backoff(2), 120));
+        assert!(within(backoff(5), 960));
+        assert!(within(backoff(40), 6 * 3600));
+    }
+
+    #[test]
+    fn the_alpn_certificate_carries_the_acme_identifier() {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let cert = alpn_certificate("a.example", &[7u8; 32], &provider).unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&cert.cert[0]).unwrap();
+        let ext = parsed
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == "1.3.6.1.5.5.7.1.31")
+            .expect("acmeIdentifier");
+        assert!(ext.critical);
+        assert!(alpn_certificate("a.example", &[7u8; 20], &provider).is_err());
+    }
+}
