@@ -482,9 +482,16 @@ fn alpn_certificate(
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
     let der_key = PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    CertifiedKey::from_der(vec![cert.der().clone()], der_key, provider)
-        .map(Arc::new)
-        .map_err(|e| e.to_string())
+    // Not `CertifiedKey::from_der`: its key check parses the certificate with webpki, which refuses
+    // the critical acmeIdentifier extension that is the point of this certificate.
+    let signing_key = provider
+        .key_provider
+        .load_private_key(der_key)
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![cert.der().clone()],
+        signing_key,
+    )))
 }
 
 /// `notBefore` and `notAfter` of the chain's first certificate, Unix seconds.
