@@ -14,11 +14,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use support::manifests;
 use support::tools;
 use support::*;
 
 const NS: &str = "shop";
+/// The lifetime of Pebble's `short` profile: renewed with a third of it left, about 11 s after issuance.
+const SHORT_LIFETIME_S: u64 = 16;
 /// How long an issuance may take: Pebble validates at once (`PEBBLE_VA_NOSLEEP`); the margin is for a
 /// loaded machine.
 const ISSUED: Duration = Duration::from_secs(60);
@@ -76,7 +80,11 @@ impl Pebble {
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
             "retryAfter": {"authz": 1, "order": 1},
-            "profiles": {"default": {"description": "90 days", "validityPeriod": 7_776_000}},
+            // Pebble picks a profile at random for orders without one: the tests always name one.
+            "profiles": {
+                "default": {"description": "90 days", "validityPeriod": 7_776_000},
+                "short": {"description": "16 seconds", "validityPeriod": SHORT_LIFETIME_S},
+            },
         }});
         let config_path = dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).expect("write Pebble's config");
@@ -133,10 +141,15 @@ impl Pebble {
         self.log().matches("POST /order-plz").count()
     }
 
-    /// The `acme:` section of a configuration with one issuer, `pebble`, as the default.
+    /// The `acme:` section of a configuration with one issuer, `pebble`, as the default, ordering
+    /// Pebble's 90-day profile.
     fn config(&self, challenge: &str) -> String {
+        self.config_with_profile(challenge, "default")
+    }
+
+    fn config_with_profile(&self, challenge: &str, profile: &str) -> String {
         format!(
-            "acme:\n  default-issuer: pebble\n  issuers:\n    pebble:\n      directory: {}\n      email: ops@shop.test\n      challenge: {challenge}\n      directory-ca-file: {}\n",
+            "acme:\n  default-issuer: pebble\n  issuers:\n    pebble:\n      directory: {}\n      email: ops@shop.test\n      challenge: {challenge}\n      profile: {profile}\n      directory-ca-file: {}\n",
             self.directory,
             fixture("pebble.minica.pem").display()
         )
@@ -410,6 +423,72 @@ async fn a_restart_orders_nothing_while_the_certificate_is_valid() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(pebble.orders(), 1, "no new order: {}", ctl.logs());
     assert!(ctl.log_line(&["ACME certificate issued"]).is_none());
+}
+
+#[tokio::test]
+async fn a_certificate_is_renewed_with_a_third_of_its_life_left_without_a_failed_request() {
+    let setup = Setup::new(&[&acme_ingress("web", "renew.test", "renew-tls")]).await;
+    let ctl = setup.controller().await;
+    let pebble = Pebble::start(ctl.addrs.ip).await;
+    let root = pebble.root().await;
+    let roots = vec![CertificateDer::from_pem_file(&root).expect("Pebble's root")];
+    setup.configure(&pebble.config_with_profile("http-01", "short"));
+    eventually("a certificate from Pebble", ISSUED, async || {
+        verified(&ctl, "renew.test", &root).await
+    })
+    .await;
+
+    // New connections, one after another, verified against Pebble's root, until the certificate
+    // changes: every one must succeed, before, during and after the swap.
+    let client = TlsClient::new().sni("renew.test").verify_with(roots);
+    let fetch = async || -> Result<String, String> {
+        let conn = client.connect(ctl.addrs.https).await?;
+        let fingerprint = conn.fingerprint();
+        let mut http = conn.http().await;
+        let answer = http.try_send(request("GET", "renew.test", "/")).await?;
+        match answer.status.as_u16() {
+            200 => Ok(fingerprint),
+            other => Err(format!("status {other}")),
+        }
+    };
+    let first = fetch().await.expect("the first certificate serves");
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(3 * SHORT_LIFETIME_S);
+    let (mut requests, mut failures) = (0u32, Vec::new());
+    let renewed = loop {
+        assert!(
+            Instant::now() < deadline && requests < 20_000,
+            "no renewal within {:?} ({requests} requests): {}",
+            started.elapsed(),
+            ctl.logs()
+        );
+        requests += 1;
+        match fetch().await {
+            Ok(f) if f != first => break f,
+            Ok(_) => {}
+            Err(e) => failures.push(e),
+        }
+    };
+    eprintln!(
+        "renewed after {:?}, {requests} requests during the wait",
+        started.elapsed()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+    assert_ne!(renewed, first);
+    let m = metrics(&ctl).await;
+    assert!(
+        metric_value(
+            &m,
+            "portcullis_acme_orders_total{issuer=\"pebble\",result=\"success\"}"
+        )
+        .is_some_and(|n| n >= 2.0),
+        "{m}"
+    );
+    assert!(pebble.orders() >= 2);
 }
 
 #[tokio::test]

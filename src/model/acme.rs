@@ -105,3 +105,87 @@ pub(super) fn resolve(
         ingress: NamespacedName::new(&object.namespace, &object.name),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::Kind;
+    use crate::settings::Settings;
+
+    fn settings() -> AcmeSettings {
+        Settings::from_yaml(
+            "acme:\n  default-issuer: le\n  issuers:\n    le: {directory: https://ca.example/dir}\n",
+        )
+        .unwrap()
+        .acme
+    }
+
+    fn resolve_with(
+        acme: &AcmeAnnotation,
+        hosts: &[&str],
+        existing: Option<&Secret>,
+    ) -> Result<WantedCertificate, Problem> {
+        let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        resolve(
+            acme,
+            &settings(),
+            &ObjectRef::new(Kind::Ingress, "shop", "web"),
+            0,
+            NamespacedName::new("shop", "web-tls"),
+            &hosts,
+            existing,
+        )
+    }
+
+    const DEFAULT: AcmeAnnotation = AcmeAnnotation {
+        issuer: None,
+        cert_manager: false,
+    };
+
+    #[test]
+    fn an_entry_is_wanted_with_exactly_its_hosts_from_the_default_issuer() {
+        let w = resolve_with(&DEFAULT, &["a.example", "b.example"], None).unwrap();
+        assert_eq!(w.hosts, ["a.example", "b.example"]);
+        assert_eq!(w.issuer, "le");
+        assert_eq!(w.ingress, NamespacedName::new("shop", "web"));
+    }
+
+    #[test]
+    fn what_cannot_be_ordered_is_a_problem_naming_why() {
+        let message = |r: Result<WantedCertificate, Problem>| {
+            let p = r.unwrap_err();
+            assert_eq!(p.kind, ProblemKind::AcmeNotOrdered);
+            p.message
+        };
+        assert!(message(resolve_with(&DEFAULT, &["*.example"], None)).contains("wildcard"));
+        assert!(message(resolve_with(&DEFAULT, &[], None)).contains("no hosts"));
+        let unknown = AcmeAnnotation {
+            issuer: Some("zerossl".into()),
+            ..DEFAULT
+        };
+        assert!(message(resolve_with(&unknown, &["a.example"], None)).contains("\"zerossl\""));
+        let theirs = AcmeAnnotation {
+            cert_manager: true,
+            ..DEFAULT
+        };
+        assert!(message(resolve_with(&theirs, &["a.example"], None)).contains("cert-manager"));
+    }
+
+    #[test]
+    fn only_secrets_portcullis_wrote_may_be_replaced() {
+        let mut foreign = Secret::default();
+        let e = resolve_with(&DEFAULT, &["a.example"], Some(&foreign)).unwrap_err();
+        assert!(e.message.contains("not overwritten"), "{e}");
+        foreign.metadata.labels = Some(BTreeMap::from([(
+            MANAGED_BY_LABEL.to_string(),
+            MANAGED_BY.to_string(),
+        )]));
+        foreign.metadata.annotations = Some(BTreeMap::from([(
+            ISSUER_ANNOTATION.to_string(),
+            "le".to_string(),
+        )]));
+        assert!(resolve_with(&DEFAULT, &["a.example"], Some(&foreign)).is_ok());
+    }
+}
