@@ -170,6 +170,14 @@ impl Pebble {
         path
     }
 
+    /// Makes every name resolve to `ip` for Pebble's validator (a restarted controller's address).
+    async fn resolve_all(&self, ip: Ipv4Addr) {
+        let body = serde_json::json!({"ip": ip.to_string()}).to_string();
+        let url = format!("http://{}/set-default-ipv4", self.dns_management);
+        let out = tools::curl(&["-f", "-d", &body, &url]).await;
+        assert!(out.success, "challtestsrv set-default-ipv4: {}", out.stderr);
+    }
+
     /// Makes `host` resolve to `ip` for Pebble's validator.
     async fn resolve(&self, host: &str, ip: &str) {
         let body = serde_json::json!({"host": host, "addresses": [ip]}).to_string();
@@ -489,6 +497,65 @@ async fn a_certificate_is_renewed_with_a_third_of_its_life_left_without_a_failed
         "{m}"
     );
     assert!(pebble.orders() >= 2);
+}
+
+#[tokio::test]
+async fn a_renewal_window_from_ari_in_the_past_renews_at_once_replacing_the_certificate() {
+    let setup = Setup::new(&[&acme_ingress("web", "ari.test", "ari-tls")]).await;
+    let mut ctl = setup.controller().await;
+    let pebble = Pebble::start(ctl.addrs.ip).await;
+    let root = pebble.root().await;
+    setup.configure(&pebble.config("http-01"));
+    eventually("a certificate from Pebble", ISSUED, async || {
+        verified(&ctl, "ari.test", &root).await
+    })
+    .await;
+    let served = |addr: SocketAddr| async move {
+        TlsClient::new()
+            .sni("ari.test")
+            .connect(addr)
+            .await
+            .expect("handshake")
+            .fingerprint()
+    };
+    let first = served(ctl.addrs.https).await;
+    ctl.sigterm();
+    ctl.wait_exit(Duration::from_secs(20)).await;
+    // The next controller has another address: it starts without issuers, so that nothing is
+    // ordered before Pebble's DNS points at it.
+    setup.configure("");
+
+    // The CA now suggests a window that has passed (as after an incident): renew at once.
+    let stored = std::fs::read_to_string(setup.state.path().join("certificates/shop_ari-tls.json"))
+        .expect("the stored certificate");
+    let chain = serde_json::from_str::<serde_json::Value>(&stored).unwrap()["chain"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let window =
+        r#"{"suggestedWindow":{"start":"2026-01-01T00:00:00Z","end":"2026-01-01T01:00:00Z"}}"#;
+    let body = serde_json::json!({"certificate": chain, "ariResponse": window}).to_string();
+    let url = format!("https://{}/set-renewal-info/", pebble.management);
+    let ca = fixture("pebble.minica.pem").display().to_string();
+    let out = tools::curl(&["-f", "--cacert", &ca, "-d", &body, &url]).await;
+    assert!(out.success, "set-renewal-info: {}", out.stderr);
+
+    let ctl = setup.controller().await;
+    pebble.resolve_all(ctl.addrs.ip).await;
+    setup.configure(&pebble.config("http-01"));
+    eventually(
+        "the replacement certificate",
+        ISSUED,
+        async || match served(ctl.addrs.https).await {
+            f if f != first => Ok(()),
+            _ => Err(format!("still the first certificate; log:\n{}", ctl.logs())),
+        },
+    )
+    .await;
+    verified(&ctl, "ari.test", &root)
+        .await
+        .expect("the new chain verifies");
+    assert_eq!(pebble.orders(), 2);
 }
 
 #[tokio::test]

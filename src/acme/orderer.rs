@@ -1,15 +1,18 @@
 //! The orderer: for each wanted certificate that has none, or whose certificate is due, it places an
 //! ACME order, answers the challenges through [`Challenges`], and stores and publishes the result.
-//! Orders run one at a time; a failure backs off per certificate with jitter (1 minute, doubling, to
-//! 6 hours) and is logged and counted with the failed step and the CA's detail.
+//! A certificate is due when one third of its lifetime remains, or earlier at a random point of the
+//! renewal window its CA suggests through ARI (RFC 9773), asked again when the CA's `Retry-After`
+//! says; a renewal names the certificate it `replaces`. Orders run one at a time; a failure backs
+//! off per certificate with jitter (1 minute, doubling, to 6 hours) and is logged and counted with the
+//! failed step and the CA's detail.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use instant_acme::{
-    Account, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
-    RetryPolicy,
+    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
 };
 use k8s_openapi::api::core::v1::Secret;
 use rustls::crypto::CryptoProvider;
@@ -67,6 +70,22 @@ struct Failure {
     retry_at: Instant,
 }
 
+/// What the CA's renewal information said about one certificate.
+struct AriPlan {
+    /// The certificate it is for (a renewed one is asked about afresh).
+    not_after: i64,
+    /// The chosen point of the suggested window, Unix seconds; `None` when the CA has no ARI.
+    renew_at: Option<i64>,
+    /// The certificate's ARI identifier, sent as `replaces` when renewing it.
+    id: Option<CertificateIdentifier<'static>>,
+    /// When to ask again (the CA's `Retry-After`).
+    ask_again: Instant,
+}
+
+/// Bounds on how often renewal information is asked for, whatever `Retry-After` says.
+const ARI_MIN_INTERVAL: Duration = Duration::from_secs(60);
+const ARI_MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
 pub struct Orderer {
     provider: Arc<CryptoProvider>,
     challenges: Arc<Challenges>,
@@ -77,6 +96,7 @@ pub struct Orderer {
     accounts: HashMap<String, (String, Account)>,
     certs: BTreeMap<NamespacedName, StoredCertificate>,
     failures: HashMap<NamespacedName, Failure>,
+    ari: HashMap<NamespacedName, AriPlan>,
 }
 
 impl Orderer {
@@ -97,6 +117,7 @@ impl Orderer {
             accounts: HashMap::new(),
             certs,
             failures: HashMap::new(),
+            ari: HashMap::new(),
         }
     }
 
@@ -134,14 +155,26 @@ impl Orderer {
             };
             let renewal =
                 |at: i64| Instant::now() + Duration::from_secs((at - unix_now()).max(0) as u64);
-            if let Some(cert) = self.certs.get(&wanted.secret)
+            let mut replaces = None;
+            if let Some(cert) = self.certs.get(&wanted.secret).cloned()
                 && cert.issuer == wanted.issuer
                 && same_names(&cert.hosts, &wanted.hosts)
-                && unix_now() < cert.renew_at()
             {
-                self.set_next_renewal(&wanted.secret, cert.renew_at());
-                next = next.min(renewal(cert.renew_at()));
-                continue;
+                // ARI may move the renewal earlier (an incident, a revocation), never later than
+                // the lifetime rule, so a window reaching up to expiry cannot outlive the certificate.
+                let plan = self.ari_plan(wanted, issuer, &cert).await;
+                let due = plan
+                    .and_then(|p| p.renew_at)
+                    .map_or(cert.renew_at(), |ari| ari.min(cert.renew_at()));
+                if unix_now() < due {
+                    self.set_next_renewal(&wanted.secret, due);
+                    next = next.min(renewal(due));
+                    if let Some(p) = self.ari.get(&wanted.secret) {
+                        next = next.min(p.ask_again);
+                    }
+                    continue;
+                }
+                replaces = self.ari.get(&wanted.secret).and_then(|p| p.id.clone());
             }
             if let Some(failure) = self.failures.get(&wanted.secret)
                 && Instant::now() < failure.retry_at
@@ -152,8 +185,8 @@ impl Orderer {
                 continue;
             }
             let started = Instant::now();
-            let result = match tokio::time::timeout(ORDER_TIMEOUT, self.order(wanted, issuer)).await
-            {
+            let ordered = self.order(wanted, issuer, replaces);
+            let result = match tokio::time::timeout(ORDER_TIMEOUT, ordered).await {
                 Ok(result) => result,
                 Err(_) => Err(OrderError {
                     step: "order",
@@ -235,16 +268,95 @@ impl Orderer {
         self.issued.send_replace(Arc::new(secrets));
     }
 
+    /// The renewal information of a valid certificate: asked of the CA when none is known for it or
+    /// the CA's `Retry-After` has passed, else remembered.
+    async fn ari_plan(
+        &mut self,
+        wanted: &WantedCertificate,
+        issuer: &Issuer,
+        cert: &StoredCertificate,
+    ) -> Option<&AriPlan> {
+        let fresh = self
+            .ari
+            .get(&wanted.secret)
+            .is_some_and(|p| p.not_after == cert.not_after && Instant::now() < p.ask_again);
+        if !fresh {
+            let plan = self.ask_ari(&wanted.issuer, issuer, cert).await;
+            self.ari.insert(wanted.secret.clone(), plan);
+        }
+        self.ari.get(&wanted.secret)
+    }
+
+    async fn ask_ari(&mut self, name: &str, issuer: &Issuer, cert: &StoredCertificate) -> AriPlan {
+        let mut plan = AriPlan {
+            not_after: cert.not_after,
+            renew_at: None,
+            id: None,
+            ask_again: Instant::now() + ARI_MAX_INTERVAL,
+        };
+        let Some(Ok(leaf)) = CertificateDer::pem_slice_iter(cert.chain.as_bytes()).next() else {
+            return plan;
+        };
+        let id = match CertificateIdentifier::try_from(&leaf) {
+            Ok(id) => id.into_owned(),
+            Err(e) => {
+                tracing::debug!(
+                    issuer = name,
+                    error = e,
+                    "no renewal information for this certificate"
+                );
+                return plan;
+            }
+        };
+        let account = match self.account(name, issuer).await {
+            Ok(account) => account,
+            Err(e) => {
+                tracing::debug!(issuer = name, error = %e, "no renewal information without the account");
+                plan.ask_again = Instant::now() + ARI_MIN_INTERVAL;
+                return plan;
+            }
+        };
+        match account.renewal_info(&id).await {
+            Ok((info, retry_after)) => {
+                let start = info.suggested_window.start.unix_timestamp();
+                let end = info.suggested_window.end.unix_timestamp();
+                let offset = random_fraction() * (end - start).max(0) as f64;
+                plan.renew_at = Some(start + offset as i64);
+                plan.id = Some(id);
+                plan.ask_again =
+                    Instant::now() + retry_after.clamp(ARI_MIN_INTERVAL, ARI_MAX_INTERVAL);
+            }
+            // The directory offers no renewal information: the lifetime rule alone applies.
+            Err(instant_acme::Error::Unsupported(_)) => {
+                tracing::debug!(issuer = name, "the CA offers no renewal information");
+            }
+            Err(e) => {
+                tracing::warn!(issuer = name, error = %error_chain(&e), "cannot read the CA's renewal information; renewing at one third of the lifetime remaining");
+                plan.ask_again = Instant::now() + ARI_MIN_INTERVAL * 60;
+            }
+        }
+        tracing::debug!(
+            issuer = name,
+            renew_at = plan.renew_at,
+            "renewal information"
+        );
+        plan
+    }
+
     async fn order(
         &mut self,
         wanted: &WantedCertificate,
         issuer: &Issuer,
+        replaces: Option<CertificateIdentifier<'static>>,
     ) -> Result<StoredCertificate, OrderError> {
         let account = self.account(&wanted.issuer, issuer).await?;
         let ids: Vec<Identifier> = wanted.hosts.iter().cloned().map(Identifier::Dns).collect();
         let mut new = NewOrder::new(&ids);
         if let Some(profile) = &issuer.profile {
             new = new.profile(profile);
+        }
+        if let Some(replaced) = replaces {
+            new = new.replaces(replaced);
         }
         let mut order = account.new_order(&new).await.map_err(at("new-order"))?;
         let mut pending = Installed {
@@ -519,12 +631,16 @@ fn backoff(failures: u32) -> Duration {
     let base = FIRST_BACKOFF
         .saturating_mul(1 << failures.saturating_sub(1).min(16))
         .min(MAX_BACKOFF);
-    let mut byte = [0u8; 1];
-    let jitter = match aws_lc_rs::rand::fill(&mut byte) {
-        Ok(()) => 0.8 + 0.4 * f64::from(byte[0]) / 255.0,
-        Err(_) => 1.0,
-    };
-    base.mul_f64(jitter)
+    base.mul_f64(0.8 + 0.4 * random_fraction())
+}
+
+/// A random number in [0, 1].
+fn random_fraction() -> f64 {
+    let mut bytes = [0u8; 2];
+    match aws_lc_rs::rand::fill(&mut bytes) {
+        Ok(()) => f64::from(u16::from_le_bytes(bytes)) / f64::from(u16::MAX),
+        Err(_) => 0.5,
+    }
 }
 
 fn unix_now() -> i64 {
