@@ -58,34 +58,35 @@ impl Challenges {
 
     pub(super) fn set_http01(&self, token: &str, key_authorization: &str) {
         let value: Arc<str> = key_authorization.into();
-        self.http01.rcu(|m| {
-            let mut m = HashMap::clone(m);
+        update(&self.http01, |m| {
             m.insert(token.to_string(), value.clone());
-            m
         });
     }
 
     pub(super) fn remove_http01(&self, token: &str) {
-        self.http01.rcu(|m| {
-            let mut m = HashMap::clone(m);
+        update(&self.http01, |m| {
             m.remove(token);
-            m
         });
     }
 
     pub(super) fn set_tls_alpn01(&self, host: &str, cert: Arc<CertifiedKey>) {
-        self.tls_alpn01.rcu(|m| {
-            let mut m = HashMap::clone(m);
+        update(&self.tls_alpn01, |m| {
             m.insert(host.to_string(), cert.clone());
-            m
         });
     }
 
     pub(super) fn remove_tls_alpn01(&self, host: &str) {
-        self.tls_alpn01.rcu(|m| {
-            let mut m = HashMap::clone(m);
+        update(&self.tls_alpn01, |m| {
             m.remove(host);
-            m
         });
     }
+}
+
+/// Publishes a changed copy of `map`; readers keep the version they loaded.
+fn update<V: Clone>(map: &ArcSwap<HashMap<String, V>>, change: impl Fn(&mut HashMap<String, V>)) {
+    map.rcu(|current| {
+        let mut next = HashMap::clone(current);
+        change(&mut next);
+        next
+    });
 }
