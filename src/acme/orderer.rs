@@ -108,7 +108,7 @@ impl Orderer {
         metrics: AcmeMetrics,
     ) -> Orderer {
         let certs = store.as_ref().map(Store::certificates).unwrap_or_default();
-        Orderer {
+        let orderer = Orderer {
             provider,
             challenges,
             store,
@@ -118,12 +118,15 @@ impl Orderer {
             certs,
             failures: HashMap::new(),
             ari: HashMap::new(),
-        }
+        };
+        // Before the first configuration is built: a restart never serves the default certificate
+        // for a stored one, not even briefly.
+        orderer.publish();
+        orderer
     }
 
     /// Orders what each published configuration wants, until the configuration channel closes.
     pub async fn run(mut self, mut config: watch::Receiver<Arc<Config>>) {
-        self.publish();
         let mut refused: Option<Vec<WantedCertificate>> = None;
         loop {
             let current = config.borrow_and_update().clone();
