@@ -605,11 +605,12 @@ async fn wildcards_and_cert_manager_ingresses_are_reported_and_not_ordered() {
     assert!(wildcard.contains("shop/mixed"), "{wildcard}");
     let theirs = order_log(&ctl, &["acme-not-ordered", "cert-manager"]).await;
     assert!(theirs.contains("shop/theirs"), "{theirs}");
+    let problems = tools::problems_metric(ctl.addrs.admin).await;
+    assert_eq!(problems.get("acme-not-ordered"), Some(&2));
     assert_eq!(
-        tools::problems_metric(ctl.addrs.admin)
-            .await
-            .get("acme-not-ordered"),
-        Some(&2)
+        problems.get("missing-secret"),
+        Some(&2),
+        "the Secrets not ordered for are reported missing like any other (cert-manager's is to come)"
     );
     assert_eq!(pebble.orders(), 1, "only ok.test");
 }

@@ -318,10 +318,15 @@ impl Builder<'_> {
                     let settings = &self.settings.acme;
                     match acme::resolve(a, settings, &object, i, secret, &hosts, existing.copied())
                     {
-                        Ok(wanted) => self.acme.push(wanted),
-                        Err(problem) => self.problems.push(problem),
+                        Ok(wanted) => {
+                            self.acme.push(wanted);
+                            existing.is_none()
+                        }
+                        Err(problem) => {
+                            self.problems.push(problem);
+                            false
+                        }
                     }
-                    existing.is_none()
                 });
                 if !awaiting_acme {
                     self.tls_certificate(&object, &id.namespace, secret, &hosts);
