@@ -31,6 +31,8 @@ use crate::vocab::NamespacedName;
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
+/// The least wait after a `rateLimited` answer: the CA's limits count in hours.
+const RATE_LIMITED_BACKOFF: Duration = Duration::from_secs(3600);
 /// An order that takes longer is abandoned and retried after the backoff.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
 /// The longest sleep between two looks at the wanted certificates, so clock changes cannot strand one.
@@ -42,10 +44,24 @@ const MAX_SLEEP: Duration = Duration::from_secs(3600);
 pub struct OrderError {
     pub step: &'static str,
     pub detail: String,
+    /// The CA said `rateLimited`: retrying soon only makes it worse.
+    pub rate_limited: bool,
+}
+
+impl OrderError {
+    fn new(step: &'static str, detail: impl Into<String>) -> OrderError {
+        OrderError {
+            step,
+            detail: detail.into(),
+            rate_limited: false,
+        }
+    }
 }
 
 fn at(step: &'static str) -> impl FnOnce(instant_acme::Error) -> OrderError {
     move |e| OrderError {
+        rate_limited: matches!(&e, instant_acme::Error::Api(p)
+            if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:rateLimited")),
         step,
         detail: error_chain(&e),
     }
@@ -191,10 +207,10 @@ impl Orderer {
             let ordered = self.order(wanted, issuer, replaces);
             let result = match tokio::time::timeout(ORDER_TIMEOUT, ordered).await {
                 Ok(result) => result,
-                Err(_) => Err(OrderError {
-                    step: "order",
-                    detail: format!("no certificate within {ORDER_TIMEOUT:?}"),
-                }),
+                Err(_) => Err(OrderError::new(
+                    "order",
+                    format!("no certificate within {ORDER_TIMEOUT:?}"),
+                )),
             };
             match result {
                 Ok(cert) => {
@@ -226,7 +242,10 @@ impl Orderer {
                             retry_at: Instant::now(),
                         });
                     failure.count += 1;
-                    let wait = backoff(failure.count);
+                    let wait = match e.rate_limited {
+                        true => backoff(failure.count).max(RATE_LIMITED_BACKOFF),
+                        false => backoff(failure.count),
+                    };
                     failure.retry_at = Instant::now() + wait;
                     tracing::warn!(
                         secret = %wanted.secret,
@@ -374,10 +393,10 @@ impl Orderer {
                 AuthorizationStatus::Pending => {}
                 AuthorizationStatus::Valid => continue,
                 other => {
-                    return Err(OrderError {
-                        step: "authorization",
-                        detail: format!("authorization is {other:?}"),
-                    });
+                    return Err(OrderError::new(
+                        "authorization",
+                        format!("authorization is {other:?}"),
+                    ));
                 }
             }
             let kind = match issuer.challenge {
@@ -385,17 +404,19 @@ impl Orderer {
                 Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
             };
             let Identifier::Dns(host) = authz.identifier().identifier.clone() else {
-                return Err(OrderError {
-                    step: "authorization",
-                    detail: "the CA asks to authorize something other than a DNS name".into(),
-                });
+                return Err(OrderError::new(
+                    "authorization",
+                    "the CA asks to authorize something other than a DNS name",
+                ));
             };
-            let mut challenge = authz.challenge(kind).ok_or_else(|| OrderError {
-                step: "challenge",
-                detail: format!(
-                    "the CA offers no {} challenge for {host}",
-                    issuer.challenge.as_str()
-                ),
+            let mut challenge = authz.challenge(kind).ok_or_else(|| {
+                OrderError::new(
+                    "challenge",
+                    format!(
+                        "the CA offers no {} challenge for {host}",
+                        issuer.challenge.as_str()
+                    ),
+                )
             })?;
             let key_authorization = challenge.key_authorization();
             match issuer.challenge {
@@ -410,10 +431,7 @@ impl Orderer {
                         key_authorization.digest().as_ref(),
                         &self.provider,
                     )
-                    .map_err(|detail| OrderError {
-                        step: "challenge",
-                        detail,
-                    })?;
+                    .map_err(|detail| OrderError::new("challenge", detail))?;
                     self.challenges.set_tls_alpn01(&host, cert);
                     pending.hosts.push(host);
                 }
@@ -425,23 +443,23 @@ impl Orderer {
             .await
             .map_err(at("validation"))?;
         if status != OrderStatus::Ready {
-            return Err(OrderError {
-                step: "validation",
-                detail: validation_errors(&mut order, status).await,
-            });
+            return Err(OrderError::new(
+                "validation",
+                validation_errors(&mut order, status).await,
+            ));
         }
-        let key = rcgen::KeyPair::generate().map_err(|e| OrderError {
-            step: "finalize",
-            detail: e.to_string(),
-        })?;
+        let key =
+            rcgen::KeyPair::generate().map_err(|e| OrderError::new("finalize", e.to_string()))?;
         let csr = rcgen::CertificateParams::new(wanted.hosts.clone())
             .and_then(|mut params| {
                 params.distinguished_name = rcgen::DistinguishedName::new();
                 params.serialize_request(&key)
             })
-            .map_err(|e| OrderError {
-                step: "finalize",
-                detail: format!("cannot make the certificate request: {e}"),
+            .map_err(|e| {
+                OrderError::new(
+                    "finalize",
+                    format!("cannot make the certificate request: {e}"),
+                )
             })?;
         order
             .finalize_csr(csr.der())
@@ -452,10 +470,8 @@ impl Orderer {
             .await
             .map_err(at("certificate"))?;
         drop(pending);
-        let (not_before, not_after) = validity(&chain).map_err(|detail| OrderError {
-            step: "certificate",
-            detail,
-        })?;
+        let (not_before, not_after) =
+            validity(&chain).map_err(|detail| OrderError::new("certificate", detail))?;
         let cert = StoredCertificate {
             namespace: wanted.secret.namespace.clone(),
             name: wanted.secret.name.clone(),
@@ -467,10 +483,9 @@ impl Orderer {
             not_after,
         };
         if let Ok(store) = &self.store {
-            store.save_certificate(&cert).map_err(|e| OrderError {
-                step: "store",
-                detail: e.to_string(),
-            })?;
+            store
+                .save_certificate(&cert)
+                .map_err(|e| OrderError::new("store", e.to_string()))?;
         }
         Ok(cert)
     }
@@ -486,10 +501,10 @@ impl Orderer {
             Some(path) => Account::builder_with_root(path),
             None => Account::builder(),
         };
-        let store = self.store.as_ref().map_err(|reason| OrderError {
-            step: "account",
-            detail: reason.clone(),
-        })?;
+        let store = self
+            .store
+            .as_ref()
+            .map_err(|reason| OrderError::new("account", reason.clone()))?;
         let account = match store
             .account(name)
             .filter(|a| a.directory == issuer.directory)
@@ -501,11 +516,10 @@ impl Orderer {
                 .map_err(at("account"))?,
             None => {
                 if issuer.external_account_binding.is_some() {
-                    return Err(OrderError {
-                        step: "account",
-                        detail: "external-account-binding is not supported yet in manifest mode"
-                            .into(),
-                    });
+                    return Err(OrderError::new(
+                        "account",
+                        "external-account-binding is not supported yet in manifest mode",
+                    ));
                 }
                 let contact = issuer.email.as_ref().map(|e| format!("mailto:{e}"));
                 let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
@@ -526,9 +540,8 @@ impl Orderer {
                     directory: issuer.directory.clone(),
                     credentials,
                 };
-                store.save_account(name, &stored).map_err(|e| OrderError {
-                    step: "account",
-                    detail: format!("cannot store the account: {e}"),
+                store.save_account(name, &stored).map_err(|e| {
+                    OrderError::new("account", format!("cannot store the account: {e}"))
                 })?;
                 tracing::info!(issuer = name, id = account.id(), "ACME account created");
                 account
