@@ -6,6 +6,7 @@
 //! endpoints, problems) is refreshed in [`Metrics::config_published`], which also removes the series of
 //! objects that are gone. `docs/metrics.md` lists every metric.
 
+mod acme;
 pub mod traffic;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -21,6 +22,7 @@ use prometheus::{
 use rustls::ProtocolVersion;
 
 use crate::model::{Config, ProblemKind};
+pub use acme::AcmeMetrics;
 pub use traffic::{Exchange, Measured};
 use traffic::{Families, Requests};
 
@@ -58,6 +60,7 @@ pub struct Metrics {
     proxy_protocol_refused: IntCounterVec,
     tls: TlsHandles,
     redirects: IntCounterVec,
+    acme: AcmeMetrics,
     /// Redirect counters for 300..=308, resolved on first use.
     redirect_codes: [OnceLock<IntCounter>; 9],
     certificate_expiry: GaugeVec,
@@ -313,6 +316,7 @@ impl Metrics {
             "Ready endpoints of each Service an Ingress routes to (the fewest over its ports)",
             &["namespace", "ingress", "service"],
         )?;
+        let acme = AcmeMetrics::new(&mut b)?;
         let families = Families {
             requests: b.counter_vec(
                 "portcullis_requests_total",
@@ -370,6 +374,7 @@ impl Metrics {
             proxy_protocol_refused,
             tls,
             redirects,
+            acme,
             redirect_codes: std::array::from_fn(|_| OnceLock::new()),
             certificate_expiry,
             certificate_not_before,
@@ -556,9 +561,8 @@ impl Metrics {
         &self.names
     }
 
-    /// Adds a collector another module owns (the ACME orderer's) to this registry.
-    pub fn register(&self, collector: Box<dyn Collector>) -> prometheus::Result<()> {
-        self.registry.register(collector)
+    pub fn acme(&self) -> &AcmeMetrics {
+        &self.acme
     }
 
     pub fn render(&self) -> String {

@@ -106,8 +106,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "ACME is not available in cluster mode yet (docs/acme.md); no certificate is ordered",
         ),
     };
-    let acme_metrics = acme::AcmeMetrics::new(&metrics, &challenges)?;
-    let (orderer, issued) = acme::orderer(provider.clone(), challenges, state_dir, acme_metrics);
+    let (orderer, issued) = acme::orderer(provider.clone(), challenges, state_dir, metrics.clone());
     tokio::spawn(orderer.run(published.clone()));
     let source = match &args.manifests {
         Some(dir) => {

@@ -5,55 +5,27 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use prometheus::{IntCounterVec, Opts};
 use rustls::sign::CertifiedKey;
 
 /// The ALPN protocol of TLS-ALPN-01 validation handshakes (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// Key authorizations by token, challenge certificates by host name.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Challenges {
     http01: ArcSwap<HashMap<String, Arc<str>>>,
     tls_alpn01: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
-    /// Validation requests answered, by challenge type.
-    pub(super) answered: IntCounterVec,
-}
-
-impl Default for Challenges {
-    fn default() -> Self {
-        Challenges {
-            http01: ArcSwap::default(),
-            tls_alpn01: ArcSwap::default(),
-            answered: IntCounterVec::new(
-                Opts::new(
-                    "portcullis_acme_challenges_answered_total",
-                    "ACME validation requests answered, by challenge type",
-                ),
-                &["challenge"],
-            )
-            .unwrap_or_else(|_| unreachable!("the name and label are valid")),
-        }
-    }
 }
 
 impl Challenges {
     /// The body of `GET /.well-known/acme-challenge/TOKEN` while that challenge is pending.
     pub fn http01(&self, token: &str) -> Option<Arc<str>> {
-        let found = self.http01.load().get(token).cloned();
-        if found.is_some() {
-            self.answered.with_label_values(&["http-01"]).inc();
-        }
-        found
+        self.http01.load().get(token).cloned()
     }
 
     /// The certificate for a handshake offering only ALPN `acme-tls/1` for `host`, while pending.
     pub fn tls_alpn01(&self, host: &str) -> Option<Arc<CertifiedKey>> {
-        let found = self.tls_alpn01.load().get(host).cloned();
-        if found.is_some() {
-            self.answered.with_label_values(&["tls-alpn-01"]).inc();
-        }
-        found
+        self.tls_alpn01.load().get(host).cloned()
     }
 
     pub(super) fn set_http01(&self, token: &str, key_authorization: &str) {

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use tokio::sync::watch;
 
 pub use challenges::Challenges;
@@ -31,54 +30,13 @@ use crate::model::acme::{
     ISSUER_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, NAMES_ANNOTATION, NOT_AFTER_ANNOTATION,
 };
 
-/// The orderer's metrics, in the process's registry.
-#[derive(Clone)]
-pub struct AcmeMetrics {
-    orders: IntCounterVec,
-    failures: IntCounterVec,
-    next_renewal: IntGaugeVec,
-}
-
-impl AcmeMetrics {
-    pub fn new(metrics: &Metrics, challenges: &Challenges) -> prometheus::Result<AcmeMetrics> {
-        let m = AcmeMetrics {
-            orders: IntCounterVec::new(
-                Opts::new(
-                    "portcullis_acme_orders_total",
-                    "ACME orders (first issuance and renewal) by issuer and result (success, failure)",
-                ),
-                &["issuer", "result"],
-            )?,
-            failures: IntCounterVec::new(
-                Opts::new(
-                    "portcullis_acme_order_failures_total",
-                    "Failed ACME orders by issuer and the step that failed (account, new-order, authorization, challenge, validation, finalize, certificate, store, order)",
-                ),
-                &["issuer", "step"],
-            )?,
-            next_renewal: IntGaugeVec::new(
-                Opts::new(
-                    "portcullis_acme_next_renewal_timestamp_seconds",
-                    "When the next order of each ACME-managed certificate is planned (renewal, or retry after a failure), Unix time",
-                ),
-                &["namespace", "secret"],
-            )?,
-        };
-        metrics.register(Box::new(m.orders.clone()))?;
-        metrics.register(Box::new(m.failures.clone()))?;
-        metrics.register(Box::new(m.next_renewal.clone()))?;
-        metrics.register(Box::new(challenges.answered.clone()))?;
-        Ok(m)
-    }
-}
-
 /// The orderer for this process and the channel of the Secrets it has issued. In manifest mode with a
 /// state directory it orders; otherwise it only says, once per change, why it does not.
 pub fn orderer(
     provider: Arc<rustls::crypto::CryptoProvider>,
     challenges: Arc<Challenges>,
     state_dir: Result<&Path, &'static str>,
-    metrics: AcmeMetrics,
+    metrics: Arc<Metrics>,
 ) -> (Orderer, watch::Receiver<Arc<Vec<Arc<Secret>>>>) {
     let store = state_dir.map_err(str::to_string).and_then(|dir| {
         Store::open(dir).map_err(|e| {

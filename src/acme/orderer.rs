@@ -22,8 +22,9 @@ use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 
 use super::challenges::Challenges;
+use super::issued_secret;
 use super::store::{Store, StoredAccount, StoredCertificate};
-use super::{AcmeMetrics, issued_secret};
+use crate::metrics::Metrics;
 use crate::model::Config;
 use crate::model::acme::WantedCertificate;
 use crate::settings::{Challenge, Issuer};
@@ -108,7 +109,7 @@ pub struct Orderer {
     /// `Err`: why nothing can be ordered in this mode (said once per set of wanted certificates).
     store: Result<Store, String>,
     issued: watch::Sender<Arc<Vec<Arc<Secret>>>>,
-    metrics: AcmeMetrics,
+    metrics: Arc<Metrics>,
     accounts: HashMap<String, (String, Account)>,
     certs: BTreeMap<NamespacedName, StoredCertificate>,
     failures: HashMap<NamespacedName, Failure>,
@@ -121,7 +122,7 @@ impl Orderer {
         challenges: Arc<Challenges>,
         store: Result<Store, String>,
         issued: watch::Sender<Arc<Vec<Arc<Secret>>>>,
-        metrics: AcmeMetrics,
+        metrics: Arc<Metrics>,
     ) -> Orderer {
         let certs = store.as_ref().map(Store::certificates).unwrap_or_default();
         let orderer = Orderer {
@@ -167,7 +168,7 @@ impl Orderer {
     /// look again.
     async fn work(&mut self, config: &Config) -> Instant {
         let mut next = Instant::now() + MAX_SLEEP;
-        self.metrics.next_renewal.reset();
+        self.metrics.acme().clear_next_renewals();
         for wanted in &config.acme {
             let Some(issuer) = config.settings.acme.issuers.get(&wanted.issuer) else {
                 continue;
@@ -223,10 +224,7 @@ impl Orderer {
                         seconds = started.elapsed().as_secs_f64(),
                         "ACME certificate issued"
                     );
-                    self.metrics
-                        .orders
-                        .with_label_values(&[wanted.issuer.as_str(), "success"])
-                        .inc();
+                    self.metrics.acme().order(&wanted.issuer, None);
                     self.set_next_renewal(&wanted.secret, cert.renew_at());
                     next = next.min(renewal(cert.renew_at()));
                     self.failures.remove(&wanted.secret);
@@ -256,14 +254,7 @@ impl Orderer {
                         retry_in_s = wait.as_secs(),
                         "ACME order failed: {e}; the current certificate (if any) keeps serving"
                     );
-                    self.metrics
-                        .orders
-                        .with_label_values(&[wanted.issuer.as_str(), "failure"])
-                        .inc();
-                    self.metrics
-                        .failures
-                        .with_label_values(&[wanted.issuer.as_str(), e.step])
-                        .inc();
+                    self.metrics.acme().order(&wanted.issuer, Some(e.step));
                     let retry_at = failure.retry_at;
                     self.set_next_renewal(&wanted.secret, unix_now() + wait.as_secs() as i64);
                     next = next.min(retry_at);
@@ -275,9 +266,8 @@ impl Orderer {
 
     fn set_next_renewal(&self, secret: &NamespacedName, at: i64) {
         self.metrics
-            .next_renewal
-            .with_label_values(&[secret.namespace.as_str(), secret.name.as_str()])
-            .set(at);
+            .acme()
+            .next_renewal(&secret.namespace, &secret.name, at);
     }
 
     /// Every stored certificate, as the Secret the configuration serves it from.

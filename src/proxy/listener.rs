@@ -342,6 +342,7 @@ impl Accepted {
                 let alpn = stream.get_ref().1.alpn_protocol();
                 if alpn == Some(crate::acme::challenges::ACME_TLS_ALPN) {
                     // RFC 8737: a validation handshake carries no application data.
+                    metrics.acme().challenge_answered("tls-alpn-01");
                     return;
                 }
                 let h2 = alpn == Some(b"h2");

@@ -133,6 +133,7 @@ impl Proxy {
         if conn.scheme == Scheme::Http
             && let Some(resp) = acme_challenge::answer(&self.acme, req.uri().path())
         {
+            self.metrics.acme().challenge_answered("http-01");
             return discard_body(req, resp);
         }
         let Some(route) = config.routes.lookup(host, req.uri().path()).cloned() else {
