@@ -35,6 +35,16 @@ pub struct Args {
     )]
     pub kubeconfig: Option<PathBuf>,
 
+    /// Manifest mode: where ACME accounts and issued certificates are kept (created if missing), so a
+    /// restart orders nothing while they are valid. Without it, no ACME certificate is ordered.
+    #[arg(
+        long,
+        env = "PORTCULLIS_STATE_DIR",
+        value_name = "DIR",
+        requires = "manifests"
+    )]
+    pub state_dir: Option<PathBuf>,
+
     /// Watch only this namespace (IngressClasses are cluster-scoped and always watched).
     #[arg(long, env = "PORTCULLIS_WATCH_NAMESPACE", value_name = "NS")]
     pub watch_namespace: Option<String>,

@@ -6,6 +6,7 @@
 //! endpoints, problems) is refreshed in [`Metrics::config_published`], which also removes the series of
 //! objects that are gone. `docs/metrics.md` lists every metric.
 
+mod acme;
 pub mod traffic;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -21,6 +22,7 @@ use prometheus::{
 use rustls::ProtocolVersion;
 
 use crate::model::{Config, ProblemKind};
+pub use acme::AcmeMetrics;
 pub use traffic::{Exchange, Measured};
 use traffic::{Families, Requests};
 
@@ -59,6 +61,7 @@ pub struct Metrics {
     rate_limit_entries: IntGauge,
     tls: TlsHandles,
     redirects: IntCounterVec,
+    acme: AcmeMetrics,
     /// Redirect counters for 300..=308, resolved on first use.
     redirect_codes: [OnceLock<IntCounter>; 9],
     certificate_expiry: GaugeVec,
@@ -330,6 +333,7 @@ impl Metrics {
             &["namespace", "ingress", "result"],
             &traffic::REQUEST_SECONDS,
         )?;
+        let acme = AcmeMetrics::new(&mut b)?;
         let families = Families {
             requests: b.counter_vec(
                 "portcullis_requests_total",
@@ -388,6 +392,7 @@ impl Metrics {
             rate_limit_entries,
             tls,
             redirects,
+            acme,
             redirect_codes: std::array::from_fn(|_| OnceLock::new()),
             certificate_expiry,
             certificate_not_before,
@@ -610,6 +615,10 @@ impl Metrics {
     /// series), whether or not it has a series yet.
     pub fn names(&self) -> &BTreeSet<String> {
         &self.names
+    }
+
+    pub fn acme(&self) -> &AcmeMetrics {
+        &self.acme
     }
 
     pub fn render(&self) -> String {

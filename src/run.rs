@@ -11,6 +11,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use kube::Api;
 use tokio::sync::watch;
 
+use crate::acme;
 use crate::admin::{self, Health};
 use crate::cli::Args;
 use crate::events::EventPublisher;
@@ -65,7 +66,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (https_local, http_local, admin_local) =
         (https.local_addr()?, http.local_addr()?, admin.local_addr()?);
 
-    let resolver = Arc::new(SniResolver::new(config.clone()));
+    let challenges = Arc::new(acme::Challenges::default());
+    let resolver = Arc::new(SniResolver::new(config.clone(), challenges.clone()));
     let server_config = Arc::new(ArcSwap::from_pointee(termination::server_configs(
         provider.clone(),
         resolver.clone(),
@@ -73,12 +75,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     )?));
     let tunnels = Tunnels::default();
     let upstream = Upstream::new(provider.clone(), tunnels.clone())?;
-    let proxy = Arc::new(Proxy::new(
-        config.clone(),
-        upstream,
-        https_local.port(),
-        metrics.clone(),
-    ));
+    let proxy = Arc::new(
+        Proxy::new(
+            config.clone(),
+            upstream,
+            https_local.port(),
+            metrics.clone(),
+        )
+        .with_acme_challenges(challenges.clone()),
+    );
 
     let (settings_tx, settings_rx) = watch::channel(settings.clone());
     if let Some(path) = &args.config {
@@ -92,8 +97,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (snapshots_tx, snapshots) = watch::channel(None);
     let (published_tx, published) = watch::channel(config.load_full());
     let (stop_tx, stop) = watch::channel(false);
+    let state_dir = match (&args.manifests, &args.state_dir) {
+        (Some(_), Some(dir)) => Ok(dir.as_path()),
+        (Some(_), None) => {
+            Err("Ingresses ask for ACME certificates but --state-dir is not set; none is ordered")
+        }
+        (None, _) => Err(
+            "ACME is not available in cluster mode yet (docs/acme.md); no certificate is ordered",
+        ),
+    };
+    let (orderer, issued) = acme::orderer(provider.clone(), challenges, state_dir, metrics.clone());
+    tokio::spawn(orderer.run(published.clone()));
     let source = match &args.manifests {
-        Some(dir) => tokio::spawn(manifests::watch_dir(dir.clone(), snapshots_tx)),
+        Some(dir) => {
+            let (read_tx, read) = watch::channel(None);
+            tokio::spawn(acme::add_issued_secrets(read, issued, snapshots_tx));
+            tokio::spawn(manifests::watch_dir(dir.clone(), read_tx))
+        }
         None => {
             start_cluster_mode(
                 &args,

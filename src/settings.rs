@@ -11,6 +11,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::vocab::NamespacedName;
 
+mod acme;
+pub use acme::{AcmeSettings, Challenge, ExternalAccountBinding, Issuer};
+
 /// Everything `--config` can set.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -36,6 +39,8 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     /// Limits that protect the proxy from hostile or broken clients.
     pub limits: Limits,
+    /// ACME certificate authorities for Ingresses annotated `portcullis.io/acme` (docs/acme.md).
+    pub acme: AcmeSettings,
 }
 
 /// Whether connections start with a PROXY protocol header.
@@ -543,7 +548,9 @@ impl Settings {
         if text.trim().is_empty() {
             return Ok(Settings::default());
         }
-        serde_yaml::from_str(text).map_err(|e| e.to_string())
+        let settings: Settings = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        settings.acme.validate()?;
+        Ok(settings)
     }
 
     pub fn load(path: &Path) -> Result<Settings, SettingsError> {

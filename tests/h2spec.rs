@@ -13,19 +13,9 @@ use support::tools;
 use support::wait::{LIVE, eventually};
 use support::*;
 
-/// The cached h2spec binary, built if needed; a missing Go toolchain fails the test, naming the command.
+/// The cached h2spec binary, built if needed.
 fn h2spec() -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/h2spec");
-    let out = std::process::Command::new(script)
-        .arg("path")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `tests/e2e/h2spec path`: {e}"));
-    assert!(
-        out.status.success(),
-        "`tests/e2e/h2spec path` failed (it builds h2spec with Go; .ci/run installs what it needs):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    tools::go_tool("h2spec")
 }
 
 /// h2spec's last line: `145 tests, 145 passed, 0 skipped, 0 failed`.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::settings::{ByteSize, Cidr, RedirectCode};
 
+pub mod acme;
 mod cors;
 mod denylist;
 mod limit_rate;
@@ -155,6 +156,7 @@ pub struct IngressAnnotations {
     pub rate_limit: Option<RateLimit>,
     pub limit_rate: Option<LimitRate>,
     pub client_cert: Option<ClientCertAnnotation>,
+    pub acme: Option<acme::AcmeAnnotation>,
 }
 
 impl Default for IngressAnnotations {
@@ -189,6 +191,7 @@ impl Default for IngressAnnotations {
             rate_limit: None,
             limit_rate: None,
             client_cert: None,
+            acme: None,
         }
     }
 }
@@ -282,6 +285,7 @@ pub fn parse(
         rate_limit: r.rate_limit(),
         limit_rate: r.limit_rate(),
         client_cert: client_cert::parse(&mut r),
+        acme: acme::parse(&mut r),
     };
     r.report_unknown();
     (parsed, r.errors)
@@ -406,7 +410,10 @@ impl Reader<'_> {
             else {
                 continue;
             };
-            if SUPPORTED.contains(&name) || external_auth::NAMES.contains(&name) {
+            if SUPPORTED.contains(&name)
+                || external_auth::NAMES.contains(&name)
+                || (prefix == OWN_PREFIX && acme::NAMES.contains(&name))
+            {
                 continue;
             }
             let error = if prefix == OWN_PREFIX {

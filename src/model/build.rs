@@ -9,6 +9,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use rustls::sign::CertifiedKey;
 
+use super::acme::{self, WantedCertificate};
 use super::annotations::{self, AnnotationError};
 use super::matching::{HostKey, PathKind, RouteTable};
 use super::validation::{check_host, check_path};
@@ -64,6 +65,7 @@ pub fn build(
         www_aliases: Vec::new(),
         client_cert_conflicts: HashSet::new(),
         client_cert_policies: HashMap::new(),
+        acme: Vec::new(),
     };
     b.default_certificate(options);
 
@@ -82,8 +84,12 @@ pub fn build(
         cert_table,
         mut certificates,
         used_secrets,
+        acme: mut wanted,
         ..
     } = b;
+    // Two Ingresses naming the same Secret: the older one's entry is ordered.
+    let mut seen = HashSet::new();
+    wanted.retain(|w| seen.insert(w.secret.clone()));
     certs.retain(&used_secrets);
     for p in &mut problems {
         if p.file.is_none() {
@@ -104,6 +110,7 @@ pub fn build(
         certificates,
         problems,
         settings: options.settings.clone(),
+        acme: wanted,
     }
 }
 
@@ -190,6 +197,7 @@ struct Builder<'a> {
     client_cert_conflicts: HashSet<HostKey>,
     /// Resolved client-certificate settings of this build, so Ingresses sharing a CA parse it once.
     client_cert_policies: client_cert::Resolved,
+    acme: Vec<WantedCertificate>,
 }
 
 impl Builder<'_> {
@@ -315,7 +323,26 @@ impl Builder<'_> {
                 }
             }
             if let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) {
-                self.tls_certificate(&object, &id.namespace, secret, &hosts);
+                // Until ACME has issued it, the entry's hosts get the default certificate, unreported.
+                let awaiting_acme = annotations.acme.as_ref().is_some_and(|a| {
+                    let existing = self.index.secrets.get(&(id.namespace.as_str(), secret));
+                    let secret = NamespacedName::new(&id.namespace, secret);
+                    let settings = &self.settings.acme;
+                    match acme::resolve(a, settings, &object, i, secret, &hosts, existing.copied())
+                    {
+                        Ok(wanted) => {
+                            self.acme.push(wanted);
+                            existing.is_none()
+                        }
+                        Err(problem) => {
+                            self.problems.push(problem);
+                            false
+                        }
+                    }
+                });
+                if !awaiting_acme {
+                    self.tls_certificate(&object, &id.namespace, secret, &hosts);
+                }
             }
             tls_hosts.extend(hosts);
         }

@@ -3,6 +3,7 @@
 //! Nothing here does I/O or reads the clock: [`build`] takes every object of one moment (a [`Snapshot`])
 //! and returns the routes, certificates, redirect decisions and problems of one generation.
 
+pub mod acme;
 pub mod annotations;
 pub mod build;
 pub mod htpasswd;
@@ -43,6 +44,8 @@ pub struct Config {
     pub problems: Vec<Problem>,
     /// The global settings this generation was built with.
     pub settings: Arc<Settings>,
+    /// Certificates to obtain by ACME, one per Secret, oldest Ingress first.
+    pub acme: Vec<acme::WantedCertificate>,
 }
 
 impl Config {
@@ -56,6 +59,7 @@ impl Config {
             certificates: Vec::new(),
             problems: Vec::new(),
             settings,
+            acme: Vec::new(),
         }
     }
 }
@@ -146,10 +150,11 @@ pub enum ProblemKind {
     RuleConflict,
     TlsHostConflict,
     ForeignIngressClass,
+    AcmeNotOrdered,
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 25] = [
+    pub const ALL: [ProblemKind; 26] = [
         ProblemKind::ParseError,
         ProblemKind::DuplicateObject,
         ProblemKind::InvalidObject,
@@ -175,6 +180,7 @@ impl ProblemKind {
         ProblemKind::RuleConflict,
         ProblemKind::TlsHostConflict,
         ProblemKind::ForeignIngressClass,
+        ProblemKind::AcmeNotOrdered,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -204,6 +210,7 @@ impl ProblemKind {
             ProblemKind::RuleConflict => "rule-conflict",
             ProblemKind::TlsHostConflict => "tls-host-conflict",
             ProblemKind::ForeignIngressClass => "foreign-ingress-class",
+            ProblemKind::AcmeNotOrdered => "acme-not-ordered",
         }
     }
 

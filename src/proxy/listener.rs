@@ -292,6 +292,13 @@ impl Accepted {
                     Ok(Ok((stream, client_cert))) => {
                         let version = stream.get_ref().1.protocol_version();
                         metrics.tls_handshake_succeeded(version, started.elapsed());
+                        if stream.get_ref().1.alpn_protocol()
+                            == Some(crate::acme::challenges::ACME_TLS_ALPN)
+                        {
+                            // RFC 8737: a validation handshake carries no application data.
+                            metrics.acme().challenge_answered("tls-alpn-01");
+                            return;
+                        }
                         (Io::Tls(Box::new(stream)), client_cert)
                     }
                     Ok(Err(e)) => {

@@ -2,6 +2,7 @@
 //! redirects and errors, and forwarding everything else to a backend endpoint.
 
 mod access;
+mod acme_challenge;
 mod basic_auth;
 mod body;
 mod client;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
+use crate::acme::Challenges;
 use crate::metrics::{Exchange, Measured, Metrics};
 use crate::model::annotations::LimitRate;
 use crate::model::{ConfigHandle, Policy, Route};
@@ -52,6 +54,7 @@ pub struct Proxy {
     basic_auth: basic_auth::BasicAuth,
     external_auth: external_auth::ExternalAuthCheck,
     rate_limiters: Arc<ratelimit::RateLimiters>,
+    acme: Arc<Challenges>,
 }
 
 impl Proxy {
@@ -69,7 +72,14 @@ impl Proxy {
             metrics,
             basic_auth: basic_auth::BasicAuth::default(),
             external_auth: external_auth::ExternalAuthCheck::default(),
+            acme: Arc::default(),
         }
+    }
+
+    /// Answers the orderer's pending HTTP-01 challenges on the plain-HTTP listener.
+    pub fn with_acme_challenges(mut self, challenges: Arc<Challenges>) -> Self {
+        self.acme = challenges;
+        self
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -127,6 +137,12 @@ impl Proxy {
                 req,
                 response::error(StatusCode::BAD_REQUEST, "the path has . or .. segments"),
             );
+        }
+        if conn.scheme == Scheme::Http
+            && let Some(resp) = acme_challenge::answer(&self.acme, req.uri().path())
+        {
+            self.metrics.acme().challenge_answered("http-01");
+            return discard_body(req, resp);
         }
         let Some(route) = config.routes.lookup(host, req.uri().path()).cloned() else {
             exchange.unmatched(host);

@@ -10,20 +10,25 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+use crate::acme::Challenges;
+use crate::acme::challenges::ACME_TLS_ALPN;
 use crate::model::ConfigHandle;
 use crate::settings::{TlsSettings, TlsVersion};
 use crate::tls::AcceptAnyCertificate;
 
 /// Picks the certificate for each handshake from the live configuration: exact name, wildcard, then the
-/// default certificate (or nothing, which fails the handshake, under `strict_sni`).
+/// default certificate (or nothing, which fails the handshake, under `strict_sni`). A handshake that
+/// offers only ALPN `acme-tls/1` is an ACME validation: it gets the pending TLS-ALPN-01 certificate for
+/// its name, or fails.
 #[derive(Debug)]
 pub struct SniResolver {
     config: ConfigHandle,
+    challenges: Arc<Challenges>,
 }
 
 impl SniResolver {
-    pub fn new(config: ConfigHandle) -> Self {
-        SniResolver { config }
+    pub fn new(config: ConfigHandle, challenges: Arc<Challenges>) -> Self {
+        SniResolver { config, challenges }
     }
 
     /// Whether a handshake for `server_name` should ask for a client certificate: some route that a
@@ -40,6 +45,12 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(mut alpn) = hello.alpn()
+            && alpn.next() == Some(ACME_TLS_ALPN)
+            && alpn.next().is_none()
+        {
+            return self.challenges.tls_alpn01(hello.server_name()?);
+        }
         let config = self.config.load();
         let certs = &config.certs;
         match hello.server_name().and_then(|name| certs.find(name)) {
@@ -153,8 +164,9 @@ pub fn server_configs(
 }
 
 /// The rustls server configuration: TLS 1.3 (and 1.2 unless `min-version` is 1.3), the provider's
-/// default (strong, AEAD-only) cipher suites in [`SERVER_SUITE_ORDER`], ALPN h2 and http/1.1,
-/// certificates by SNI, a client certificate asked for with `client_auth`.
+/// default (strong, AEAD-only) cipher suites in [`SERVER_SUITE_ORDER`], ALPN h2 and http/1.1 (and
+/// `acme-tls/1`, last, which only ACME validations offer), certificates by SNI, a client certificate
+/// asked for with `client_auth`.
 fn server_config(
     provider: Arc<CryptoProvider>,
     resolver: Arc<SniResolver>,
@@ -175,7 +187,7 @@ fn server_config(
     // The server, not the client, picks the suite: a client that lists a weaker suite first still
     // gets the strongest one both support. Audits (testssl.sh) require it.
     config.ignore_client_order = true;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     config.session_storage = match settings.session_cache_size {
         0 => Arc::new(rustls::server::NoServerSessionStorage {}),
         n => rustls::server::ServerSessionMemoryCache::new(n),

@@ -143,3 +143,19 @@ pub async fn problems_metric(
         })
         .collect()
 }
+
+/// The cached binary of the outside tool `tests/e2e/NAME` (h2spec, pebble, …), built with Go if needed;
+/// a missing Go toolchain fails the test, naming the command.
+pub fn go_tool(name: &str) -> String {
+    let script = format!("{}/tests/e2e/{name}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(&script)
+        .arg("path")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `tests/e2e/{name} path`: {e}"));
+    assert!(
+        out.status.success(),
+        "`tests/e2e/{name} path` failed (it builds {name} with Go; .ci/run installs what it needs):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
