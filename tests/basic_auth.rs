@@ -95,15 +95,6 @@ async fn curl(ctl: &Controller, host: &str, path: &str, user: Option<(&str, &str
     }
 }
 
-/// Paths the backend saw that start with `prefix`.
-fn reached(app: &EchoServer, prefix: &str) -> Vec<String> {
-    app.seen()
-        .into_iter()
-        .map(|s| s.path)
-        .filter(|p| p.starts_with(prefix))
-        .collect()
-}
-
 #[tokio::test]
 async fn every_htpasswd_scheme_admits_the_right_password_and_challenges_the_rest() {
     let dir = ManifestDir::new();
@@ -221,9 +212,9 @@ async fn every_htpasswd_scheme_admits_the_right_password_and_challenges_the_rest
             200
         );
     }
-    assert_eq!(reached(&app, "/ok-").len(), schemes.len() + 5);
+    assert_eq!(app.paths_under("/ok-").len(), schemes.len() + 5);
     assert_eq!(
-        reached(&app, "/denied"),
+        app.paths_under("/denied"),
         Vec::<String>::new(),
         "the backend never sees a refused request"
     );
@@ -279,7 +270,7 @@ async fn auth_map_secrets_map_users_to_hashes_in_the_ingress_namespace_only() {
         "auth-secret elsewhere/team is in another namespace",
     ])
     .await;
-    assert_eq!(reached(&app, "/denied"), Vec::<String>::new());
+    assert_eq!(app.paths_under("/denied"), Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -347,7 +338,7 @@ async fn auth_that_cannot_be_enforced_answers_503_and_is_reported() {
         200,
         "the rest keeps serving"
     );
-    assert_eq!(reached(&app, "/denied"), Vec::<String>::new());
+    assert_eq!(app.paths_under("/denied"), Vec::<String>::new());
 
     let metrics = tools::curl(&[&format!("http://{}/metrics", ctl.addrs.admin)]).await;
     for kind in [
@@ -464,7 +455,7 @@ async fn an_edited_secret_file_is_live_without_restart_and_fails_closed_when_bro
         .status,
         503
     );
-    assert_eq!(reached(&app, "/denied"), Vec::<String>::new());
+    assert_eq!(app.paths_under("/denied"), Vec::<String>::new());
 }
 
 /// Browsers send a CORS preflight without credentials, so it is answered before authentication (as
@@ -518,7 +509,7 @@ async fn a_cors_preflight_is_answered_without_credentials_and_the_request_still_
         200
     );
     assert_eq!(
-        reached(&app, "/p"),
+        app.paths_under("/p"),
         Vec::<String>::new(),
         "neither reached the backend"
     );

@@ -207,15 +207,6 @@ async fn curl(
     }
 }
 
-/// Paths the backend saw that start with `prefix`.
-fn reached(app: &EchoServer, prefix: &str) -> Vec<String> {
-    app.seen()
-        .into_iter()
-        .map(|s| s.path)
-        .filter(|p| p.starts_with(prefix))
-        .collect()
-}
-
 /// The controller serving `ingresses` from a manifest directory with the echo backend, a server
 /// certificate for their TLS hosts and the CA Secret `client-ca` (CA and CRL of `pki`).
 async fn setup(pki: &Pki, ingresses: &[Ingress]) -> (ManifestDir, EchoServer, Controller) {
@@ -373,7 +364,7 @@ async fn only_valid_certificates_of_the_ca_reach_the_backend_with_unforgeable_he
     assert_eq!(open.upstream("Ssl-Client-Cert"), None);
 
     assert_eq!(
-        reached(&app, "/denied"),
+        app.paths_under("/denied"),
         Vec::<String>::new(),
         "the backend never sees a refused request"
     );
@@ -440,7 +431,7 @@ async fn a_connection_not_asked_for_a_certificate_cannot_reach_a_host_that_needs
     );
     let right = curl(&ctl, Some("strict.test"), "strict.test", "/ok", cert, &[]).await;
     assert_eq!(right.status, 200, "{right:?}");
-    assert_eq!(reached(&app, "/denied"), Vec::<String>::new());
+    assert_eq!(app.paths_under("/denied"), Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -612,7 +603,7 @@ async fn unusable_settings_answer_503_are_reported_and_a_fixed_secret_goes_live(
     ])
     .await;
     assert_eq!(status("open.test", "/ok-open").await, 200);
-    assert_eq!(reached(&app, "/denied"), Vec::<String>::new());
+    assert_eq!(app.paths_under("/denied"), Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -650,8 +641,8 @@ async fn ingresses_that_disagree_on_a_host_fail_closed_for_that_host() {
             .status,
         200
     );
-    assert_eq!(reached(&app, "/denied"), Vec::<String>::new());
-    assert_eq!(reached(&app, "/admin"), Vec::<String>::new());
+    assert_eq!(app.paths_under("/denied"), Vec::<String>::new());
+    assert_eq!(app.paths_under("/admin"), Vec::<String>::new());
 }
 
 /// One `openssl s_client` connection to `host` with alice's certificate, `GET /path` on it, and
@@ -725,7 +716,7 @@ async fn resumed_sessions_keep_their_certificate_and_are_checked_again() {
             "the resumed session still has alice's certificate: {second}"
         );
     }
-    assert_eq!(reached(&app, "/ok-resumed").len(), 2);
+    assert_eq!(app.paths_under("/ok-resumed").len(), 2);
 }
 
 /// A keep-alive HTTP/1.1 connection with rustls as the client, sending alice's certificate when asked.

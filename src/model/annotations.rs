@@ -28,7 +28,8 @@ pub use ratelimit::{RateLimit, RateLimits, Rates};
 pub const OWN_PREFIX: &str = "portcullis.io/";
 pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
-/// Annotation names (without prefix) Portcullis implements.
+/// Annotation names (without prefix) Portcullis implements, besides the families that list their own
+/// (`basic_auth`, `client_cert`, `external_auth`, `acme`).
 pub const SUPPORTED: &[&str] = &[
     "ssl-redirect",
     "force-ssl-redirect",
@@ -64,10 +65,6 @@ pub const SUPPORTED: &[&str] = &[
     "cors-expose-headers",
     "cors-allow-credentials",
     "cors-max-age",
-    "auth-type",
-    "auth-secret",
-    "auth-secret-type",
-    "auth-realm",
     "limit-rps",
     "limit-rpm",
     "limit-burst-multiplier",
@@ -76,12 +73,6 @@ pub const SUPPORTED: &[&str] = &[
     "limit-allowlist",
     "limit-rate",
     "limit-rate-after",
-    "auth-tls-secret",
-    "auth-tls-verify-client",
-    "auth-tls-verify-depth",
-    "auth-tls-pass-certificate-to-upstream",
-    "auth-tls-error-page",
-    "auth-tls-match-cn",
 ];
 
 /// ingress-nginx annotations that inject raw configuration; refused by design (they were the source of
@@ -411,6 +402,8 @@ impl Reader<'_> {
                 continue;
             };
             if SUPPORTED.contains(&name)
+                || basic_auth::NAMES.contains(&name)
+                || client_cert::NAMES.contains(&name)
                 || external_auth::NAMES.contains(&name)
                 || (prefix == OWN_PREFIX && acme::NAMES.contains(&name))
             {

@@ -131,6 +131,15 @@ impl EchoServer {
         self.state.seen.lock().expect("seen lock").clone()
     }
 
+    /// The paths of the requests so far that start with `prefix`, in order of arrival.
+    pub fn paths_under(&self, prefix: &str) -> Vec<String> {
+        self.seen()
+            .into_iter()
+            .map(|s| s.path)
+            .filter(|p| p.starts_with(prefix))
+            .collect()
+    }
+
     /// Waits until a request whose path starts with `prefix` has arrived.
     pub async fn wait_for_request(&self, prefix: &str, timeout: Duration) -> Seen {
         let found = async {

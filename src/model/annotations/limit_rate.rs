@@ -70,20 +70,11 @@ impl Reader<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{nginx, one_error, ours, parse_map};
+    use super::super::tests::{nginx, one_error, ours, parse_map, parse_nginx_map};
     use super::*;
 
     fn rate(pairs: &[(&str, &str)]) -> (Option<LimitRate>, Vec<AnnotationError>) {
-        let keys: Vec<String> = pairs
-            .iter()
-            .map(|(k, _)| format!("nginx.ingress.kubernetes.io/{k}"))
-            .collect();
-        let pairs: Vec<(&str, &str)> = keys
-            .iter()
-            .zip(pairs)
-            .map(|(k, (_, v))| (k.as_str(), *v))
-            .collect();
-        let (a, errors) = parse_map(&pairs);
+        let (a, errors) = parse_nginx_map(pairs);
         (a.limit_rate, errors)
     }
 

@@ -114,21 +114,11 @@ impl Reader<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::NGINX_PREFIX;
-    use super::super::tests::{nginx, one_error, ours, parse_map};
+    use super::super::tests::{nginx, one_error, ours, parse_nginx_map};
     use super::*;
 
     fn annotations(pairs: &[(&str, &str)]) -> (Option<RateLimit>, Vec<AnnotationError>) {
-        let keys: Vec<String> = pairs
-            .iter()
-            .map(|(k, _)| format!("{NGINX_PREFIX}{k}"))
-            .collect();
-        let pairs: Vec<(&str, &str)> = keys
-            .iter()
-            .zip(pairs)
-            .map(|(k, (_, v))| (k.as_str(), *v))
-            .collect();
-        let (a, errors) = parse_map(&pairs);
+        let (a, errors) = parse_nginx_map(pairs);
         (a.rate_limit, errors)
     }
 

@@ -8,6 +8,17 @@ pub(super) fn parse_map(pairs: &[(&str, &str)]) -> (IngressAnnotations, Vec<Anno
     parse(Some(&map))
 }
 
+/// `parse_map` with every key under `nginx.ingress.kubernetes.io/`.
+pub(super) fn parse_nginx_map(
+    pairs: &[(&str, &str)],
+) -> (IngressAnnotations, Vec<AnnotationError>) {
+    let map: BTreeMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (format!("{NGINX_PREFIX}{k}"), v.to_string()))
+        .collect();
+    parse(Some(&map))
+}
+
 pub(super) fn ours(name: &str, value: &str) -> (IngressAnnotations, Vec<AnnotationError>) {
     parse_map(&[(&format!("portcullis.io/{name}"), value)])
 }

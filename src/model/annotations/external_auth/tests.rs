@@ -1,16 +1,10 @@
-use super::super::tests::{one_error, parse_map};
+use super::super::tests::{one_error, parse_map, parse_nginx_map};
 use super::*;
 
-const P: &str = "nginx.ingress.kubernetes.io/";
 const URL: &str = "http://auth.example:4180/oauth2/auth";
 
 fn auth(pairs: &[(&str, &str)]) -> (Option<ExternalAuth>, Vec<AnnotationError>) {
-    let all: Vec<(String, String)> = pairs
-        .iter()
-        .map(|(k, v)| (format!("{P}{k}"), v.to_string()))
-        .collect();
-    let refs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let (a, errors) = parse_map(&refs);
+    let (a, errors) = parse_nginx_map(pairs);
     (a.external_auth, errors)
 }
 
