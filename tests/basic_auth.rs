@@ -9,8 +9,6 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
 use support::client;
 use support::manifests;
 use support::tools;
@@ -26,21 +24,6 @@ async fn htpasswd(flag: &str, user: &str, password: &str) -> String {
     let out = tools::run("htpasswd", &args, Duration::from_secs(10)).await;
     assert!(out.success, "htpasswd {flag}: {}", out.stderr);
     out.stdout.trim().to_string()
-}
-
-fn opaque_secret(namespace: &str, name: &str, data: &[(&str, &str)]) -> Secret {
-    let mut s = Secret {
-        type_: Some("Opaque".into()),
-        data: Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                .collect::<BTreeMap<_, _>>(),
-        ),
-        ..Default::default()
-    };
-    s.metadata.namespace = Some(namespace.into());
-    s.metadata.name = Some(name.into());
-    s
 }
 
 fn protected(
@@ -113,7 +96,11 @@ async fn every_htpasswd_scheme_admits_the_right_password_and_challenges_the_rest
     lines.push(String::new());
     dir.write(
         "secret-users.yaml",
-        &[&opaque_secret(NS, "users", &[("auth", &lines.join("\n"))])],
+        &[&manifests::opaque_secret(
+            NS,
+            "users",
+            &[("auth", &lines.join("\n"))],
+        )],
     );
     dir.write(
         "ingresses.yaml",
@@ -232,8 +219,8 @@ async fn auth_map_secrets_map_users_to_hashes_in_the_ingress_namespace_only() {
     dir.write(
         "secret-map.yaml",
         &[
-            &opaque_secret(NS, "team", &team),
-            &opaque_secret("elsewhere", "team", &team),
+            &manifests::opaque_secret(NS, "team", &team),
+            &manifests::opaque_secret("elsewhere", "team", &team),
         ],
     );
     let map = |secret| {
@@ -283,14 +270,14 @@ async fn auth_that_cannot_be_enforced_answers_503_and_is_reported() {
     dir.write(
         "secrets.yaml",
         &[
-            &opaque_secret(NS, "no-key", &[("users", &good)]),
-            &opaque_secret(
+            &manifests::opaque_secret(NS, "no-key", &[("users", &good)]),
+            &manifests::opaque_secret(
                 NS,
                 "garbage",
                 &[("auth", &format!("{good}\nthis line has no hash\n"))],
             ),
-            &opaque_secret(NS, "des", &[("auth", &des)]),
-            &opaque_secret(NS, "plain", &[("auth", &plain)]),
+            &manifests::opaque_secret(NS, "des", &[("auth", &des)]),
+            &manifests::opaque_secret(NS, "plain", &[("auth", &plain)]),
         ],
     );
     let basic = |secret: &'static str| [("auth-type", "basic"), ("auth-secret", secret)];
@@ -364,7 +351,7 @@ async fn an_edited_secret_file_is_live_without_restart_and_fails_closed_when_bro
     let first = htpasswd("-B", "alice", "first password").await;
     dir.write(
         "secret.yaml",
-        &[&opaque_secret(NS, "users", &[("auth", &first)])],
+        &[&manifests::opaque_secret(NS, "users", &[("auth", &first)])],
     );
     dir.write(
         "ingress.yaml",
@@ -389,7 +376,7 @@ async fn an_edited_secret_file_is_live_without_restart_and_fails_closed_when_bro
 
     // Written by hand with `stringData`, as manifests often are; it is read like `data`.
     let second = htpasswd("-m", "alice", "second password").await;
-    let mut edited = opaque_secret(NS, "users", &[]);
+    let mut edited = manifests::opaque_secret(NS, "users", &[]);
     edited.data = None;
     edited.string_data = Some(BTreeMap::from([("auth".to_string(), second)]));
     dir.write("secret.yaml", &[&edited]);
@@ -421,7 +408,11 @@ async fn an_edited_secret_file_is_live_without_restart_and_fails_closed_when_bro
     // No last good credentials: a Secret that turns bad shuts the site rather than keeping old users.
     dir.write(
         "secret.yaml",
-        &[&opaque_secret(NS, "users", &[("auth", "alice:plain text")])],
+        &[&manifests::opaque_secret(
+            NS,
+            "users",
+            &[("auth", "alice:plain text")],
+        )],
     );
     eventually("a broken Secret answers 503", LIVE, async || {
         match curl(
@@ -467,7 +458,7 @@ async fn a_cors_preflight_is_answered_without_credentials_and_the_request_still_
     let line = htpasswd("-B", "alice", PASSWORD).await;
     dir.write(
         "secret.yaml",
-        &[&opaque_secret(NS, "users", &[("auth", &line)])],
+        &[&manifests::opaque_secret(NS, "users", &[("auth", &line)])],
     );
     dir.write(
         "ingress.yaml",

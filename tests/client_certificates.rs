@@ -8,11 +8,8 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::Ingress;
 use support::manifests;
 use support::openssl::Openssl;
@@ -105,21 +102,6 @@ fn pki() -> Pki {
     pki.revoke("revoked", "ca");
     pki.client("mallory", "foreign", "mallory", past, future);
     pki
-}
-
-fn ca_secret(name: &str, data: &[(&str, &str)]) -> Secret {
-    let mut s = Secret {
-        type_: Some("Opaque".into()),
-        data: Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                .collect::<BTreeMap<_, _>>(),
-        ),
-        ..Default::default()
-    };
-    s.metadata.namespace = Some(NS.into());
-    s.metadata.name = Some(name.into());
-    s
 }
 
 fn ingress(name: &str, host: &str, annotations: &[(&str, &str)]) -> Ingress {
@@ -220,7 +202,8 @@ async fn setup(pki: &Pki, ingresses: &[Ingress]) -> (ManifestDir, EchoServer, Co
     manifests::certificate_file(&dir, NS, "server-cert", &hosts);
     dir.write(
         "secret-ca.yaml",
-        &[&ca_secret(
+        &[&manifests::opaque_secret(
+            NS,
             "client-ca",
             &[
                 ("ca.crt", &pki.read("ca.crt")),
@@ -570,7 +553,7 @@ async fn unusable_settings_answer_503_are_reported_and_a_fixed_secret_goes_live(
     );
 
     // The Secret appears: live without a restart.
-    let secret = |ca: &str| ca_secret("client-ca", &[("ca.crt", ca)]);
+    let secret = |ca: &str| manifests::opaque_secret(NS, "client-ca", &[("ca.crt", ca)]);
     dir.write("secret-ca.yaml", &[&secret(&pki.read("ca.crt"))]);
     eventually("the CA Secret goes live", LIVE, async || {
         match status("strict.test", "/ok-live").await {

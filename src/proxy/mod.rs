@@ -167,7 +167,7 @@ impl Proxy {
                 },
                 local => local,
             };
-        let (mut req, mut grant) = (req, None);
+        let mut grant = None;
         if let (None, Some(auth)) = (&local, &route.policy.external_auth) {
             let ask = external_auth::Ask {
                 upstream: &self.upstream,

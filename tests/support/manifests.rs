@@ -157,6 +157,20 @@ pub fn service_with_endpoints(
     ServiceObjects { service, slices }
 }
 
+/// An `Opaque` Secret with these `data` entries (as text), like the ones auth annotations name.
+pub fn opaque_secret(namespace: &str, name: &str, data: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: meta(Some(namespace), name),
+        type_: Some("Opaque".into()),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
 /// A `kubernetes.io/tls` Secret holding `cert`.
 pub fn tls_secret(namespace: &str, name: &str, cert: &TestCert) -> Secret {
     tls_secret_raw(namespace, name, &cert.chain_pem, &cert.key_pem)
