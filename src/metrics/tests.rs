@@ -32,6 +32,8 @@ fn route(ingress: &str, host: Option<&str>, service: &str, endpoints: usize) -> 
         redirect_host: None,
         path_regex: None,
         policy: Arc::new(Policy::new(&Default::default(), &Default::default())),
+        cookie_path: "/".into(),
+        canary: None,
     })
 }
 

@@ -10,6 +10,8 @@ use std::time::Duration;
 use crate::settings::{ByteSize, Cidr, RedirectCode};
 
 pub mod acme;
+pub mod balancing;
+pub mod canary;
 mod cors;
 mod denylist;
 mod limit_rate;
@@ -29,7 +31,7 @@ pub const OWN_PREFIX: &str = "portcullis.io/";
 pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
 /// Annotation names (without prefix) Portcullis implements, besides the families that list their own
-/// (`basic_auth`, `client_cert`, `external_auth`, `acme`).
+/// (`basic_auth`, `client_cert`, `external_auth`, `acme`, `balancing`, `canary`).
 pub const SUPPORTED: &[&str] = &[
     "ssl-redirect",
     "force-ssl-redirect",
@@ -148,6 +150,8 @@ pub struct IngressAnnotations {
     pub limit_rate: Option<LimitRate>,
     pub client_cert: Option<ClientCertAnnotation>,
     pub acme: Option<acme::AcmeAnnotation>,
+    pub balancing: balancing::Balancing,
+    pub canary: Option<canary::Canary>,
 }
 
 impl Default for IngressAnnotations {
@@ -183,6 +187,8 @@ impl Default for IngressAnnotations {
             limit_rate: None,
             client_cert: None,
             acme: None,
+            balancing: balancing::Balancing::RoundRobin,
+            canary: None,
         }
     }
 }
@@ -277,6 +283,8 @@ pub fn parse(
         limit_rate: r.limit_rate(),
         client_cert: client_cert::parse(&mut r),
         acme: acme::parse(&mut r),
+        balancing: balancing::parse(&mut r),
+        canary: canary::parse(&mut r),
     };
     r.report_unknown();
     (parsed, r.errors)
@@ -405,6 +413,7 @@ impl Reader<'_> {
                 || basic_auth::NAMES.contains(&name)
                 || client_cert::NAMES.contains(&name)
                 || external_auth::NAMES.contains(&name)
+                || canary::kept_on_canary(name)
                 || (prefix == OWN_PREFIX && acme::NAMES.contains(&name))
             {
                 continue;

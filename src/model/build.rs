@@ -70,11 +70,19 @@ pub fn build(
     b.default_certificate(options);
 
     let ours = b.select_ingresses(snapshot, options);
-    let (conflicts, problems) = client_cert::host_conflicts(&ours);
+    // Canaries attach to the routes of primaries, so they come after all of them.
+    let (canaries, primaries): (Vec<_>, Vec<_>) = ours
+        .iter()
+        .cloned()
+        .partition(|i| annotations::canary::marked(i.metadata.annotations.as_ref()));
+    let (conflicts, problems) = client_cert::host_conflicts(&primaries);
     b.client_cert_conflicts = conflicts;
     b.problems.extend(problems);
-    for ingress in &ours {
+    for ingress in &primaries {
         b.ingress(ingress);
+    }
+    for ingress in &canaries {
+        b.canary_ingress(ingress);
     }
     b.www_aliases();
 
@@ -278,15 +286,7 @@ impl Builder<'_> {
     fn ingress(&mut self, ingress: &Ingress) {
         let id = name_of(ingress);
         let object = ObjectRef::new(Kind::Ingress, &id.namespace, &id.name);
-        let (annotations, errors) = annotations::parse(ingress.metadata.annotations.as_ref());
-        for e in errors {
-            let kind = match e {
-                AnnotationError::Invalid { .. } => ProblemKind::InvalidAnnotation,
-                AnnotationError::Unsupported { .. } => ProblemKind::UnsupportedAnnotation,
-            };
-            self.problems
-                .push(Problem::object(object.clone(), kind, e.to_string()));
-        }
+        let annotations = self.annotations(&object, ingress.metadata.annotations.as_ref());
         let Some(spec) = &ingress.spec else {
             self.problems.push(Problem::object(
                 object,
@@ -432,6 +432,9 @@ impl Builder<'_> {
                     redirect_host: None,
                     path_regex: path_regex.clone(),
                     policy: self.policy_for(&host, &policy),
+                    // Regex paths are no cookie paths; ingress-nginx wants session-cookie-path there.
+                    cookie_path: if regex { "/" } else { path_str }.into(),
+                    canary: None,
                 });
                 let inserted = match path_regex {
                     Some(re) => self.routes.insert_regex(&host, re, route),
@@ -466,6 +469,8 @@ impl Builder<'_> {
                 redirect_host: None,
                 path_regex: None,
                 policy: self.policy_for(&HostKey::Any, &policy),
+                cookie_path: "/".into(),
+                canary: None,
             });
             if let Err((_, winner)) = self.routes.set_default(route) {
                 let message = format!(
@@ -476,6 +481,24 @@ impl Builder<'_> {
                     .push(Problem::object(object, ProblemKind::RuleConflict, message));
             }
         }
+    }
+
+    /// The Ingress's annotations, with what cannot be honoured reported.
+    fn annotations(
+        &mut self,
+        object: &ObjectRef,
+        raw: Option<&BTreeMap<String, String>>,
+    ) -> annotations::IngressAnnotations {
+        let (annotations, errors) = annotations::parse(raw);
+        for e in errors {
+            let kind = match e {
+                AnnotationError::Invalid { .. } => ProblemKind::InvalidAnnotation,
+                AnnotationError::Unsupported { .. } => ProblemKind::UnsupportedAnnotation,
+            };
+            self.problems
+                .push(Problem::object(object.clone(), kind, e.to_string()));
+        }
+        annotations
     }
 
     /// `from-to-www-redirect`: `www.example.com` redirects to `example.com` (or the other way round)
@@ -502,6 +525,8 @@ impl Builder<'_> {
                 redirect_host: Some(host),
                 path_regex: None,
                 policy,
+                cookie_path: "/".into(),
+                canary: None,
             });
             // A second Ingress asking for the same alias keeps the first one; nothing to report.
             let _ = self
@@ -752,7 +777,16 @@ impl Builder<'_> {
             return Some(found);
         }
         let endpoints = self.endpoints(object, &id, &port_label, at);
-        let backend = Arc::new(Backend::new(id, port_label, endpoints));
+        let uid = self
+            .index
+            .services
+            .get(&(id.namespace.as_str(), id.name.as_str()))
+            .and_then(|s| s.metadata.uid.clone());
+        let backend = Backend::new(id, port_label, endpoints);
+        let backend = Arc::new(match uid {
+            Some(uid) => backend.keyed(uid.as_bytes()),
+            None => backend,
+        });
         self.backends.insert(cache_key, backend.clone());
         Some(backend)
     }
@@ -900,6 +934,7 @@ fn ingress_class(ingress: &Ingress) -> Option<&str> {
         .filter(|c| !c.is_empty())
 }
 
+mod canary;
 mod client_cert;
 
 #[cfg(test)]

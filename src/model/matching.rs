@@ -75,6 +75,18 @@ impl<T> PathTable<T> {
         }
     }
 
+    /// The rule with exactly this path: a `use-regex` one (by its anchored pattern), else `kind`'s.
+    pub fn get_mut(&mut self, kind: PathKind, path: &str) -> Option<&mut T> {
+        let anchored = format!("^{path}");
+        if let Some((_, v)) = self.regex.iter_mut().find(|(r, _)| r.as_str() == anchored) {
+            return Some(v);
+        }
+        match kind {
+            PathKind::Exact => self.exact.get_mut(path),
+            PathKind::Prefix => self.prefix.get_mut(normalize_prefix(path)),
+        }
+    }
+
     pub fn lookup(&self, path: &str) -> Option<&T> {
         // `/admin//x` must not escape the `/admin` rule (and its policy) for the catch-all `/` when the
         // backend reads it as `/admin/x`: runs of slashes count as one, as nginx's merge_slashes does.
@@ -212,6 +224,16 @@ impl<T> RouteTable<T> {
             HostKey::Wildcard(h) => self.wildcard.entry(h.clone()).or_default(),
             HostKey::Any => &mut self.any,
         }
+    }
+
+    /// The rule of exactly this host and path (see [`PathTable::get_mut`]).
+    pub fn get_mut(&mut self, host: &HostKey, kind: PathKind, path: &str) -> Option<&mut T> {
+        match host {
+            HostKey::Exact(h) => self.exact.get_mut(h),
+            HostKey::Wildcard(h) => self.wildcard.get_mut(h),
+            HostKey::Any => Some(&mut self.any),
+        }?
+        .get_mut(kind, path)
     }
 
     /// Whether any rule names exactly this (lower-case) host.

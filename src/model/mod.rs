@@ -5,6 +5,7 @@
 
 pub mod acme;
 pub mod annotations;
+pub mod balancer;
 pub mod build;
 pub mod htpasswd;
 pub mod matching;
@@ -65,7 +66,7 @@ impl Config {
 }
 
 /// Where one matched request goes and what policy applies to it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Route {
     pub ingress: NamespacedName,
     /// The rule's host as configured (lower-case); `None` for rules without a host and default backends.
@@ -80,6 +81,10 @@ pub struct Route {
     /// The path's regular expression, when it is one (`use-regex`); its captures feed `rewrite-target`.
     pub path_regex: Option<regex::Regex>,
     pub policy: Arc<Policy>,
+    /// The `Path` of an affinity cookie without `session-cookie-path`: the rule's path.
+    pub cookie_path: Box<str>,
+    /// A canary Ingress's share of this route's requests.
+    pub canary: Option<Arc<annotations::canary::CanaryRoute>>,
 }
 
 /// A Service port and its ready endpoints.
@@ -90,16 +95,26 @@ pub struct Backend {
     pub port: String,
     pub endpoints: Box<[SocketAddr]>,
     next: AtomicUsize,
+    balancer: balancer::BalancerState,
 }
 
 impl Backend {
     pub fn new(service: NamespacedName, port: String, endpoints: Vec<SocketAddr>) -> Backend {
+        let key = format!("{service}");
         Backend {
             service,
             port,
             endpoints: endpoints.into(),
             next: AtomicUsize::new(0),
+            balancer: balancer::BalancerState::new(key.as_bytes()),
         }
+    }
+
+    /// Keys the affinity cookie tokens with a secret clients do not know (the Service's UID), the
+    /// same on every replica and across restarts.
+    pub fn keyed(mut self, secret: &[u8]) -> Backend {
+        self.balancer = balancer::BalancerState::new(secret);
+        self
     }
 
     /// The next endpoint, round robin per request; `None` when no endpoint is ready.

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
+use super::annotations::balancing::Balancing;
 use super::annotations::basic_auth::BasicAuthPolicy;
 use super::annotations::client_cert::ClientCertPolicy;
 use super::annotations::external_auth::ExternalAuth;
@@ -37,6 +38,7 @@ pub struct Policy {
     /// Resolved by `build()` against the named Secret and the host's other Ingresses.
     pub client_cert: Option<ClientCertPolicy>,
     pub upstream: UpstreamPolicy,
+    pub balancing: Balancing,
 }
 
 /// The Ingress's request-rate limits and the status of a refusal (global setting).
@@ -100,6 +102,7 @@ impl Policy {
                 status: settings.limits.rate_limit_status.status(),
             }),
             limit_rate: a.limit_rate,
+            balancing: a.balancing.clone(),
             upstream: UpstreamPolicy {
                 protocol: a.backend_protocol,
                 connect_timeout: a.proxy_connect_timeout.unwrap_or(u.connect_timeout.0),

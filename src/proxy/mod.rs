@@ -3,8 +3,10 @@
 
 mod access;
 mod acme_challenge;
+mod balance;
 mod basic_auth;
 mod body;
+mod canary;
 mod client;
 mod client_cert;
 mod connection;
@@ -316,12 +318,28 @@ impl Proxy {
             }
             _ => &route.backend,
         };
-        let Some(endpoint) = backend.pick() else {
+        let (backend, balancing) = match &route.canary {
+            Some(c) if canary::takes(c, backend, &route.policy.balancing, req.headers(), roll) => {
+                (&c.backend, &c.balancing)
+            }
+            _ => (backend, &route.policy.balancing),
+        };
+        let facts = balance::Facts {
+            headers: req.headers(),
+            uri: req.uri(),
+            method: req.method(),
+            client: &client,
+            host: request_host(&req),
+            local_port: conn.local.port(),
+            cookie_path: &route.cookie_path,
+        };
+        let Some(mut choice) = balance::choose(backend, balancing, &facts) else {
             return response::error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no ready endpoint for this service",
             );
         };
+        let endpoint = choice.endpoint;
         let policy = &route.policy.upstream;
         let path = policy
             .rewrite_target
@@ -341,6 +359,12 @@ impl Proxy {
         match self.upstream.send(forward, req).await {
             Ok(mut resp) => {
                 exchange.upstream_responded(sent.elapsed());
+                if let Some(in_flight) = &mut choice.in_flight {
+                    in_flight.answered();
+                }
+                if let Some(cookie) = choice.set_cookie {
+                    resp.headers_mut().append(header::SET_COOKIE, cookie);
+                }
                 limit_rate::pace(resp.body_mut(), route.policy.limit_rate.as_ref());
                 resp
             }
@@ -356,6 +380,11 @@ impl Proxy {
             }
         }
     }
+}
+
+/// A uniformly random number from 1 to `total`, for canary weights.
+fn roll(total: u32) -> u32 {
+    fastrand::u32(1..=total.max(1))
 }
 
 /// The most of an unwanted request body read and thrown away after answering without it.
@@ -463,6 +492,8 @@ mod tests {
             redirect_host: None,
             path_regex: Some(regex::Regex::new(&format!("(?i)^{pattern}")).unwrap()),
             policy: Arc::new(Policy::new(&Default::default(), &Default::default())),
+            cookie_path: "/".into(),
+            canary: None,
         }
     }
 
