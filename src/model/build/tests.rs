@@ -1006,3 +1006,131 @@ fn ingresses_of_one_host_that_disagree_on_client_certificates_fail_closed_for_th
         .collect();
     assert_eq!(conflicts, ["lax", "strict"], "{:?}", config.problems);
 }
+
+/// `ingress()` with these `nginx.ingress.kubernetes.io/` annotations.
+fn annotated(
+    name: &str,
+    created: &str,
+    host: &str,
+    service: &str,
+    annotations: &[(&str, &str)],
+) -> String {
+    let plain = ingress(name, created, host, "/", "Prefix", service);
+    let list: Vec<String> = annotations
+        .iter()
+        .map(|(k, v)| format!("nginx.ingress.kubernetes.io/{k}: {v:?}"))
+        .collect();
+    plain.replacen(
+        &format!("creationTimestamp: \"{created}\"}}"),
+        &format!(
+            "creationTimestamp: \"{created}\", annotations: {{{}}}}}",
+            list.join(", ")
+        ),
+        1,
+    )
+}
+
+#[test]
+fn a_canary_attaches_to_the_primary_route_whatever_their_age() {
+    let yaml = [
+        // Older than its primary: canaries are attached after every primary is in place.
+        annotated(
+            "app-canary",
+            "2024-01-01T00:00:00Z",
+            "a.example.com",
+            "app-v2",
+            &[
+                ("canary", "true"),
+                ("canary-weight", "20"),
+                ("rewrite-target", "/x"),
+            ],
+        ),
+        annotated("app", "2024-02-01T00:00:00Z", "a.example.com", "app", &[]),
+        service("app"),
+        service("app-v2"),
+    ]
+    .concat();
+    let config = build_yaml(&yaml);
+    let r = config.routes.lookup("a.example.com", "/").unwrap();
+    assert_eq!(r.ingress.name, "app", "the canary adds no route of its own");
+    let canary = r.canary.as_ref().expect("canary attached");
+    assert_eq!(
+        (canary.backend.service.name.as_str(), canary.rule.weight),
+        ("app-v2", 20)
+    );
+    let ignored: Vec<&Problem> = config
+        .problems
+        .iter()
+        .filter(|p| p.message.contains("ignored on a canary"))
+        .collect();
+    assert_eq!(ignored.len(), 1, "{:?}", config.problems);
+    assert!(ignored[0].message.contains("rewrite-target"));
+    assert_eq!(
+        kinds(&config)
+            .iter()
+            .filter(|k| **k == ProblemKind::RuleConflict)
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn a_canary_without_primary_or_a_second_canary_is_reported() {
+    let yaml = [
+        annotated("app", "2024-01-01T00:00:00Z", "a.example.com", "app", &[]),
+        annotated(
+            "c1",
+            "2024-02-01T00:00:00Z",
+            "a.example.com",
+            "v2",
+            &[("canary", "true")],
+        ),
+        annotated(
+            "c2",
+            "2024-03-01T00:00:00Z",
+            "a.example.com",
+            "v3",
+            &[("canary", "true")],
+        ),
+        annotated(
+            "lost",
+            "2024-03-01T00:00:00Z",
+            "b.example.com",
+            "v2",
+            &[("canary", "true")],
+        ),
+        service("app"),
+        service("v2"),
+        service("v3"),
+    ]
+    .concat();
+    let config = build_yaml(&yaml);
+    let r = config.routes.lookup("a.example.com", "/").unwrap();
+    assert_eq!(
+        r.canary.as_ref().unwrap().ingress.name,
+        "c1",
+        "the older canary stays"
+    );
+    assert!(config.routes.lookup("b.example.com", "/").is_none());
+    let about = |name: &str| {
+        config
+            .problems
+            .iter()
+            .filter(|p| p.object.as_ref().is_some_and(|o| o.name == name))
+            .map(|p| (p.kind, p.message.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        about("c2")[0].0,
+        ProblemKind::RuleConflict,
+        "{:?}",
+        about("c2")
+    );
+    assert!(
+        about("lost")[0]
+            .1
+            .contains("no primary Ingress serves host \"b.example.com\""),
+        "{:?}",
+        about("lost")
+    );
+}
