@@ -343,6 +343,24 @@ async fn canary_header_and_cookie_beat_the_weight_as_in_ingress_nginx() {
         service(&[("x-canary", "other"), ("cookie", "canary=always")]).await,
         "app-canary"
     );
+
+    // The canary's requests count for its Service, under the primary Ingress.
+    let out = support::tools::curl(&[&format!("http://{}/metrics", ctl.addrs.admin)]).await;
+    let counted = |service: &str| -> f64 {
+        out.stdout
+            .lines()
+            .filter(|l| l.starts_with("portcullis_requests_total{"))
+            .filter(|l| l.contains(&format!("service=\"{service}\"")))
+            .filter(|l| l.contains("ingress=\"app\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        (counted("app"), counted("app-canary")),
+        (2.0, 3.0),
+        "{}",
+        out.stdout
+    );
 }
 
 #[tokio::test]

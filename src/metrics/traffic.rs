@@ -517,6 +517,11 @@ impl Exchange<'_> {
     }
 
     /// The endpoint the request is being sent to.
+    /// The route's canary answers: the request counts for the canary's Service.
+    pub fn served_by_canary(&mut self, route: &Route, canary: &Backend) {
+        self.record.series = Some(self.requests.resolve(SeriesKey::route(route, canary)));
+    }
+
     pub fn upstream(&mut self, endpoint: SocketAddr) {
         self.record.upstream = Some(endpoint);
     }

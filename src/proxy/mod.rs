@@ -320,6 +320,7 @@ impl Proxy {
         };
         let (backend, balancing) = match &route.canary {
             Some(c) if canary::takes(c, backend, &route.policy.balancing, req.headers(), roll) => {
+                exchange.served_by_canary(route, &c.backend);
                 (&c.backend, &c.balancing)
             }
             _ => (backend, &route.policy.balancing),
