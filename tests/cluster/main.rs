@@ -14,6 +14,7 @@ mod measure;
 mod scenarios;
 #[path = "../support/mod.rs"]
 mod support;
+mod traffic;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ fn main() -> std::process::ExitCode {
     let names: Vec<&'static str> = scenarios::NAMES
         .iter()
         .chain(chart::NAMES)
+        .chain(traffic::NAMES)
         .chain(&[conformance::NAME, measure::NAME])
         .copied()
         .collect();
@@ -73,6 +75,8 @@ fn main() -> std::process::ExitCode {
                         conformance::run(cp.clone()).await
                     } else if chart::NAMES.contains(&name) {
                         chart::run(name, &cp, slot).await
+                    } else if traffic::NAMES.contains(&name) {
+                        traffic::run(name, &cp, slot).await
                     } else {
                         scenarios::run(name, &cp, slot).await
                     }
