@@ -3,6 +3,7 @@
 //! canary adds no routes, takes only its canary and balancing annotations (the rest are reported as
 //! ignored), and a host and path has at most one canary; a canary without a primary is reported.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::Ingress;
@@ -18,8 +19,16 @@ impl Builder<'_> {
         let id = name_of(ingress);
         let object = ObjectRef::new(Kind::Ingress, &id.namespace, &id.name);
         let raw = ingress.metadata.annotations.as_ref();
-        let annotations = self.annotations(&object, raw);
-        for key in canary::ignored(raw) {
+        let ignored = canary::ignored(raw);
+        // What is ignored is reported once, as ignored, whatever its value.
+        let kept: BTreeMap<String, String> = raw
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !ignored.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let annotations = self.annotations(&object, Some(&kept));
+        for key in ignored {
             self.problems.push(Problem::object(
                 object.clone(),
                 ProblemKind::InvalidAnnotation,

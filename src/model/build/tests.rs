@@ -1043,6 +1043,8 @@ fn a_canary_attaches_to_the_primary_route_whatever_their_age() {
                 ("canary", "true"),
                 ("canary-weight", "20"),
                 ("rewrite-target", "/x"),
+                ("limit-rps", "nonsense"),
+                ("ssl-passthrough", "true"),
             ],
         ),
         annotated("app", "2024-02-01T00:00:00Z", "a.example.com", "app", &[]),
@@ -1063,8 +1065,15 @@ fn a_canary_attaches_to_the_primary_route_whatever_their_age() {
         .iter()
         .filter(|p| p.message.contains("ignored on a canary"))
         .collect();
-    assert_eq!(ignored.len(), 1, "{:?}", config.problems);
-    assert!(ignored[0].message.contains("rewrite-target"));
+    assert_eq!(ignored.len(), 3, "{:?}", config.problems);
+    assert!(ignored[0].message.contains("limit-rps"));
+    assert!(ignored[1].message.contains("rewrite-target"));
+    assert_eq!(
+        config.problems.len(),
+        3,
+        "each ignored annotation is reported once, as ignored: {:?}",
+        config.problems
+    );
     assert_eq!(
         kinds(&config)
             .iter()
