@@ -50,6 +50,21 @@ fn ingress(name: &str, service: &str, annotations: &[(&str, &str)]) -> Ingress {
         .build()
 }
 
+/// Service `app` with `total` pods, of which the first `serving` are its endpoints, behind one
+/// Ingress with these annotations, served by a started controller.
+async fn app_with(
+    total: usize,
+    serving: usize,
+    annotations: &[(&str, &str)],
+) -> (ManifestDir, Vec<EchoServer>, Controller) {
+    let dir = ManifestDir::new();
+    let app = pods("app", total).await;
+    endpoints(&dir, "app", &app.iter().take(serving).collect::<Vec<_>>());
+    dir.write("ingress.yaml", &[&ingress("app", "app", annotations)]);
+    let ctl = Controller::start(dir.path(), &[]).await;
+    (dir, app, ctl)
+}
+
 /// One request on a connection of its own, with extra headers.
 async fn get(ctl: &Controller, path: &str, headers: &[(&str, &str)]) -> Captured {
     let req = headers
@@ -96,23 +111,17 @@ async fn revisit(ctl: &Controller, sessions: &[(String, String)]) -> Vec<(String
 
 #[tokio::test]
 async fn persistent_affinity_keeps_sessions_when_scaling_up_and_moves_only_a_removed_endpoints() {
-    let dir = ManifestDir::new();
-    let app = pods("app", 4).await;
-    endpoints(&dir, "app", &[&app[0], &app[1], &app[2]]);
-    dir.write(
-        "ingress.yaml",
-        &[&ingress(
-            "app",
-            "app",
-            &[
-                ("affinity", "cookie"),
-                ("affinity-mode", "persistent"),
-                ("session-cookie-name", "route"),
-                ("session-cookie-max-age", "3600"),
-            ],
-        )],
-    );
-    let ctl = Controller::start(dir.path(), &[]).await;
+    let (dir, app, ctl) = app_with(
+        4,
+        3,
+        &[
+            ("affinity", "cookie"),
+            ("affinity-mode", "persistent"),
+            ("session-cookie-name", "route"),
+            ("session-cookie-max-age", "3600"),
+        ],
+    )
+    .await;
 
     let before = sessions(&ctl, 60).await;
     let first = get(&ctl, "/", &[]).await;
@@ -185,14 +194,7 @@ async fn persistent_affinity_keeps_sessions_when_scaling_up_and_moves_only_a_rem
 
 #[tokio::test]
 async fn balanced_affinity_moves_sessions_only_onto_a_new_endpoint() {
-    let dir = ManifestDir::new();
-    let app = pods("app", 4).await;
-    endpoints(&dir, "app", &[&app[0], &app[1], &app[2]]);
-    dir.write(
-        "ingress.yaml",
-        &[&ingress("app", "app", &[("affinity", "cookie")])],
-    );
-    let ctl = Controller::start(dir.path(), &[]).await;
+    let (dir, app, ctl) = app_with(4, 3, &[("affinity", "cookie")]).await;
 
     let before = sessions(&ctl, 80).await;
     change(&ctl, || {
@@ -402,18 +404,8 @@ async fn affinity_keeps_a_session_on_the_side_of_the_canary_it_started_on() {
 
 #[tokio::test]
 async fn upstream_hash_by_sends_one_key_to_one_endpoint() {
-    let dir = ManifestDir::new();
-    let app = pods("app", 3).await;
-    endpoints(&dir, "app", &[&app[0], &app[1], &app[2]]);
-    dir.write(
-        "ingress.yaml",
-        &[&ingress(
-            "app",
-            "app",
-            &[("upstream-hash-by", "$arg_user$http_x_tenant")],
-        )],
-    );
-    let ctl = Controller::start(dir.path(), &[]).await;
+    let (_dir, _app, ctl) =
+        app_with(3, 3, &[("upstream-hash-by", "$arg_user$http_x_tenant")]).await;
     let mut by_user = BTreeMap::<String, BTreeSet<String>>::new();
     for round in 0..3 {
         for user in 0..30 {
@@ -429,14 +421,7 @@ async fn upstream_hash_by_sends_one_key_to_one_endpoint() {
 
 #[tokio::test]
 async fn ewma_serves_from_every_healthy_endpoint() {
-    let dir = ManifestDir::new();
-    let app = pods("app", 3).await;
-    endpoints(&dir, "app", &[&app[0], &app[1], &app[2]]);
-    dir.write(
-        "ingress.yaml",
-        &[&ingress("app", "app", &[("load-balance", "ewma")])],
-    );
-    let ctl = Controller::start(dir.path(), &[]).await;
+    let (_dir, _app, ctl) = app_with(3, 3, &[("load-balance", "ewma")]).await;
     let mut conn = client::http_connection(ctl.addrs.http).await;
     let mut used = BTreeSet::new();
     for _ in 0..300 {

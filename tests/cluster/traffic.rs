@@ -53,6 +53,18 @@ fn annotated(ns: &str, name: &str, service: &str, annotations: &[(&str, &str)]) 
     )
 }
 
+/// A controller for `ns`, once it serves `HOST`.
+async fn serving(kubeconfig: &std::path::Path, ns: &str, slot: u8) -> Result<Controller> {
+    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, slot, 1));
+    let controller = Controller::start(kubeconfig, ns, ip, &[]).await?;
+    let addr = controller.http();
+    eventually("the Ingress serves", WAIT, || async {
+        (http_get(addr, HOST, "/").await.ok()?.0 == 200).then_some(())
+    })
+    .await?;
+    Ok(controller)
+}
+
 /// The echo reply's `field` (`service`, `pod`).
 fn field(body: &str, field: &str) -> Option<String> {
     serde_json::from_str::<serde_json::Value>(body)
@@ -78,18 +90,8 @@ async fn canary_weight(cp: &ControlPlane, slot: u8) -> Result<()> {
         ]
         .join("---\n"),
     )?;
-    let controller = Controller::start(
-        &kubeconfig,
-        &ns,
-        IpAddr::V4(Ipv4Addr::new(127, 0, slot, 1)),
-        &[],
-    )
-    .await?;
+    let controller = serving(&kubeconfig, &ns, slot).await?;
     let addr = controller.http();
-    eventually("the primary serves", WAIT, || async {
-        (http_get(addr, HOST, "/").await.ok()?.0 == 200).then_some(())
-    })
-    .await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut load = Vec::new();
@@ -192,18 +194,8 @@ async fn scaling(cp: &ControlPlane, slot: u8) -> Result<()> {
         ]
         .join("---\n"),
     )?;
-    let controller = Controller::start(
-        &kubeconfig,
-        &ns,
-        IpAddr::V4(Ipv4Addr::new(127, 0, slot, 1)),
-        &[],
-    )
-    .await?;
+    let controller = serving(&kubeconfig, &ns, slot).await?;
     let addr = controller.http();
-    eventually("the Ingress serves", WAIT, || async {
-        (http_get(addr, HOST, "/").await.ok()?.0 == 200).then_some(())
-    })
-    .await?;
     let mut sessions = Vec::new();
     for _ in 0..30 {
         sessions.push(new_session(addr).await?);
