@@ -107,27 +107,31 @@ impl AcmeTest<'_> {
         .await
     }
 
-    /// The index in `r.controllers` of the replica holding the leader Lease (the orderer).
+    /// The index in `r.controllers` of the replica holding the leader Lease (the orderer), once one
+    /// of them holds it (a killed predecessor's Lease expires first).
     async fn orderer(&self, r: &Replicas) -> Result<usize> {
-        let holder = eventually("a leader", Duration::from_secs(20), || async {
-            self.cp
-                .kubectl(&[
-                    "-n",
-                    &r.ns,
-                    "get",
-                    "lease",
-                    "portcullis-leader",
-                    "-o",
-                    "jsonpath={.spec.holderIdentity}",
-                ])
-                .ok()
-                .filter(|h| !h.is_empty())
-        })
-        .await?;
-        r.controllers
-            .iter()
-            .position(|c| holder.ends_with(&format!("-{}", c.pid())))
-            .with_context(|| format!("the Lease holder {holder} is none of the replicas"))
+        eventually(
+            "a replica to hold the leader Lease",
+            Duration::from_secs(40),
+            || async {
+                let holder = self
+                    .cp
+                    .kubectl(&[
+                        "-n",
+                        &r.ns,
+                        "get",
+                        "lease",
+                        "portcullis-leader",
+                        "-o",
+                        "jsonpath={.spec.holderIdentity}",
+                    ])
+                    .ok()?;
+                r.controllers
+                    .iter()
+                    .position(|c| holder.ends_with(&format!("-{}", c.pid())))
+            },
+        )
+        .await
     }
 
     fn secret_field(&self, ns: &str, name: &str, path: &str) -> Result<String> {
