@@ -18,6 +18,7 @@ pub const NAMES: &[&str] = &[
     "acme_the_replica_not_ordering_answers_one_order_per_certificate_and_restarts_reorder_nothing",
     "acme_orderer_killed_mid_order_is_replaced_by_the_other_replica",
     "acme_cert_manager_solver_ingress_is_served_through_a_siblings_forced_redirect",
+    "acme_a_failed_order_is_a_warning_event_on_the_ingress_naming_the_step_and_the_cas_detail",
 ];
 
 pub async fn run(name: &str, cp: &ControlPlane, slot: u8) -> Result<()> {
@@ -31,6 +32,9 @@ pub async fn run(name: &str, cp: &ControlPlane, slot: u8) -> Result<()> {
         }
         "acme_cert_manager_solver_ingress_is_served_through_a_siblings_forced_redirect" => {
             t.solver_ingress().await
+        }
+        "acme_a_failed_order_is_a_warning_event_on_the_ingress_naming_the_step_and_the_cas_detail" => {
+            t.failed_order().await
         }
         other => bail!("unknown ACME scenario {other}"),
     }
@@ -348,6 +352,41 @@ impl AcmeTest<'_> {
             "the half-finished order and one new one, not {}",
             r.pebble.orders()
         );
+        Ok(())
+    }
+
+    async fn failed_order(&self) -> Result<()> {
+        let r = self.replicas("acme-failed").await?;
+        // Nothing listens there: the CA's validation is refused.
+        r.pebble.resolve_all(self.ip(9)).await;
+        self.cp.apply(&acme_ingress(
+            &r.ns,
+            "shop",
+            "failed.acme.test",
+            "failed-tls",
+            &[],
+        ))?;
+        self.warning_event(&r.ns, "shop", "AcmeOrderFailed", "validation")
+            .await?;
+        let events = self.cp.kubectl(&[
+            "-n",
+            &r.ns,
+            "get",
+            "events.events.k8s.io",
+            "-o",
+            "jsonpath={range .items[*]}{.reason} {.note}{\"\\n\"}{end}",
+        ])?;
+        let failed = events
+            .lines()
+            .find(|l| l.starts_with("AcmeOrderFailed"))
+            .context("no AcmeOrderFailed Event")?;
+        ensure!(
+            failed.contains(&format!("{}/failed-tls", r.ns)) && failed.contains("refused"),
+            "the Event names the Secret and the CA's detail: {failed}"
+        );
+        // Backing off: no second order within the first minute.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        ensure!(r.pebble.orders() == 1, "{} orders", r.pebble.orders());
         Ok(())
     }
 
