@@ -329,6 +329,7 @@ impl AcmeTest<'_> {
             .context("the CA's validation to arrive")??;
         ensure!(r.pebble.orders() == 1);
         r.controllers[orderer].kill();
+        let killed = Instant::now();
         drop(held);
         drop(tarpit);
         let IpAddr::V4(survivor_v4) = survivor_ip else {
@@ -347,6 +348,10 @@ impl AcmeTest<'_> {
             },
         )
         .await?;
+        eprintln!(
+            "cluster mode: orderer killed mid-order to the certificate served by the other replica in {:?}",
+            killed.elapsed()
+        );
         ensure!(
             r.pebble.orders() == 2,
             "the half-finished order and one new one, not {}",
