@@ -28,9 +28,9 @@ pub trait Backend: Send + Sync {
     /// The certificates known at start, served before the first configuration is built.
     fn initial_certificates(&self) -> Vec<StoredCertificate>;
 
-    /// The certificate stored for `secret` now, when something else than this orderer may have
-    /// written it since (another replica); `None` when this orderer's own memory is the truth.
-    fn current_certificate(&self, secret: &NamespacedName) -> Option<StoredCertificate>;
+    /// The certificate stored for `secret` now, as others may have written (another replica) or
+    /// removed it since.
+    fn current_certificate(&self, secret: &NamespacedName) -> Current;
 
     /// Fails when the certificate could not be stored (a Secret that is not Portcullis's), before an
     /// order is placed for nothing.
@@ -54,6 +54,15 @@ pub trait Backend: Send + Sync {
         wanted: &'a WantedCertificate,
         message: String,
     ) -> BoxFuture<'a, ()>;
+}
+
+/// What is stored for one certificate, as far as the backend can tell.
+pub enum Current {
+    /// Only this orderer writes: its own memory is the truth.
+    Unknown,
+    /// Nothing usable (no Secret, or not a readable Portcullis one).
+    Absent,
+    Stored(StoredCertificate),
 }
 
 /// Manifest mode: the state directory and this process's challenge table.
@@ -87,8 +96,8 @@ impl Backend for Files {
         self.store.certificates().into_values().collect()
     }
 
-    fn current_certificate(&self, _: &NamespacedName) -> Option<StoredCertificate> {
-        None
+    fn current_certificate(&self, _: &NamespacedName) -> Current {
+        Current::Unknown
     }
 
     fn check_writable<'a>(&'a self, _: &'a NamespacedName) -> BoxFuture<'a, Result<(), String>> {

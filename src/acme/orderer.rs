@@ -20,7 +20,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tokio::sync::watch;
 
-use super::backend::Backend;
+use super::backend::{Backend, Current};
 use super::challenges::Answers;
 use super::issued_secret;
 use super::store::{StoredAccount, StoredCertificate};
@@ -36,6 +36,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
 const RATE_LIMITED_BACKOFF: Duration = Duration::from_secs(3600);
 /// An order that takes longer is abandoned and retried after the backoff.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a certificate this orderer has just written may be missing from what the backend
+/// reports (a watch delivers it within milliseconds to seconds).
+const WATCH_GRACE: Duration = Duration::from_secs(30);
 /// The longest sleep between two looks at the wanted certificates, so clock changes cannot strand one.
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
 
@@ -112,6 +115,8 @@ pub struct Orderer {
     certs: BTreeMap<NamespacedName, StoredCertificate>,
     failures: HashMap<NamespacedName, Failure>,
     ari: HashMap<NamespacedName, AriPlan>,
+    /// When this orderer last wrote each certificate.
+    written: HashMap<NamespacedName, Instant>,
 }
 
 impl Orderer {
@@ -137,6 +142,7 @@ impl Orderer {
             certs,
             failures: HashMap::new(),
             ari: HashMap::new(),
+            written: HashMap::new(),
         };
         // Before the first configuration is built: a restart never serves the default certificate
         // for a stored one, not even briefly.
@@ -196,7 +202,7 @@ impl Orderer {
             let renewal =
                 |at: i64| Instant::now() + Duration::from_secs((at - unix_now()).max(0) as u64);
             let mut replaces = None;
-            self.refresh(&wanted.secret);
+            self.refresh(&wanted.secret).await;
             if let Some(cert) = self.certs.get(&wanted.secret).cloned()
                 && cert.issuer == wanted.issuer
                 && same_names(&cert.hosts, &wanted.hosts)
@@ -255,6 +261,7 @@ impl Orderer {
                     self.set_next_renewal(&wanted.secret, cert.renew_at());
                     next = next.min(renewal(cert.renew_at()));
                     self.failures.remove(&wanted.secret);
+                    self.written.insert(wanted.secret.clone(), Instant::now());
                     self.certs.insert(wanted.secret.clone(), cert);
                     self.publish();
                 }
@@ -300,22 +307,46 @@ impl Orderer {
     }
 
     /// Takes in a certificate stored by someone else since (another replica, before it stopped being
-    /// the orderer), when it is newer than the one known here.
-    fn refresh(&mut self, secret: &NamespacedName) {
-        let Some(current) = self
-            .backend
-            .as_ref()
-            .ok()
-            .and_then(|b| b.current_certificate(secret))
-        else {
+    /// the orderer), when it is newer than the one known here; writes a known one again when its
+    /// Secret is gone (deleted by hand), rather than ordering a new one.
+    async fn refresh(&mut self, secret: &NamespacedName) {
+        let Ok(backend) = &self.backend else {
             return;
         };
-        if self
-            .certs
-            .get(secret)
-            .is_none_or(|known| known.not_after < current.not_after)
-        {
-            self.certs.insert(secret.clone(), current);
+        match backend.current_certificate(secret) {
+            Current::Unknown => {}
+            Current::Stored(current) => {
+                if self
+                    .certs
+                    .get(secret)
+                    .is_none_or(|known| known.not_after < current.not_after)
+                {
+                    self.certs.insert(secret.clone(), current);
+                }
+            }
+            Current::Absent => {
+                // Just written by this orderer: the watch has not delivered it yet.
+                if self
+                    .written
+                    .get(secret)
+                    .is_some_and(|at| at.elapsed() < WATCH_GRACE)
+                {
+                    return;
+                }
+                let Some(known) = self.certs.get(secret) else {
+                    return;
+                };
+                match backend.save_certificate(known).await {
+                    Ok(()) => {
+                        tracing::info!(%secret, "the Secret of an ACME certificate was gone; written again");
+                        self.written.insert(secret.clone(), Instant::now());
+                    }
+                    Err(e) => {
+                        tracing::warn!(%secret, error = e, "the Secret of an ACME certificate is gone and cannot be written again; ordering anew");
+                        self.certs.remove(secret);
+                    }
+                }
+            }
         }
     }
 

@@ -30,6 +30,7 @@ use rustls::crypto::CryptoProvider;
 use tokio::sync::watch;
 
 use super::cluster::Stores;
+use crate::acme::backend::Current;
 use crate::acme::{
     Answers, Backend, Challenges, StoredAccount, StoredCertificate, issued_secret,
     stored_certificate,
@@ -230,9 +231,12 @@ impl Backend for AcmeObjects {
         Vec::new()
     }
 
-    fn current_certificate(&self, secret: &NamespacedName) -> Option<StoredCertificate> {
+    fn current_certificate(&self, secret: &NamespacedName) -> Current {
         let key = ObjectRef::<Secret>::new(&secret.name).within(&secret.namespace);
-        self.secrets.get(&key).and_then(|s| stored_certificate(&s))
+        match self.secrets.get(&key).and_then(|s| stored_certificate(&s)) {
+            Some(cert) => Current::Stored(cert),
+            None => Current::Absent,
+        }
     }
 
     fn check_writable<'a>(

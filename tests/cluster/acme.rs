@@ -306,6 +306,26 @@ impl AcmeTest<'_> {
             "a restart ordered again: {} orders",
             r.pebble.orders()
         );
+
+        // The Secret deleted by hand comes back with the same certificate, without an order.
+        let not_after = self.secret_field(
+            &r.ns,
+            "shop-tls",
+            "{.metadata.annotations.portcullis\\.io/acme-not-after}",
+        )?;
+        self.cp
+            .kubectl(&["-n", &r.ns, "delete", "secret", "shop-tls"])?;
+        eventually("the deleted Secret written again", ISSUED, || async {
+            self.secret_field(
+                &r.ns,
+                "shop-tls",
+                "{.metadata.annotations.portcullis\\.io/acme-not-after}",
+            )
+            .ok()
+            .filter(|n| *n == not_after)
+        })
+        .await?;
+        ensure!(r.pebble.orders() == before, "{} orders", r.pebble.orders());
         Ok(())
     }
 
