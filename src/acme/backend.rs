@@ -48,12 +48,28 @@ pub trait Backend: Send + Sync {
     /// returns once they are answered there.
     fn publish_challenges<'a>(&'a self, answers: &'a Answers) -> BoxFuture<'a, Result<(), String>>;
 
+    /// The raw HMAC key of an issuer's external account binding, from the Secret it names (key
+    /// `hmac-key`, base64url as the CA gives it).
+    fn hmac_key<'a>(&'a self, secret: &'a NamespacedName)
+    -> BoxFuture<'a, Result<Vec<u8>, String>>;
+
     /// Tells the owner of the Ingress that an order failed (a Warning Event in cluster mode).
     fn order_failed<'a>(
         &'a self,
         wanted: &'a WantedCertificate,
         message: String,
     ) -> BoxFuture<'a, ()>;
+}
+
+/// The key of an external account binding's HMAC key in its Secret.
+pub const HMAC_KEY: &str = "hmac-key";
+
+/// Decodes an HMAC key as CAs hand them out: base64url, with or without padding.
+pub fn decode_hmac_key(text: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.trim().trim_end_matches('='))
+        .map_err(|e| format!("the HMAC key is not base64url: {e}"))
 }
 
 /// What is stored for one certificate, as far as the backend can tell.
@@ -118,7 +134,26 @@ impl Backend for Files {
         })
     }
 
+    fn hmac_key<'a>(&'a self, _: &'a NamespacedName) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+        Box::pin(async {
+            Err("external-account-binding is not supported in manifest mode yet".to_string())
+        })
+    }
+
     fn order_failed<'a>(&'a self, _: &'a WantedCertificate, _: String) -> BoxFuture<'a, ()> {
         Box::pin(async {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_keys_are_read_with_or_without_padding() {
+        assert_eq!(decode_hmac_key("AQID").unwrap(), [1, 2, 3]);
+        assert_eq!(decode_hmac_key("AQI=\n").unwrap(), [1, 2]);
+        assert_eq!(decode_hmac_key("-_8").unwrap(), [0xfb, 0xff]);
+        assert!(decode_hmac_key("not base64!").is_err());
     }
 }

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use instant_acme::{
-    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewAccount,
-    NewOrder, OrderStatus, RetryPolicy,
+    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, ExternalAccountKey,
+    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use k8s_openapi::api::core::v1::Secret;
 use rustls::pki_types::CertificateDer;
@@ -604,12 +604,16 @@ impl Orderer {
                 .await
                 .map_err(at("account"))?,
             None => {
-                if issuer.external_account_binding.is_some() {
-                    return Err(OrderError::new(
-                        "account",
-                        "external-account-binding is not supported yet",
-                    ));
-                }
+                let binding = match &issuer.external_account_binding {
+                    Some(eab) => {
+                        let key = backend
+                            .hmac_key(&eab.hmac_key_secret)
+                            .await
+                            .map_err(|detail| OrderError::new("account", detail))?;
+                        Some(ExternalAccountKey::new(eab.key_id.clone(), &key))
+                    }
+                    None => None,
+                };
                 let contact = issuer.email.as_ref().map(|e| format!("mailto:{e}"));
                 let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
                 let (account, credentials) = builder()
@@ -621,7 +625,7 @@ impl Orderer {
                             only_return_existing: false,
                         },
                         issuer.directory.clone(),
-                        None,
+                        binding.as_ref(),
                     )
                     .await
                     .map_err(at("account"))?;

@@ -19,6 +19,7 @@ pub const NAMES: &[&str] = &[
     "acme_orderer_killed_mid_order_is_replaced_by_the_other_replica",
     "acme_cert_manager_solver_ingress_is_served_through_a_siblings_forced_redirect",
     "acme_a_failed_order_is_a_warning_event_on_the_ingress_naming_the_step_and_the_cas_detail",
+    "acme_external_account_binding_creates_the_account_with_the_cas_key_from_a_secret",
 ];
 
 pub async fn run(name: &str, cp: &ControlPlane, slot: u8) -> Result<()> {
@@ -35,6 +36,9 @@ pub async fn run(name: &str, cp: &ControlPlane, slot: u8) -> Result<()> {
         }
         "acme_a_failed_order_is_a_warning_event_on_the_ingress_naming_the_step_and_the_cas_detail" => {
             t.failed_order().await
+        }
+        "acme_external_account_binding_creates_the_account_with_the_cas_key_from_a_secret" => {
+            t.external_account_binding().await
         }
         other => bail!("unknown ACME scenario {other}"),
     }
@@ -66,9 +70,21 @@ impl AcmeTest<'_> {
     }
 
     async fn replicas(&self, prefix: &str) -> Result<Replicas> {
+        self.replicas_with(prefix, serde_json::json!({}), |_| String::new())
+            .await
+    }
+
+    /// [`Self::replicas`] with more of Pebble's configuration and more lines for the issuer (given the
+    /// namespace).
+    async fn replicas_with(
+        &self,
+        prefix: &str,
+        pebble_config: serde_json::Value,
+        issuer_lines: impl Fn(&str) -> String,
+    ) -> Result<Replicas> {
         let ns = self.cp.namespace(prefix)?;
         // Pebble validates on port 80 of whatever its DNS says; the tests point it per scenario.
-        let pebble = Pebble::start(self.ip(1), 80, 443).await;
+        let pebble = Pebble::start_with(self.ip(1), 80, 443, pebble_config).await;
         let directory = format!("config.acme.issuers.pebble.directory={}", pebble.directory);
         let kubeconfig = self.cp.controller_identity_with(
             &ns,
@@ -76,7 +92,10 @@ impl AcmeTest<'_> {
             &["config.acme.default-issuer=pebble", &directory],
         )?;
         let config = self.cp.dir().join(format!("{ns}-config.yaml"));
-        std::fs::write(&config, pebble.config("http-01"))?;
+        std::fs::write(
+            &config,
+            format!("{}{}", pebble.config("http-01"), issuer_lines(&ns)),
+        )?;
         let backend = Backend::start(
             SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 244, self.slot, 1)), 8080),
             "app",
@@ -412,6 +431,46 @@ impl AcmeTest<'_> {
         // Backing off: no second order within the first minute.
         tokio::time::sleep(Duration::from_secs(5)).await;
         ensure!(r.pebble.orders() == 1, "{} orders", r.pebble.orders());
+        Ok(())
+    }
+
+    async fn external_account_binding(&self) -> Result<()> {
+        // The form CAs hand HMAC keys out in: base64url without padding.
+        const HMAC: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+        let pebble = serde_json::json!({
+            "externalAccountBindingRequired": true,
+            "externalAccountMACKeys": {"kid-1": HMAC},
+        });
+        let r = self
+            .replicas_with("acme-eab", pebble, |ns| {
+                format!(
+                    "      external-account-binding: {{key-id: kid-1, hmac-key-secret: {ns}/eab}}\n"
+                )
+            })
+            .await?;
+        self.cp.apply(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: eab, namespace: {}}}\nstringData: {{hmac-key: {HMAC}}}\n",
+            r.ns
+        ))?;
+        let orderer = self.orderer(&r).await?;
+        let IpAddr::V4(ip) = r.controllers[orderer].ip else {
+            bail!("IPv4 replicas")
+        };
+        r.pebble.resolve_all(ip).await;
+        self.cp.apply(&acme_ingress(
+            &r.ns,
+            "shop",
+            "eab.acme.test",
+            "eab-tls",
+            &[],
+        ))?;
+        let root = r.pebble.root().await;
+        self.verified(&r.controllers[orderer], "eab.acme.test", &root)
+            .await?;
+        ensure!(
+            r.pebble.log().contains("kid-1"),
+            "Pebble's log does not show the binding"
+        );
         Ok(())
     }
 

@@ -39,6 +39,16 @@ pub struct Pebble {
 impl Pebble {
     /// Pebble validating against `ip`, HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`.
     pub async fn start(ip: Ipv4Addr, http_port: u16, tls_port: u16) -> Pebble {
+        Pebble::start_with(ip, http_port, tls_port, serde_json::json!({})).await
+    }
+
+    /// [`Pebble::start`] with more keys of Pebble's configuration (e.g. external account binding).
+    pub async fn start_with(
+        ip: Ipv4Addr,
+        http_port: u16,
+        tls_port: u16,
+        more: serde_json::Value,
+    ) -> Pebble {
         let dir = tempfile::tempdir().expect("temp dir for Pebble");
         let (acme, management, dns, dns_management) =
             (free_port(), free_port(), free_port(), free_port());
@@ -58,6 +68,10 @@ impl Pebble {
                 "short": {"description": "16 seconds", "validityPeriod": SHORT_LIFETIME_S},
             },
         }});
+        let mut config = config;
+        if let (Some(pebble), Some(more)) = (config["pebble"].as_object_mut(), more.as_object()) {
+            pebble.extend(more.clone());
+        }
         let config_path = dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).expect("write Pebble's config");
         let log = |name: &str| {
