@@ -22,7 +22,7 @@ use crate::proxy::listener::{self, Listener};
 use crate::proxy::termination::{self, SniResolver};
 use crate::proxy::{Proxy, Tunnels, Upstream};
 use crate::settings::Settings;
-use crate::source::{cluster, manifests};
+use crate::source::{self, cluster, manifests};
 use crate::status::{PublishAddress, StatusWriter};
 use crate::tls::{self, CertStore, CertTable};
 
@@ -97,30 +97,35 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (snapshots_tx, snapshots) = watch::channel(None);
     let (published_tx, published) = watch::channel(config.load_full());
     let (stop_tx, stop) = watch::channel(false);
-    let state_dir = match (&args.manifests, &args.state_dir) {
-        (Some(_), Some(dir)) => Ok(dir.as_path()),
-        (Some(_), None) => {
-            Err("Ingresses ask for ACME certificates but --state-dir is not set; none is ordered")
-        }
-        (None, _) => Err(
-            "ACME is not available in cluster mode yet (docs/acme.md); no certificate is ordered",
-        ),
-    };
-    let (orderer, issued) = acme::orderer(provider.clone(), challenges, state_dir, metrics.clone());
-    tokio::spawn(orderer.run(published.clone()));
     let source = match &args.manifests {
         Some(dir) => {
+            let state_dir = args.state_dir.as_deref().ok_or(
+                "Ingresses ask for ACME certificates but --state-dir is not set; none is ordered",
+            );
+            let (orderer, issued) =
+                acme::file_orderer(provider.clone(), challenges, state_dir, metrics.clone());
+            // The only process: always the orderer.
+            let (_always, ordering) = watch::channel(true);
+            tokio::spawn(async move {
+                let _always = _always;
+                orderer.run(published, ordering).await
+            });
             let (read_tx, read) = watch::channel(None);
             tokio::spawn(acme::add_issued_secrets(read, issued, snapshots_tx));
             tokio::spawn(manifests::watch_dir(dir.clone(), read_tx))
         }
         None => {
+            let acme = ClusterAcme {
+                provider: provider.clone(),
+                challenges,
+            };
             start_cluster_mode(
                 &args,
                 snapshots_tx,
                 published,
                 stop.clone(),
                 metrics.clone(),
+                acme,
             )
             .await?
         }
@@ -198,14 +203,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the watchers, leader election, the status writer and Events; returns the task that publishes
-/// snapshots.
+/// What cluster mode's ACME shares with the serving side.
+struct ClusterAcme {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    challenges: Arc<acme::Challenges>,
+}
+
+/// Starts the watchers, leader election, the status writer, Events and the ACME orderer (the leader
+/// orders); returns the task that publishes snapshots.
 async fn start_cluster_mode(
     args: &Args,
     snapshots: watch::Sender<Option<Arc<Snapshot>>>,
     published: watch::Receiver<Arc<Config>>,
     stop: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
+    acme: ClusterAcme,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let client = cluster::client(args.kubeconfig.as_deref())
         .await
@@ -226,6 +238,19 @@ async fn start_cluster_mode(
     );
     tokio::spawn(election.run(leader_tx, stop));
     tracing::info!(%namespace, lease = %args.election_id, %identity, "campaigning for leadership");
+
+    let objects = source::acme::AcmeObjects::new(
+        client.clone(),
+        &namespace,
+        &args.election_id,
+        &identity,
+        &stores,
+        acme.challenges,
+        acme.provider,
+    );
+    tokio::spawn(objects.clone().answer_when_configured(published.clone()));
+    let orderer = crate::acme::cluster_orderer(Box::new(objects), metrics.clone());
+    tokio::spawn(orderer.run(published.clone(), leader.clone()));
 
     let mut leader_metric = leader.clone();
     tokio::spawn(async move {

@@ -9,182 +9,22 @@
 
 mod support;
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use support::manifests;
+use support::pebble::{Pebble, SHORT_LIFETIME_S, fixture};
 use support::tools;
 use support::*;
 
 const NS: &str = "shop";
-/// The lifetime of Pebble's `short` profile. Its ARI window is the whole lifetime, so the renewal
-/// comes at a random point of it, at the latest with a third left (about 11 s after issuance).
-const SHORT_LIFETIME_S: u64 = 16;
 /// How long an issuance may take: Pebble validates at once (`PEBBLE_VA_NOSLEEP`); the margin is for a
 /// loaded machine.
 const ISSUED: Duration = Duration::from_secs(60);
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/pebble")
-        .join(name)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// Pebble and its DNS server, killed when dropped.
-struct Pebble {
-    children: Vec<Child>,
-    dir: tempfile::TempDir,
-    directory: String,
-    management: SocketAddr,
-    dns_management: SocketAddr,
-}
-
-impl Pebble {
-    /// Pebble validating against the controller listening on `ip` (ports 8080 and 8443).
-    async fn start(ip: Ipv4Addr) -> Pebble {
-        let dir = tempfile::tempdir().expect("temp dir for Pebble");
-        let (acme, management, dns, dns_management) =
-            (free_port(), free_port(), free_port(), free_port());
-        let config = serde_json::json!({"pebble": {
-            "listenAddress": format!("127.0.0.1:{acme}"),
-            "managementListenAddress": format!("127.0.0.1:{management}"),
-            "certificate": fixture("cert.pem"),
-            "privateKey": fixture("key.pem"),
-            "httpPort": controller::HTTP_PORT,
-            "tlsPort": controller::HTTPS_PORT,
-            "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
-            "retryAfter": {"authz": 1, "order": 1},
-            // Pebble picks a profile at random for orders without one: the tests always name one.
-            "profiles": {
-                "default": {"description": "90 days", "validityPeriod": 7_776_000},
-                "short": {"description": "16 seconds", "validityPeriod": SHORT_LIFETIME_S},
-            },
-        }});
-        let config_path = dir.path().join("pebble.json");
-        std::fs::write(&config_path, config.to_string()).expect("write Pebble's config");
-        let log = |name: &str| {
-            Stdio::from(std::fs::File::create(dir.path().join(name)).expect("log file"))
-        };
-        let dns_server = format!("127.0.0.1:{dns}");
-        let challtestsrv = Command::new(tools::go_tool("pebble-challtestsrv"))
-            .args(["-dnsserver", &dns_server])
-            .args(["-management", &format!("127.0.0.1:{dns_management}")])
-            .args(["-defaultIPv4", &ip.to_string(), "-defaultIPv6", ""])
-            .args(["-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", ""])
-            .stdin(Stdio::null())
-            .stdout(log("challtestsrv.log"))
-            .stderr(log("challtestsrv.err"))
-            .spawn()
-            .expect("start pebble-challtestsrv");
-        let pebble = Command::new(tools::go_tool("pebble"))
-            .arg("-config")
-            .arg(&config_path)
-            .args(["-dnsserver", &dns_server])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_AUTHZREUSE", "0")
-            .stdin(Stdio::null())
-            .stdout(log("pebble.log"))
-            .stderr(log("pebble.err"))
-            .spawn()
-            .expect("start pebble");
-        let p = Pebble {
-            children: vec![challtestsrv, pebble],
-            directory: format!("https://127.0.0.1:{acme}/dir"),
-            management: SocketAddr::from(([127, 0, 0, 1], management)),
-            dns_management: SocketAddr::from(([127, 0, 0, 1], dns_management)),
-            dir,
-        };
-        let ca = fixture("pebble.minica.pem").display().to_string();
-        eventually("Pebble's directory", Duration::from_secs(20), async || {
-            let out = tools::curl(&["--cacert", &ca, &p.directory]).await;
-            match out.success && out.stdout.contains("newOrder") {
-                true => Ok(()),
-                false => Err(format!("{}{}", out.stderr, p.log())),
-            }
-        })
-        .await;
-        p
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
-    }
-
-    /// Orders Pebble created (not requests to its new-order URL: a request refused for a bad nonce,
-    /// 5% of them, is retried by the client).
-    fn orders(&self) -> usize {
-        self.log().matches("Added order").count()
-    }
-
-    /// The `acme:` section of a configuration with one issuer, `pebble`, as the default, ordering
-    /// Pebble's 90-day profile.
-    fn config(&self, challenge: &str) -> String {
-        self.config_with_profile(challenge, "default")
-    }
-
-    fn config_with_profile(&self, challenge: &str, profile: &str) -> String {
-        format!(
-            "acme:\n  default-issuer: pebble\n  issuers:\n    pebble:\n      directory: {}\n      email: ops@shop.test\n      challenge: {challenge}\n      profile: {profile}\n      directory-ca-file: {}\n",
-            self.directory,
-            fixture("pebble.minica.pem").display()
-        )
-    }
-
-    /// Pebble's root, which it generates at each start, written to a file for `curl --cacert`.
-    async fn root(&self) -> PathBuf {
-        let url = format!("https://{}/roots/0", self.management);
-        let ca = fixture("pebble.minica.pem").display().to_string();
-        let out = tools::curl(&["--cacert", &ca, &url]).await;
-        assert!(
-            out.success && out.stdout.contains("BEGIN CERTIFICATE"),
-            "{}",
-            out.stderr
-        );
-        let path = self.dir.path().join("root.pem");
-        std::fs::write(&path, out.stdout).expect("write the root");
-        path
-    }
-
-    /// Makes every name resolve to `ip` for Pebble's validator (a restarted controller's address).
-    async fn resolve_all(&self, ip: Ipv4Addr) {
-        let body = serde_json::json!({"ip": ip.to_string()}).to_string();
-        let url = format!("http://{}/set-default-ipv4", self.dns_management);
-        let out = tools::curl(&["-f", "-d", &body, &url]).await;
-        assert!(out.success, "challtestsrv set-default-ipv4: {}", out.stderr);
-    }
-
-    /// Makes `host` resolve to `ip` for Pebble's validator.
-    async fn resolve(&self, host: &str, ip: &str) {
-        let body = serde_json::json!({"host": host, "addresses": [ip]}).to_string();
-        let url = format!("http://{}/add-a", self.dns_management);
-        let out = tools::curl(&["-f", "-d", &body, &url]).await;
-        assert!(out.success, "challtestsrv add-a: {}", out.stderr);
-    }
-}
-
-impl Drop for Pebble {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- Pebble's log ---\n{}", self.log());
-        }
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// A controller in manifest mode with a state directory and a configuration file it re-reads.
 struct Setup {
@@ -250,7 +90,8 @@ struct Issued {
 impl Setup {
     async fn issue(&self, host: &str, config: impl FnOnce(&Pebble) -> String) -> Issued {
         let ctl = self.controller().await;
-        let pebble = Pebble::start(ctl.addrs.ip).await;
+        let pebble =
+            Pebble::start(ctl.addrs.ip, controller::HTTP_PORT, controller::HTTPS_PORT).await;
         let root = pebble.root().await;
         let started = Instant::now();
         self.configure(&config(&pebble));
@@ -323,7 +164,7 @@ fn metric_value(metrics: &str, series: &str) -> Option<f64> {
 async fn http01_issues_a_certificate_that_verifies_against_pebbles_root() {
     let setup = Setup::new(&[&acme_ingress("web", "shop.test", "shop-tls")]).await;
     let ctl = setup.controller().await;
-    let pebble = Pebble::start(ctl.addrs.ip).await;
+    let pebble = Pebble::start(ctl.addrs.ip, controller::HTTP_PORT, controller::HTTPS_PORT).await;
     let root = pebble.root().await;
     assert!(
         verified(&ctl, "shop.test", &root).await.is_err(),
@@ -559,7 +400,7 @@ async fn a_renewal_window_from_ari_in_the_past_renews_at_once_replacing_the_cert
 async fn a_failing_validation_is_reported_and_backs_off() {
     let setup = Setup::new(&[&acme_ingress("web", "elsewhere.test", "elsewhere-tls")]).await;
     let ctl = setup.controller().await;
-    let pebble = Pebble::start(ctl.addrs.ip).await;
+    let pebble = Pebble::start(ctl.addrs.ip, controller::HTTP_PORT, controller::HTTPS_PORT).await;
     // Nothing listens there: the validator's connection is refused.
     pebble.resolve("elsewhere.test", "127.255.255.254").await;
     setup.configure(&pebble.config("http-01"));

@@ -13,14 +13,14 @@ use crate::vocab::NamespacedName;
 
 /// An account as stored: the directory it belongs to and instant-acme's serialised credentials.
 #[derive(Serialize, Deserialize)]
-pub(super) struct StoredAccount {
+pub struct StoredAccount {
     pub directory: String,
     pub credentials: instant_acme::AccountCredentials,
 }
 
 /// An issued certificate as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct StoredCertificate {
+pub struct StoredCertificate {
     pub namespace: String,
     pub name: String,
     pub issuer: String,

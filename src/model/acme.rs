@@ -11,10 +11,12 @@ use crate::settings::AcmeSettings;
 /// Label on the Secrets Portcullis writes; a Secret without it is never overwritten.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "portcullis";
-/// Annotations on those Secrets: the issuer, the names and the expiry (Unix seconds) of the certificate.
+/// Annotations on those Secrets: the issuer, the names, the expiry (Unix seconds) and the ARI
+/// identifier (RFC 9773) of the certificate.
 pub const ISSUER_ANNOTATION: &str = "portcullis.io/acme-issuer";
 pub const NAMES_ANNOTATION: &str = "portcullis.io/acme-names";
 pub const NOT_AFTER_ANNOTATION: &str = "portcullis.io/acme-not-after";
+pub const ARI_ID_ANNOTATION: &str = "portcullis.io/acme-ari-id";
 
 /// One certificate to obtain and keep renewed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

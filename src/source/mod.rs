@@ -2,5 +2,6 @@
 //! whole [`Snapshot`](crate::model::Snapshot)s on a watch channel; the builder turns the latest one into
 //! the live configuration.
 
+pub mod acme;
 pub mod cluster;
 pub mod manifests;

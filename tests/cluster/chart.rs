@@ -977,6 +977,62 @@ impl ChartTest<'_> {
             ("create", "secrets", inside),
             ("delete", "ingresses.networking.k8s.io", inside),
         ];
+        check(&sa, allowed, denied)?;
+
+        // ACME on (issuers in config.acme): Secrets may be created and updated where Ingresses are
+        // watched, never deleted; in its own namespace, the challenge ConfigMap and the issuers'
+        // account Secrets by name.
+        self.cp.install_chart(
+            &ns,
+            "acme",
+            &[
+                "ingressClass.create=false",
+                &format!("controller.watchNamespace={watched}"),
+                "config.acme.issuers.le.directory=https://acme.example/directory",
+            ],
+        )?;
+        let sa = format!("system:serviceaccount:{ns}:acme-portcullis");
+        let allowed: &[(&str, &str, &[&str])] = &[
+            ("create", "secrets", inside),
+            ("update", "secrets", inside),
+            ("get", "secrets", inside),
+            ("create", "secrets", home),
+            ("get", "secrets/acme-portcullis-leader-acme-le", home),
+            ("update", "secrets/acme-portcullis-leader-acme-le", home),
+            ("create", "configmaps", home),
+            (
+                "get",
+                "configmaps/acme-portcullis-leader-acme-challenges",
+                home,
+            ),
+            (
+                "watch",
+                "configmaps/acme-portcullis-leader-acme-challenges",
+                home,
+            ),
+            (
+                "update",
+                "configmaps/acme-portcullis-leader-acme-challenges",
+                home,
+            ),
+        ];
+        let denied: &[(&str, &str, &[&str])] = &[
+            ("delete", "secrets", inside),
+            ("patch", "secrets", inside),
+            ("create", "secrets", there),
+            ("update", "secrets", there),
+            ("get", "secrets/wide-portcullis-leader-acme-le", home),
+            ("update", "secrets/other", home),
+            ("list", "secrets", home),
+            ("get", "configmaps/other", home),
+            ("update", "configmaps/acme-portcullis", home),
+            (
+                "delete",
+                "configmaps/acme-portcullis-leader-acme-challenges",
+                home,
+            ),
+            ("create", "configmaps", inside),
+        ];
         check(&sa, allowed, denied)
     }
 

@@ -6,6 +6,7 @@
 //! The binary re-runs itself in a private network namespace, where backends listen on 10.244.x.y
 //! (EndpointSlices may not point at loopback addresses) and nothing touches the host's network.
 
+mod acme;
 mod chart;
 mod conformance;
 mod fault_proxy;
@@ -26,6 +27,7 @@ fn main() -> std::process::ExitCode {
         .iter()
         .chain(chart::NAMES)
         .chain(traffic::NAMES)
+        .chain(acme::NAMES)
         .chain(&[conformance::NAME, measure::NAME])
         .copied()
         .collect();
@@ -73,6 +75,8 @@ fn main() -> std::process::ExitCode {
                         measure::run(&cp, slot).await
                     } else if name == conformance::NAME {
                         conformance::run(cp.clone()).await
+                    } else if acme::NAMES.contains(&name) {
+                        acme::run(name, &cp, slot).await
                     } else if chart::NAMES.contains(&name) {
                         chart::run(name, &cp, slot).await
                     } else if traffic::NAMES.contains(&name) {

@@ -15,6 +15,7 @@ pub mod client;
 pub mod controller;
 pub mod manifests;
 pub mod openssl;
+pub mod pebble;
 pub mod pki;
 pub mod tools;
 pub mod wait;

@@ -133,6 +133,18 @@ app.kubernetes.io/part-of: portcullis
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- if include "portcullis.acmeIssuers" . }}
+# ACME (config.acme.issuers is set): issued certificates go into the Ingresses' secretName. Only
+# Secrets labelled as Portcullis's are ever replaced, a check RBAC cannot express; never deleted.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [create, update]
+{{- end }}
+{{- end }}
+
+{{/* The names of config.acme.issuers, space-separated; empty when ACME is off. */}}
+{{- define "portcullis.acmeIssuers" -}}
+{{- keys (dig "acme" "issuers" dict .Values.config) | sortAlpha | join " " }}
 {{- end }}
 
 {{/* Checks of combinations the schema cannot express. */}}
