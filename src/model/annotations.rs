@@ -13,6 +13,7 @@ pub mod acme;
 mod cors;
 mod denylist;
 mod limit_rate;
+pub mod next_upstream;
 mod ratelimit;
 pub use cors::Cors;
 pub use denylist::DenyRange;
@@ -148,6 +149,7 @@ pub struct IngressAnnotations {
     pub limit_rate: Option<LimitRate>,
     pub client_cert: Option<ClientCertAnnotation>,
     pub acme: Option<acme::AcmeAnnotation>,
+    pub next_upstream: next_upstream::NextUpstream,
 }
 
 impl Default for IngressAnnotations {
@@ -183,6 +185,7 @@ impl Default for IngressAnnotations {
             limit_rate: None,
             client_cert: None,
             acme: None,
+            next_upstream: Default::default(),
         }
     }
 }
@@ -277,6 +280,7 @@ pub fn parse(
         limit_rate: r.limit_rate(),
         client_cert: client_cert::parse(&mut r),
         acme: acme::parse(&mut r),
+        next_upstream: r.next_upstream(),
     };
     r.report_unknown();
     (parsed, r.errors)
@@ -405,6 +409,7 @@ impl Reader<'_> {
                 || basic_auth::NAMES.contains(&name)
                 || client_cert::NAMES.contains(&name)
                 || external_auth::NAMES.contains(&name)
+                || next_upstream::NAMES.contains(&name)
                 || (prefix == OWN_PREFIX && acme::NAMES.contains(&name))
             {
                 continue;

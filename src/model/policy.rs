@@ -7,6 +7,7 @@ use http::HeaderValue;
 use super::annotations::basic_auth::BasicAuthPolicy;
 use super::annotations::client_cert::ClientCertPolicy;
 use super::annotations::external_auth::ExternalAuth;
+use super::annotations::next_upstream::NextUpstream;
 use super::annotations::{
     BackendProtocol, Cors, DenyRange, FixedRedirect, IngressAnnotations, LimitRate, RateLimit,
     SourceRange,
@@ -61,6 +62,8 @@ pub struct UpstreamPolicy {
     pub forwarded_prefix: Option<HeaderValue>,
     /// `rewrite-target`: the path sent upstream, with `$1`… replaced by the path regex's captures.
     pub rewrite_target: Option<String>,
+    /// `proxy-next-upstream`: which failures send the request to another endpoint.
+    pub next_upstream: NextUpstream,
 }
 
 impl Policy {
@@ -115,6 +118,7 @@ impl Policy {
                     .as_deref()
                     .and_then(|p| HeaderValue::from_str(p).ok()),
                 rewrite_target: a.rewrite_target.clone(),
+                next_upstream: a.next_upstream,
             },
         }
     }

@@ -18,6 +18,7 @@ mod pool;
 pub mod proxy_protocol;
 mod ratelimit;
 mod response;
+mod retry;
 pub mod termination;
 mod timeouts;
 mod tunnels;
@@ -327,18 +328,23 @@ impl Proxy {
             .rewrite_target
             .as_deref()
             .map(|target| rewrite(route, req.uri().path(), target));
-        exchange.upstream(endpoint);
         let forward = Forward {
             conn,
             client,
             endpoint,
+            endpoints: &backend.endpoints,
+            ingress: &route.ingress,
+            service: &backend.service,
+            metrics: self.metrics.upstream(),
             policy,
             path,
             body_idle_timeout,
             request_tally: exchange.request_tally(),
         };
         let sent = std::time::Instant::now();
-        match self.upstream.send(forward, req).await {
+        let (result, endpoint) = self.upstream.send(forward, req).await;
+        exchange.upstream(endpoint);
+        match result {
             Ok(mut resp) => {
                 exchange.upstream_responded(sent.elapsed());
                 limit_rate::pace(resp.body_mut(), route.policy.limit_rate.as_ref());
