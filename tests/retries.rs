@@ -330,3 +330,53 @@ async fn when_every_endpoint_fails_the_failure_is_the_answer() {
         assert_eq!(status_of(&ctl, "GET", None).await, 502);
     }
 }
+
+/// A backend that accepts connections and never answers.
+async fn stalling() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = l.accept().await {
+            held.push(tcp);
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn a_stalled_endpoint_is_retried_after_the_read_timeout_within_the_retry_time_limit() {
+    let echo = EchoServer::start(EchoIdentity::service("app")).await;
+    let (a, ta) = stalling().await;
+    let (b, tb) = stalling().await;
+    let (_dir, ctl) = setup(&[a, echo.addr()], &[("proxy-read-timeout", "1")]).await;
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        assert_eq!(status_of(&ctl, "GET", None).await, 200);
+        assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    }
+    assert!(retries(&metrics(&ctl).await, "timeout") >= 1.0);
+    drop(ctl);
+    // Three stalled endpoints, three tries, but no new attempt 1.5 s after the first: the second
+    // timeout is the answer.
+    let (c, tc) = stalling().await;
+    let (_dir, ctl) = setup(
+        &[a, b, c],
+        &[
+            ("proxy-read-timeout", "1"),
+            ("proxy-next-upstream-timeout", "1500ms"),
+        ],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    assert_eq!(status_of(&ctl, "GET", None).await, 504);
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(1900)
+            && took < std::time::Duration::from_millis(2800),
+        "two attempts of 1 s, not three: {took:?}"
+    );
+    tc.abort();
+    ta.abort();
+    tb.abort();
+}
