@@ -14,6 +14,7 @@ mod cors;
 mod denylist;
 mod limit_rate;
 pub mod next_upstream;
+pub mod proxy_ssl;
 mod ratelimit;
 pub use cors::Cors;
 pub use denylist::DenyRange;
@@ -150,6 +151,7 @@ pub struct IngressAnnotations {
     pub client_cert: Option<ClientCertAnnotation>,
     pub acme: Option<acme::AcmeAnnotation>,
     pub next_upstream: next_upstream::NextUpstream,
+    pub proxy_ssl: Option<proxy_ssl::ProxySslAnnotation>,
 }
 
 impl Default for IngressAnnotations {
@@ -186,6 +188,7 @@ impl Default for IngressAnnotations {
             client_cert: None,
             acme: None,
             next_upstream: Default::default(),
+            proxy_ssl: None,
         }
     }
 }
@@ -281,6 +284,7 @@ pub fn parse(
         client_cert: client_cert::parse(&mut r),
         acme: acme::parse(&mut r),
         next_upstream: r.next_upstream(),
+        proxy_ssl: proxy_ssl::parse(&mut r),
     };
     r.report_unknown();
     (parsed, r.errors)
@@ -410,6 +414,7 @@ impl Reader<'_> {
                 || client_cert::NAMES.contains(&name)
                 || external_auth::NAMES.contains(&name)
                 || next_upstream::NAMES.contains(&name)
+                || proxy_ssl::NAMES.contains(&name)
                 || (prefix == OWN_PREFIX && acme::NAMES.contains(&name))
             {
                 continue;

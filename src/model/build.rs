@@ -302,6 +302,9 @@ impl Builder<'_> {
         if let Some(tls) = &annotations.client_cert {
             policy.client_cert = Some(self.client_cert(&object, &id.namespace, tls));
         }
+        if let Some(ssl) = &annotations.proxy_ssl {
+            policy.upstream.backend_tls = self.proxy_ssl(&object, &id.namespace, ssl);
+        }
         let policy = Arc::new(policy);
         let fallback = annotations
             .default_backend
@@ -901,6 +904,7 @@ fn ingress_class(ingress: &Ingress) -> Option<&str> {
 }
 
 mod client_cert;
+mod proxy_ssl;
 
 #[cfg(test)]
 mod tests;

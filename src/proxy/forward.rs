@@ -14,10 +14,11 @@ use http::uri::{Authority, PathAndQuery, Scheme as UriScheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::ServerName;
 
 use super::body::{BodyError, Guarded, RequestBody, body_error};
 use super::client::{
@@ -32,6 +33,7 @@ use super::tunnels::Tunnels;
 use super::upstream_error::{UpstreamError, classify};
 use crate::metrics::UpstreamMetrics;
 use crate::model::annotations::BackendProtocol;
+use crate::model::annotations::proxy_ssl::{BackendTls, BackendTlsPolicy};
 use crate::model::{NamespacedName, UpstreamPolicy};
 use crate::vocab::request::{connection_tokens, request_host};
 
@@ -46,10 +48,13 @@ enum Pool {
 }
 
 impl Pool {
+    /// `name`: verified (and sent as SNI if the configuration says so) instead of the endpoint's
+    /// address.
     fn new(
         protocol: BackendProtocol,
         connect_timeout: Duration,
         tls: &rustls::ClientConfig,
+        name: Option<ServerName<'static>>,
     ) -> Pool {
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
@@ -65,9 +70,12 @@ impl Pool {
                 protocol,
                 BackendProtocol::H2c | BackendProtocol::Grpcs
             ));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        let mut https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls.clone())
             .https_only();
+        if let Some(name) = name {
+            https = https.with_server_name_resolver(FixedServerNameResolver::new(name));
+        }
         match protocol {
             BackendProtocol::Http | BackendProtocol::H2c => Pool::Plain(builder.build(tcp)),
             BackendProtocol::Https => {
@@ -90,12 +98,15 @@ impl Pool {
     }
 }
 
+/// Protocol, connect timeout and the id of the `proxy-ssl-*` configuration, if any.
+type PoolKey = (BackendProtocol, Duration, Option<u64>);
+
 /// The client side of the proxy.
 pub struct Upstream {
     /// Plain HTTP/1.1 backends, the common case.
     http1: Arc<Http1Pool>,
     /// Everything else.
-    pools: ArcSwap<HashMap<(BackendProtocol, Duration), Arc<Pool>>>,
+    pools: ArcSwap<HashMap<PoolKey, Arc<Pool>>>,
     tls: rustls::ClientConfig,
     tunnels: Tunnels,
     /// Endpoints skipped for a while because their connections keep failing.
@@ -143,12 +154,20 @@ impl Upstream {
         })
     }
 
-    fn pool(&self, protocol: BackendProtocol, connect_timeout: Duration) -> Arc<Pool> {
-        let key = (protocol, connect_timeout);
+    fn pool(
+        &self,
+        protocol: BackendProtocol,
+        connect_timeout: Duration,
+        backend_tls: Option<&BackendTls>,
+    ) -> Arc<Pool> {
+        let key = (protocol, connect_timeout, backend_tls.map(|t| t.id));
         if let Some(pool) = self.pools.load().get(&key) {
             return pool.clone();
         }
-        let created = Arc::new(Pool::new(protocol, connect_timeout, &self.tls));
+        let created = Arc::new(match backend_tls {
+            Some(t) => Pool::new(protocol, connect_timeout, &t.config, t.name.clone()),
+            None => Pool::new(protocol, connect_timeout, &self.tls, None),
+        });
         self.pools.rcu(|pools| {
             let mut pools = HashMap::clone(pools);
             pools.entry(key).or_insert_with(|| created.clone());
@@ -166,6 +185,9 @@ impl Upstream {
         req: Request<Incoming>,
     ) -> (Result<Response<Body>, UpstreamError>, SocketAddr) {
         let mut req = req;
+        if f.policy.backend_tls == Some(BackendTlsPolicy::Unavailable) {
+            return (Err(UpstreamError::BackendTlsUnavailable), f.endpoint);
+        }
         let h1 = matches!(
             f.policy.protocol,
             BackendProtocol::Http | BackendProtocol::Https
@@ -271,7 +293,11 @@ impl Upstream {
                     .send(endpoint, policy.connect_timeout, req, fresh)
                     .await
             } else {
-                let pool = self.pool(policy.protocol, policy.connect_timeout);
+                let backend_tls = match &policy.backend_tls {
+                    Some(BackendTlsPolicy::Use(tls)) => Some(tls),
+                    _ => None,
+                };
+                let pool = self.pool(policy.protocol, policy.connect_timeout, backend_tls);
                 pool.request(req)
                     .await
                     .map_err(|e| classify(&e, e.is_connect()))
@@ -360,7 +386,7 @@ impl Upstream {
                         true => BackendProtocol::Https,
                         false => BackendProtocol::Http,
                     };
-                    let pool = self.pool(protocol, policy.connect_timeout);
+                    let pool = self.pool(protocol, policy.connect_timeout, None);
                     pool.request(Request::from_parts(parts, body))
                         .await
                         .map_err(|e| classify(&e, e.is_connect()))

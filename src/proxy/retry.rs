@@ -59,7 +59,8 @@ impl Failure {
             }
             UpstreamError::BodyTooLarge(_)
             | UpstreamError::ClientIdle(_)
-            | UpstreamError::BadRequest(_) => return None,
+            | UpstreamError::BadRequest(_)
+            | UpstreamError::BackendTlsUnavailable => return None,
         };
         Some(Failure { condition, sent })
     }

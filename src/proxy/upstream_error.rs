@@ -27,6 +27,8 @@ pub enum UpstreamError {
     ClientIdle(Duration),
     #[error("the request cannot be forwarded: {0}")]
     BadRequest(String),
+    #[error("the Ingress's backend TLS settings cannot be used")]
+    BackendTlsUnavailable,
 }
 
 impl UpstreamError {
@@ -41,6 +43,7 @@ impl UpstreamError {
             UpstreamError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UpstreamError::ClientIdle(_) => StatusCode::REQUEST_TIMEOUT,
             UpstreamError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            UpstreamError::BackendTlsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -56,6 +59,9 @@ impl UpstreamError {
             UpstreamError::BodyTooLarge(_) => "the request body is too large",
             UpstreamError::ClientIdle(_) => "the request body did not arrive in time",
             UpstreamError::BadRequest(_) => "the request cannot be forwarded",
+            UpstreamError::BackendTlsUnavailable => {
+                "the Ingress's backend TLS settings are invalid or incomplete"
+            }
         }
     }
 }
