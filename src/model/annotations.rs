@@ -75,6 +75,7 @@ pub const SUPPORTED: &[&str] = &[
     "limit-allowlist",
     "limit-rate",
     "limit-rate-after",
+    "service-upstream",
 ];
 
 /// ingress-nginx annotations that inject raw configuration; refused by design (they were the source of
@@ -152,6 +153,8 @@ pub struct IngressAnnotations {
     pub acme: Option<acme::AcmeAnnotation>,
     pub next_upstream: next_upstream::NextUpstream,
     pub proxy_ssl: Option<proxy_ssl::ProxySslAnnotation>,
+    /// Send to the Service's cluster IP instead of its endpoints.
+    pub service_upstream: bool,
 }
 
 impl Default for IngressAnnotations {
@@ -189,6 +192,7 @@ impl Default for IngressAnnotations {
             acme: None,
             next_upstream: Default::default(),
             proxy_ssl: None,
+            service_upstream: false,
         }
     }
 }
@@ -285,6 +289,7 @@ pub fn parse(
         acme: acme::parse(&mut r),
         next_upstream: r.next_upstream(),
         proxy_ssl: proxy_ssl::parse(&mut r),
+        service_upstream: r.bool("service-upstream").unwrap_or(false),
     };
     r.report_unknown();
     (parsed, r.errors)

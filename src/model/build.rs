@@ -426,6 +426,7 @@ impl Builder<'_> {
                 let Some(backend) = self.backend(&object, &id.namespace, &path.backend, &at) else {
                     continue;
                 };
+                let backend = self.service_upstream(&object, backend, annotations.service_upstream);
                 let route = Arc::new(Route {
                     ingress: id.clone(),
                     host: host_label.clone(),
@@ -460,6 +461,7 @@ impl Builder<'_> {
             && let Some(backend) =
                 self.backend(&object, &id.namespace, default, "spec.defaultBackend")
         {
+            let backend = self.service_upstream(&object, backend, annotations.service_upstream);
             let route = Arc::new(Route {
                 ingress: id.clone(),
                 host: None,
@@ -905,6 +907,7 @@ fn ingress_class(ingress: &Ingress) -> Option<&str> {
 
 mod client_cert;
 mod proxy_ssl;
+mod service_upstream;
 
 #[cfg(test)]
 mod tests;
