@@ -224,7 +224,11 @@ impl Upstream {
         loop {
             let req = match out.to(f.policy.protocol, endpoint) {
                 Ok(Some(req)) => req,
-                Ok(None) => unreachable!("a streamed body is sent once: no retry without replay"),
+                // Not reached: a failure is retried only when the body was kept.
+                Ok(None) => {
+                    let e = UpstreamError::Exchange("the request body was sent already".into());
+                    return (Err(e), endpoint);
+                }
                 Err(e) => return (Err(e), endpoint),
             };
             attempts += 1;
@@ -600,15 +604,18 @@ impl Outgoing {
         protocol: BackendProtocol,
         endpoint: SocketAddr,
     ) -> Result<Option<Request<RequestBody>>, UpstreamError> {
-        let body = match &mut self.body {
+        let (body, streamed) = match &mut self.body {
             Payload::Streamed(body) => match body.take() {
-                Some(body) => body,
+                Some(body) => (body, true),
                 None => return Ok(None),
             },
             Payload::Kept {
                 bytes,
                 send_timeout,
-            } => Guarded::new(Either::Right(Full::new(bytes.clone())), *send_timeout, None),
+            } => (
+                Guarded::new(Either::Right(Full::new(bytes.clone())), *send_timeout, None),
+                false,
+            ),
         };
         let uri = match protocol {
             // `http1::SendRequest` writes the URI as it is: the forms hyper-util's client would write.
@@ -633,7 +640,11 @@ impl Outgoing {
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = uri;
         *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers.clone();
+        // A streamed request has one attempt: its headers need no copy.
+        *req.headers_mut() = match streamed {
+            true => std::mem::take(&mut self.headers),
+            false => self.headers.clone(),
+        };
         Ok(Some(req))
     }
 }
