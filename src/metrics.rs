@@ -8,6 +8,7 @@
 
 mod acme;
 pub mod traffic;
+mod upstream;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
@@ -25,6 +26,7 @@ use crate::model::{Config, ProblemKind};
 pub use acme::AcmeMetrics;
 pub use traffic::{Exchange, Measured};
 use traffic::{Families, Requests};
+pub use upstream::UpstreamMetrics;
 
 /// Buckets for durations of work the controller does itself (TLS handshakes, configuration builds).
 const FAST_SECONDS: [f64; 13] = [
@@ -62,6 +64,7 @@ pub struct Metrics {
     tls: TlsHandles,
     redirects: IntCounterVec,
     acme: AcmeMetrics,
+    upstream: UpstreamMetrics,
     /// Redirect counters for 300..=308, resolved on first use.
     redirect_codes: [OnceLock<IntCounter>; 9],
     certificate_expiry: GaugeVec,
@@ -334,6 +337,7 @@ impl Metrics {
             &traffic::REQUEST_SECONDS,
         )?;
         let acme = AcmeMetrics::new(&mut b)?;
+        let upstream = UpstreamMetrics::new(&mut b)?;
         let families = Families {
             requests: b.counter_vec(
                 "portcullis_requests_total",
@@ -393,6 +397,7 @@ impl Metrics {
             tls,
             redirects,
             acme,
+            upstream,
             redirect_codes: std::array::from_fn(|_| OnceLock::new()),
             certificate_expiry,
             certificate_not_before,
@@ -619,6 +624,10 @@ impl Metrics {
 
     pub fn acme(&self) -> &AcmeMetrics {
         &self.acme
+    }
+
+    pub fn upstream(&self) -> &UpstreamMetrics {
+        &self.upstream
     }
 
     pub fn render(&self) -> String {

@@ -431,3 +431,44 @@ async fn ewma_serves_from_every_healthy_endpoint() {
     }
     assert_eq!(used.len(), 3, "{used:?}");
 }
+
+/// A session whose endpoint stops answering is served by another one (`proxy-next-upstream`); with
+/// `session-cookie-change-on-failure` its cookie moves there, without it the cookie is left alone.
+#[tokio::test]
+async fn a_failed_sessions_cookie_moves_only_with_change_on_failure() {
+    for change_on_failure in [true, false] {
+        let flag = change_on_failure.to_string();
+        let (_dir, mut app, ctl) = app_with(
+            2,
+            2,
+            &[
+                ("affinity", "cookie"),
+                ("affinity-mode", "persistent"),
+                ("session-cookie-change-on-failure", &flag),
+            ],
+        )
+        .await;
+        let started = sessions(&ctl, 20).await;
+        let (_, cookie) = started
+            .iter()
+            .find(|(pod, _)| pod == "app-0")
+            .expect("20 sessions over 2 endpoints land on both")
+            .clone();
+        drop(app.remove(0));
+        let r = get(&ctl, "/", &[("cookie", &cookie)]).await;
+        assert_eq!(r.status, 200, "retried on the other endpoint: {}", r.text());
+        assert_eq!(r.echo().pod, "app-1");
+        let moved = session_cookie(&r);
+        if !change_on_failure {
+            assert_eq!(moved, None, "the session stays where it was");
+            continue;
+        }
+        let moved = moved.expect("the session follows the endpoint that answered");
+        assert_ne!(moved, cookie);
+        for _ in 0..5 {
+            let again = get(&ctl, "/", &[("cookie", &moved)]).await;
+            assert_eq!(again.echo().pod, "app-1");
+            assert_eq!(session_cookie(&again), None, "the moved session is kept");
+        }
+    }
+}

@@ -15,6 +15,8 @@ pub mod canary;
 mod cors;
 mod denylist;
 mod limit_rate;
+pub mod next_upstream;
+pub mod proxy_ssl;
 mod ratelimit;
 pub use cors::Cors;
 pub use denylist::DenyRange;
@@ -75,6 +77,7 @@ pub const SUPPORTED: &[&str] = &[
     "limit-allowlist",
     "limit-rate",
     "limit-rate-after",
+    "service-upstream",
 ];
 
 /// ingress-nginx annotations that inject raw configuration; refused by design (they were the source of
@@ -152,6 +155,10 @@ pub struct IngressAnnotations {
     pub acme: Option<acme::AcmeAnnotation>,
     pub balancing: balancing::Balancing,
     pub canary: Option<canary::Canary>,
+    pub next_upstream: next_upstream::NextUpstream,
+    pub proxy_ssl: Option<proxy_ssl::ProxySslAnnotation>,
+    /// Send to the Service's cluster IP instead of its endpoints.
+    pub service_upstream: bool,
 }
 
 impl Default for IngressAnnotations {
@@ -189,6 +196,9 @@ impl Default for IngressAnnotations {
             acme: None,
             balancing: balancing::Balancing::RoundRobin,
             canary: None,
+            next_upstream: Default::default(),
+            proxy_ssl: None,
+            service_upstream: false,
         }
     }
 }
@@ -285,6 +295,9 @@ pub fn parse(
         acme: acme::parse(&mut r),
         balancing: balancing::parse(&mut r),
         canary: canary::parse(&mut r),
+        next_upstream: r.next_upstream(),
+        proxy_ssl: proxy_ssl::parse(&mut r),
+        service_upstream: r.bool("service-upstream").unwrap_or(false),
     };
     r.report_unknown();
     (parsed, r.errors)
@@ -414,6 +427,8 @@ impl Reader<'_> {
                 || client_cert::NAMES.contains(&name)
                 || external_auth::NAMES.contains(&name)
                 || canary::kept_on_canary(name)
+                || next_upstream::NAMES.contains(&name)
+                || proxy_ssl::NAMES.contains(&name)
                 || (prefix == OWN_PREFIX && acme::NAMES.contains(&name))
             {
                 continue;

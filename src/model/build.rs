@@ -302,6 +302,9 @@ impl Builder<'_> {
         if let Some(tls) = &annotations.client_cert {
             policy.client_cert = Some(self.client_cert(&object, &id.namespace, tls));
         }
+        if let Some(ssl) = &annotations.proxy_ssl {
+            policy.upstream.backend_tls = self.proxy_ssl(&object, &id.namespace, ssl);
+        }
         let policy = Arc::new(policy);
         let fallback = annotations
             .default_backend
@@ -423,6 +426,7 @@ impl Builder<'_> {
                 let Some(backend) = self.backend(&object, &id.namespace, &path.backend, &at) else {
                     continue;
                 };
+                let backend = self.service_upstream(&object, backend, annotations.service_upstream);
                 let route = Arc::new(Route {
                     ingress: id.clone(),
                     host: host_label.clone(),
@@ -460,6 +464,7 @@ impl Builder<'_> {
             && let Some(backend) =
                 self.backend(&object, &id.namespace, default, "spec.defaultBackend")
         {
+            let backend = self.service_upstream(&object, backend, annotations.service_upstream);
             let route = Arc::new(Route {
                 ingress: id.clone(),
                 host: None,
@@ -936,6 +941,8 @@ fn ingress_class(ingress: &Ingress) -> Option<&str> {
 
 mod canary;
 mod client_cert;
+mod proxy_ssl;
+mod service_upstream;
 
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,8 @@ use super::annotations::balancing::Balancing;
 use super::annotations::basic_auth::BasicAuthPolicy;
 use super::annotations::client_cert::ClientCertPolicy;
 use super::annotations::external_auth::ExternalAuth;
+use super::annotations::next_upstream::NextUpstream;
+use super::annotations::proxy_ssl::BackendTlsPolicy;
 use super::annotations::{
     BackendProtocol, Cors, DenyRange, FixedRedirect, IngressAnnotations, LimitRate, RateLimit,
     SourceRange,
@@ -63,6 +65,10 @@ pub struct UpstreamPolicy {
     pub forwarded_prefix: Option<HeaderValue>,
     /// `rewrite-target`: the path sent upstream, with `$1`… replaced by the path regex's captures.
     pub rewrite_target: Option<String>,
+    /// `proxy-next-upstream`: which failures send the request to another endpoint.
+    pub next_upstream: NextUpstream,
+    /// `proxy-ssl-*`, resolved by `build()` against the named Secret.
+    pub backend_tls: Option<BackendTlsPolicy>,
 }
 
 impl Policy {
@@ -118,6 +124,8 @@ impl Policy {
                     .as_deref()
                     .and_then(|p| HeaderValue::from_str(p).ok()),
                 rewrite_target: a.rewrite_target.clone(),
+                next_upstream: a.next_upstream,
+                backend_tls: None,
             },
         }
     }

@@ -34,6 +34,36 @@ pub struct Choice<'a> {
     /// An affinity cookie to set: a new endpoint was chosen for the session.
     pub set_cookie: Option<HeaderValue>,
     pub in_flight: Option<InFlight<'a>>,
+    /// How to move the session when another endpoint answered (`session-cookie-change-on-failure`).
+    pub moved: Option<MovedSession<'a>>,
+}
+
+/// A sticky session's cookie, ready to name another endpoint: `proxy-next-upstream` may send the
+/// request elsewhere than chosen, and with `session-cookie-change-on-failure` the session follows.
+pub struct MovedSession<'a> {
+    backend: &'a Backend,
+    cookie: &'a SessionCookie,
+    /// Everything after the key: `.<tag>; Path=…` and the attributes.
+    tail: String,
+}
+
+impl MovedSession<'_> {
+    /// The `Set-Cookie` pinning the session to `endpoint`.
+    pub fn cookie_for(&self, endpoint: SocketAddr) -> Option<HeaderValue> {
+        let index = self.backend.endpoints.iter().position(|e| *e == endpoint)?;
+        let key = match self.cookie.mode {
+            AffinityMode::Persistent => *self.backend.tokens().get(index)?,
+            // A ring key that lands on that endpoint; each try hits it with probability 1/n.
+            AffinityMode::Balanced => {
+                let mut rng = fastrand::Rng::new();
+                std::iter::repeat_with(|| random_token(&mut rng))
+                    .take(64 * self.backend.endpoints.len())
+                    .find(|key| self.backend.ring().lookup(ring_hash(key)) == Some(index))?
+            }
+        };
+        let value = format!("{}={}{}", self.cookie.name, String::from_utf8_lossy(&key), self.tail);
+        HeaderValue::from_str(&value).ok()
+    }
 }
 
 /// One request counted against an `ewma` endpoint until it ends.
@@ -63,7 +93,7 @@ impl Drop for InFlight<'_> {
 /// The endpoint for this request; `None` when the backend has no ready endpoint.
 pub fn choose<'a>(
     backend: &'a Backend,
-    balancing: &Balancing,
+    balancing: &'a Balancing,
     f: &Facts<'_>,
 ) -> Option<Choice<'a>> {
     let n = backend.endpoints.len();
@@ -74,12 +104,14 @@ pub fn choose<'a>(
         endpoint: backend.endpoints[index],
         set_cookie: None,
         in_flight: None,
+        moved: None,
     };
     match balancing {
         Balancing::RoundRobin => backend.pick().map(|endpoint| Choice {
             endpoint,
             set_cookie: None,
             in_flight: None,
+            moved: None,
         }),
         Balancing::Ewma => {
             let index = two_choices(n, |i| backend.loads()[i].score(), &mut fastrand::Rng::new());
@@ -93,6 +125,7 @@ pub fn choose<'a>(
                     started: Instant::now(),
                     answered: None,
                 }),
+                moved: None,
             })
         }
         Balancing::Hash(template) => {
@@ -117,6 +150,13 @@ pub fn choose<'a>(
             let mut choice = plain(index);
             if let Some(key) = key {
                 choice.set_cookie = set_cookie(cookie, &key, backend.tag(), f);
+            }
+            if cookie.change_on_failure {
+                choice.moved = Some(MovedSession {
+                    backend,
+                    cookie,
+                    tail: cookie_tail(cookie, backend.tag(), f),
+                });
             }
             Some(choice)
         }
@@ -214,12 +254,20 @@ fn set_cookie(
     tag: &Token,
     f: &Facts<'_>,
 ) -> Option<HeaderValue> {
-    let text = |t: &Token| String::from_utf8_lossy(t).into_owned();
-    let mut v = format!(
-        "{}={}.{}; Path={}",
+    let value = format!(
+        "{}={}{}",
         cookie.name,
-        text(key),
-        text(tag),
+        String::from_utf8_lossy(key),
+        cookie_tail(cookie, tag, f)
+    );
+    HeaderValue::from_str(&value).ok()
+}
+
+/// The cookie after its key: `.<tag>; Path=…` and the attributes.
+fn cookie_tail(cookie: &SessionCookie, tag: &Token, f: &Facts<'_>) -> String {
+    let mut v = format!(
+        ".{}; Path={}",
+        String::from_utf8_lossy(tag),
         cookie.path.as_deref().unwrap_or(f.cookie_path)
     );
     if let Some(domain) = &cookie.domain {
@@ -253,7 +301,7 @@ fn set_cookie(
             SameSite::Strict => "; SameSite=Strict",
         });
     }
-    HeaderValue::from_str(&v).ok()
+    v
 }
 
 /// Whether the browser handles `SameSite=None` (the user agents the Chromium project lists as

@@ -14,9 +14,10 @@ use tokio::time::{Instant, Sleep};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// What is sent upstream: the client's body, or none (the external-auth subrequest).
+/// What is sent upstream: the client's body streamed, or kept in memory to be sent again (an
+/// empty one for the external-auth subrequest).
 pub type RequestBody =
-    Guarded<http_body_util::Either<hyper::body::Incoming, http_body_util::Empty<Bytes>>>;
+    Guarded<http_body_util::Either<hyper::body::Incoming, http_body_util::Full<Bytes>>>;
 
 /// Why a guarded body stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -8,17 +8,19 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme as UriScheme};
-use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Empty, Full};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::ServerName;
 
-use super::body::{Guarded, RequestBody};
+use super::body::{BodyError, Guarded, RequestBody, body_error};
 use super::client::{
     ClientView, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PORT, X_FORWARDED_PROTO, first_value,
 };
@@ -26,10 +28,13 @@ use super::connection::Connection;
 use super::limit_rate::Paced;
 use super::pool::{Http1Pool, POOL_IDLE_TIMEOUT};
 use super::response::{Body, SERVER};
+use super::retry::{self, Failure, Health};
 use super::tunnels::Tunnels;
 use super::upstream_error::{UpstreamError, classify};
-use crate::model::UpstreamPolicy;
+use crate::metrics::UpstreamMetrics;
 use crate::model::annotations::BackendProtocol;
+use crate::model::annotations::proxy_ssl::{BackendTls, BackendTlsPolicy};
+use crate::model::{NamespacedName, UpstreamPolicy};
 use crate::vocab::request::{connection_tokens, request_host};
 
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
@@ -43,10 +48,13 @@ enum Pool {
 }
 
 impl Pool {
+    /// `name`: verified (and sent as SNI if the configuration says so) instead of the endpoint's
+    /// address.
     fn new(
         protocol: BackendProtocol,
         connect_timeout: Duration,
         tls: &rustls::ClientConfig,
+        name: Option<ServerName<'static>>,
     ) -> Pool {
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
@@ -62,9 +70,12 @@ impl Pool {
                 protocol,
                 BackendProtocol::H2c | BackendProtocol::Grpcs
             ));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        let mut https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls.clone())
             .https_only();
+        if let Some(name) = name {
+            https = https.with_server_name_resolver(FixedServerNameResolver::new(name));
+        }
         match protocol {
             BackendProtocol::Http | BackendProtocol::H2c => Pool::Plain(builder.build(tcp)),
             BackendProtocol::Https => {
@@ -87,21 +98,32 @@ impl Pool {
     }
 }
 
+/// Protocol, connect timeout and the id of the `proxy-ssl-*` configuration, if any.
+type PoolKey = (BackendProtocol, Duration, Option<u64>);
+
 /// The client side of the proxy.
 pub struct Upstream {
     /// Plain HTTP/1.1 backends, the common case.
     http1: Arc<Http1Pool>,
     /// Everything else.
-    pools: ArcSwap<HashMap<(BackendProtocol, Duration), Arc<Pool>>>,
+    pools: ArcSwap<HashMap<PoolKey, Arc<Pool>>>,
     tls: rustls::ClientConfig,
     tunnels: Tunnels,
+    /// Endpoints skipped for a while because their connections keep failing.
+    health: Health,
 }
 
 /// Everything about one forwarded request besides the request itself.
 pub struct Forward<'a> {
     pub conn: &'a Connection,
     pub client: ClientView,
+    /// The endpoint chosen first.
     pub endpoint: SocketAddr,
+    /// All endpoints of the backend, for retries.
+    pub endpoints: &'a [SocketAddr],
+    pub ingress: &'a NamespacedName,
+    pub service: &'a NamespacedName,
+    pub metrics: &'a UpstreamMetrics,
     pub policy: &'a UpstreamPolicy,
     /// Replaces the request's path (query kept) when `rewrite-target` applies.
     pub path: Option<String>,
@@ -128,15 +150,24 @@ impl Upstream {
             pools: ArcSwap::from_pointee(HashMap::new()),
             tls,
             tunnels,
+            health: Health::default(),
         })
     }
 
-    fn pool(&self, protocol: BackendProtocol, connect_timeout: Duration) -> Arc<Pool> {
-        let key = (protocol, connect_timeout);
+    fn pool(
+        &self,
+        protocol: BackendProtocol,
+        connect_timeout: Duration,
+        backend_tls: Option<&BackendTls>,
+    ) -> Arc<Pool> {
+        let key = (protocol, connect_timeout, backend_tls.map(|t| t.id));
         if let Some(pool) = self.pools.load().get(&key) {
             return pool.clone();
         }
-        let created = Arc::new(Pool::new(protocol, connect_timeout, &self.tls));
+        let created = Arc::new(match backend_tls {
+            Some(t) => Pool::new(protocol, connect_timeout, &t.config, t.name.clone()),
+            None => Pool::new(protocol, connect_timeout, &self.tls, None),
+        });
         self.pools.rcu(|pools| {
             let mut pools = HashMap::clone(pools);
             pools.entry(key).or_insert_with(|| created.clone());
@@ -145,38 +176,150 @@ impl Upstream {
         self.pools.load().get(&key).cloned().unwrap_or(created)
     }
 
+    /// Sends the request to the chosen endpoint, or to the next one an endpoint being skipped
+    /// (`retry::Health`), and on to others as `proxy-next-upstream` allows; returns the outcome and
+    /// the endpoint that gave it.
     pub async fn send(
         &self,
         f: Forward<'_>,
         req: Request<Incoming>,
-    ) -> Result<Response<Body>, UpstreamError> {
+    ) -> (Result<Response<Body>, UpstreamError>, SocketAddr) {
         let mut req = req;
+        if f.policy.backend_tls == Some(BackendTlsPolicy::Unavailable) {
+            return (Err(UpstreamError::BackendTlsUnavailable), f.endpoint);
+        }
         let h1 = matches!(
             f.policy.protocol,
             BackendProtocol::Http | BackendProtocol::Https
         );
         let upgrade = (h1 && wants_upgrade(&req)).then(|| hyper::upgrade::on(&mut req));
+        let endpoint = self.health.avoid_failing(f.endpoint, f.endpoints);
+        // Kept only when there could be a second attempt: another endpoint, or a new connection
+        // after a reused one broke.
+        let may_replay = !f.policy.next_upstream.is_off()
+            && (f.endpoints.len() > 1 || f.policy.protocol == BackendProtocol::Http);
+        let mut out = match Outgoing::new(&f, req, upgrade.is_some(), may_replay).await {
+            Ok(out) => out,
+            Err(e) => return (Err(e), endpoint),
+        };
+        let (result, endpoint) = self.attempts(&f, &mut out, endpoint).await;
         let read_timeout = f.policy.read_timeout;
-        let upstream_req = upstream_request(&f, req, upgrade.is_some())?;
+        (
+            result.map(|resp| self.respond(resp, upgrade, read_timeout)),
+            endpoint,
+        )
+    }
 
-        // The read timeout covers connecting too, as it did with hyper-util's client.
+    /// Attempts until one succeeds or `proxy-next-upstream` allows no more.
+    async fn attempts(
+        &self,
+        f: &Forward<'_>,
+        out: &mut Outgoing,
+        mut endpoint: SocketAddr,
+    ) -> (Result<Response<Incoming>, UpstreamError>, SocketAddr) {
+        let policy = &f.policy.next_upstream;
+        let started = tokio::time::Instant::now();
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let (mut attempts, mut fresh, mut stale_retried) = (0u32, false, false);
+        loop {
+            let req = match out.to(f.policy.protocol, endpoint) {
+                Ok(Some(req)) => req,
+                // Not reached: a failure is retried only when the body was kept.
+                Ok(None) => {
+                    let e = UpstreamError::Exchange("the request body was sent already".into());
+                    return (Err(e), endpoint);
+                }
+                Err(e) => return (Err(e), endpoint),
+            };
+            attempts += 1;
+            let result = self.attempt(f.policy, endpoint, req, fresh).await;
+            let failure = match &result {
+                Ok(resp) => {
+                    self.health.answered(endpoint);
+                    Failure::of_status(policy, resp.status())
+                }
+                Err(e) => {
+                    if matches!(e, UpstreamError::Connect(_) | UpstreamError::ConnectTimeout)
+                        && self.health.connection_failed(endpoint)
+                    {
+                        f.metrics.endpoint_skipped(f.service);
+                    }
+                    Failure::of_error(e)
+                }
+            };
+            let Some(failure) = failure.filter(|_| out.replayable()) else {
+                return (result, endpoint);
+            };
+            let elapsed = started.elapsed();
+            if matches!(result, Err(UpstreamError::StaleConnection(_)))
+                && !stale_retried
+                && retry::may_retry(policy, &out.method, failure, 0, elapsed)
+            {
+                // The endpoint closed an idle connection as the request was written: once more on
+                // a new connection, not counted as a try (as nginx does with cached connections).
+                (stale_retried, fresh, attempts) = (true, true, attempts - 1);
+                f.metrics.retry(f.ingress, "stale_connection");
+                continue;
+            }
+            if !retry::may_retry(policy, &out.method, failure, attempts, elapsed) {
+                return (result, endpoint);
+            }
+            tried.push(endpoint);
+            let Some(next) =
+                retry::next_endpoint(f.endpoints, &tried, |e| self.health.is_skipped(e))
+            else {
+                return (result, endpoint);
+            };
+            tracing::debug!(
+                ingress = %f.ingress,
+                %endpoint,
+                next = %next,
+                reason = failure.condition.name(),
+                "retrying on another endpoint"
+            );
+            f.metrics.retry(f.ingress, failure.condition.name());
+            (endpoint, fresh) = (next, false);
+        }
+    }
+
+    /// One attempt on one endpoint, within the read timeout (which covers connecting too, as it did
+    /// with hyper-util's client).
+    async fn attempt(
+        &self,
+        policy: &UpstreamPolicy,
+        endpoint: SocketAddr,
+        req: Request<RequestBody>,
+        fresh: bool,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let exchange = async {
-            if f.policy.protocol == BackendProtocol::Http {
+            if policy.protocol == BackendProtocol::Http {
                 self.http1
-                    .send(f.endpoint, f.policy.connect_timeout, upstream_req)
+                    .send(endpoint, policy.connect_timeout, req, fresh)
                     .await
             } else {
-                let pool = self.pool(f.policy.protocol, f.policy.connect_timeout);
-                pool.request(upstream_req)
+                let backend_tls = match &policy.backend_tls {
+                    Some(BackendTlsPolicy::Use(tls)) => Some(tls),
+                    _ => None,
+                };
+                let pool = self.pool(policy.protocol, policy.connect_timeout, backend_tls);
+                pool.request(req)
                     .await
                     .map_err(|e| classify(&e, e.is_connect()))
             }
         };
-        let mut resp = match tokio::time::timeout(read_timeout, exchange).await {
-            Err(_) => return Err(UpstreamError::ResponseTimeout(read_timeout)),
-            Ok(result) => result?,
-        };
+        match tokio::time::timeout(policy.read_timeout, exchange).await {
+            Err(_) => Err(UpstreamError::ResponseTimeout(policy.read_timeout)),
+            Ok(result) => result,
+        }
+    }
 
+    /// The backend's response as the client gets it; a `101` hands both connections to a tunnel.
+    fn respond(
+        &self,
+        mut resp: Response<Incoming>,
+        upgrade: Option<hyper::upgrade::OnUpgrade>,
+        read_timeout: Duration,
+    ) -> Response<Body> {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_side) = upgrade
         {
@@ -189,17 +332,17 @@ impl Upstream {
                 }
             });
             let (parts, _) = resp.into_parts();
-            return Ok(Response::from_parts(parts, Either::Right(Full::default())));
+            return Response::from_parts(parts, Either::Right(Full::default()));
         }
 
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.entry(header::SERVER).or_insert(SERVER);
         parts.version = Version::HTTP_11;
-        Ok(Response::from_parts(
+        Response::from_parts(
             parts,
             Either::Left(Paced::new(Guarded::new(body, read_timeout, None))),
-        ))
+        )
     }
 }
 
@@ -214,7 +357,7 @@ impl Upstream {
         policy: &UpstreamPolicy,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let (mut parts, ()) = req.into_parts();
-        let body = Guarded::new(Either::Right(Empty::new()), policy.send_timeout, None);
+        let body = Guarded::new(Either::Right(Full::default()), policy.send_timeout, None);
         let https = parts.uri.scheme() == Some(&UriScheme::HTTPS);
         let literal = parts
             .uri
@@ -234,7 +377,12 @@ impl Upstream {
                     );
                     let req = Request::from_parts(parts, body);
                     self.http1
-                        .send(SocketAddr::new(ip, port), policy.connect_timeout, req)
+                        .send(
+                            SocketAddr::new(ip, port),
+                            policy.connect_timeout,
+                            req,
+                            false,
+                        )
                         .await
                 }
                 _ => {
@@ -242,7 +390,7 @@ impl Upstream {
                         true => BackendProtocol::Https,
                         false => BackendProtocol::Http,
                     };
-                    let pool = self.pool(protocol, policy.connect_timeout);
+                    let pool = self.pool(protocol, policy.connect_timeout, None);
                     pool.request(Request::from_parts(parts, body))
                         .await
                         .map_err(|e| classify(&e, e.is_connect()))
@@ -364,49 +512,151 @@ fn write_decimal(out: &mut [u8], mut n: u16) -> usize {
     len
 }
 
-/// The request as the backend receives it: origin-form URI on the chosen endpoint, the client's `Host`
-/// kept (unless `upstream-vhost`), hop-by-hop headers removed (unless upgrading), forwarding headers set.
-fn upstream_request(
-    f: &Forward<'_>,
-    req: Request<Incoming>,
-    upgrading: bool,
-) -> Result<Request<RequestBody>, UpstreamError> {
-    let host = request_host(&req).to_string();
-    let (mut parts, body) = req.into_parts();
-    let path = match (&f.path, parts.uri.query()) {
-        (Some(p), Some(q)) if !p.contains('?') => PathAndQuery::try_from(format!("{p}?{q}")),
-        (Some(p), _) => PathAndQuery::try_from(p.as_str()),
-        (None, _) => Ok(parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"))),
-    }
-    .map_err(|e| UpstreamError::BadRequest(format!("rewritten path: {e}")))?;
-    let (scheme, version) = match f.policy.protocol {
-        BackendProtocol::Http => (UriScheme::HTTP, Version::HTTP_11),
-        BackendProtocol::Https => (UriScheme::HTTPS, Version::HTTP_11),
-        BackendProtocol::H2c => (UriScheme::HTTP, Version::HTTP_2),
-        BackendProtocol::Grpcs => (UriScheme::HTTPS, Version::HTTP_2),
-    };
-    parts.uri = if f.policy.protocol == BackendProtocol::Http {
-        // `http1::SendRequest` writes the URI as it is: the forms hyper-util's client would write.
-        if parts.method == http::Method::CONNECT {
-            Uri::from(endpoint_authority(f.endpoint)?)
-        } else {
-            Uri::from(path)
-        }
-    } else {
-        Uri::builder()
-            .scheme(scheme)
-            .authority(endpoint_authority(f.endpoint)?)
-            .path_and_query(path)
-            .build()
-            .map_err(|e| UpstreamError::BadRequest(e.to_string()))?
-    };
-    parts.version = version;
+/// The request as every endpoint receives it: the client's `Host` kept (unless `upstream-vhost`),
+/// hop-by-hop headers removed (unless upgrading), forwarding headers set; and its body, streamed to
+/// one attempt or kept for several.
+struct Outgoing {
+    method: Method,
+    version: Version,
+    headers: HeaderMap,
+    path: PathAndQuery,
+    body: Payload,
+}
 
-    let headers = &mut parts.headers;
+enum Payload {
+    /// Sent once: taken by the first attempt.
+    Streamed(Option<RequestBody>),
+    /// Read before the first attempt, sent with each.
+    Kept {
+        bytes: Bytes,
+        send_timeout: Duration,
+    },
+}
+
+impl Outgoing {
+    /// Rewrites the request's head once for all attempts; with `may_replay`, reads a body of at most
+    /// [`retry::REPLAY_LIMIT`] bytes (and of a known length) so that it can be sent again.
+    async fn new(
+        f: &Forward<'_>,
+        req: Request<Incoming>,
+        upgrading: bool,
+        may_replay: bool,
+    ) -> Result<Outgoing, UpstreamError> {
+        let host = request_host(&req).to_string();
+        let (mut parts, body) = req.into_parts();
+        let path = match (&f.path, parts.uri.query()) {
+            (Some(p), Some(q)) if !p.contains('?') => PathAndQuery::try_from(format!("{p}?{q}")),
+            (Some(p), _) => PathAndQuery::try_from(p.as_str()),
+            (None, _) => Ok(parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"))),
+        }
+        .map_err(|e| UpstreamError::BadRequest(format!("rewritten path: {e}")))?;
+        let version = match f.policy.protocol {
+            BackendProtocol::Http | BackendProtocol::Https => Version::HTTP_11,
+            BackendProtocol::H2c | BackendProtocol::Grpcs => Version::HTTP_2,
+        };
+        forwarding_headers(f, &mut parts.headers, &host, upgrading, version)?;
+        let guarded = Guarded::new(
+            Either::Left(body),
+            f.body_idle_timeout.min(f.policy.send_timeout),
+            f.policy.max_body_size,
+        )
+        .counting(f.request_tally.clone());
+        let hint = hyper::body::Body::size_hint(&guarded);
+        let small = hint.exact().is_some_and(|len| len <= retry::REPLAY_LIMIT);
+        let body = if may_replay && small {
+            let bytes = guarded
+                .collect()
+                .await
+                .map_err(|e| match body_error(&*e) {
+                    Some(BodyError::TooLarge(limit)) => UpstreamError::BodyTooLarge(limit),
+                    Some(BodyError::Idle(d)) => UpstreamError::ClientIdle(d),
+                    None => UpstreamError::BadRequest(format!("reading the request body: {e}")),
+                })?
+                .to_bytes();
+            Payload::Kept {
+                bytes,
+                send_timeout: f.policy.send_timeout,
+            }
+        } else {
+            Payload::Streamed(Some(guarded))
+        };
+        Ok(Outgoing {
+            method: parts.method,
+            version,
+            headers: parts.headers,
+            path,
+            body,
+        })
+    }
+
+    /// Whether another attempt can send the request again.
+    fn replayable(&self) -> bool {
+        matches!(self.body, Payload::Kept { .. })
+    }
+
+    /// The request for an attempt on `endpoint`; `None` once a streamed body has been sent.
+    fn to(
+        &mut self,
+        protocol: BackendProtocol,
+        endpoint: SocketAddr,
+    ) -> Result<Option<Request<RequestBody>>, UpstreamError> {
+        let (body, streamed) = match &mut self.body {
+            Payload::Streamed(body) => match body.take() {
+                Some(body) => (body, true),
+                None => return Ok(None),
+            },
+            Payload::Kept {
+                bytes,
+                send_timeout,
+            } => (
+                Guarded::new(Either::Right(Full::new(bytes.clone())), *send_timeout, None),
+                false,
+            ),
+        };
+        let uri = match protocol {
+            // `http1::SendRequest` writes the URI as it is: the forms hyper-util's client would write.
+            BackendProtocol::Http if self.method == Method::CONNECT => {
+                Uri::from(endpoint_authority(endpoint)?)
+            }
+            BackendProtocol::Http => Uri::from(self.path.clone()),
+            BackendProtocol::Https | BackendProtocol::H2c | BackendProtocol::Grpcs => {
+                let scheme = match protocol {
+                    BackendProtocol::H2c => UriScheme::HTTP,
+                    _ => UriScheme::HTTPS,
+                };
+                Uri::builder()
+                    .scheme(scheme)
+                    .authority(endpoint_authority(endpoint)?)
+                    .path_and_query(self.path.clone())
+                    .build()
+                    .map_err(|e| UpstreamError::BadRequest(e.to_string()))?
+            }
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = uri;
+        *req.version_mut() = self.version;
+        // A streamed request has one attempt: its headers need no copy.
+        *req.headers_mut() = match streamed {
+            true => std::mem::take(&mut self.headers),
+            false => self.headers.clone(),
+        };
+        Ok(Some(req))
+    }
+}
+
+/// The headers of the request as the backend receives it.
+fn forwarding_headers(
+    f: &Forward<'_>,
+    headers: &mut HeaderMap,
+    host: &str,
+    upgrading: bool,
+    version: Version,
+) -> Result<(), UpstreamError> {
     let upgrade = if upgrading {
         headers.get(header::UPGRADE).cloned()
     } else {
@@ -421,7 +671,7 @@ fn upstream_request(
         // gRPC needs trailers; `te: trailers` is the one TE value HTTP/2 allows.
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    let host_value = HeaderValue::from_str(&host)
+    let host_value = HeaderValue::from_str(host)
         .map_err(|_| UpstreamError::BadRequest("invalid host".into()))?;
     match &f.policy.host {
         Some(vhost) => {
@@ -465,13 +715,7 @@ fn upstream_request(
     if let Some(prefix) = &f.policy.forwarded_prefix {
         headers.insert(X_FORWARDED_PREFIX, prefix.clone());
     }
-    let body = Guarded::new(
-        Either::Left(body),
-        f.body_idle_timeout.min(f.policy.send_timeout),
-        f.policy.max_body_size,
-    )
-    .counting(f.request_tally.clone());
-    Ok(Request::from_parts(parts, body))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ mod pool;
 pub mod proxy_protocol;
 mod ratelimit;
 mod response;
+mod retry;
 pub mod termination;
 mod timeouts;
 mod tunnels;
@@ -346,24 +347,33 @@ impl Proxy {
             .rewrite_target
             .as_deref()
             .map(|target| rewrite(route, req.uri().path(), target));
-        exchange.upstream(endpoint);
         let forward = Forward {
             conn,
             client,
             endpoint,
+            endpoints: &backend.endpoints,
+            ingress: &route.ingress,
+            service: &backend.service,
+            metrics: self.metrics.upstream(),
             policy,
             path,
             body_idle_timeout,
             request_tally: exchange.request_tally(),
         };
         let sent = std::time::Instant::now();
-        match self.upstream.send(forward, req).await {
+        let (result, endpoint) = self.upstream.send(forward, req).await;
+        exchange.upstream(endpoint);
+        match result {
             Ok(mut resp) => {
                 exchange.upstream_responded(sent.elapsed());
                 if let Some(in_flight) = &mut choice.in_flight {
                     in_flight.answered();
                 }
-                if let Some(cookie) = choice.set_cookie {
+                let cookie = match &choice.moved {
+                    Some(moved) if endpoint != choice.endpoint => moved.cookie_for(endpoint),
+                    _ => choice.set_cookie,
+                };
+                if let Some(cookie) = cookie {
                     resp.headers_mut().append(header::SET_COOKIE, cookie);
                 }
                 limit_rate::pace(resp.body_mut(), route.policy.limit_rate.as_ref());

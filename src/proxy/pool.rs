@@ -85,14 +85,16 @@ impl Http1Pool {
 
     /// Sends `req` to `endpoint` on an idle connection, or a new one if none is usable, and returns
     /// the response head; the connection comes back to the pool once the response body is read.
+    /// `fresh`: on a new connection, for a request sent again after a reused one broke.
     pub async fn send(
         self: &Arc<Self>,
         endpoint: SocketAddr,
         connect_timeout: Duration,
         mut req: Request<RequestBody>,
+        fresh: bool,
     ) -> Result<Response<Incoming>, UpstreamError> {
         loop {
-            let (mut tx, reused) = match self.checkout(endpoint) {
+            let (mut tx, reused) = match self.checkout(endpoint).filter(|_| !fresh) {
                 Some(tx) => (tx, true),
                 None => (self.connect(endpoint, connect_timeout).await?, false),
             };
@@ -106,7 +108,16 @@ impl Http1Pool {
                     // backend's keep-alive timeout), so another connection may have it. Each retry
                     // uses up a pooled connection, and a new one is never retried, so this ends.
                     Some(unsent) if reused => req = unsent,
-                    _ => return Err(classify(&e.into_error(), false)),
+                    // Written, then the connection broke with no response: if it was a reused one,
+                    // the endpoint probably closed it as idle just then (see `retry`).
+                    _ => {
+                        return Err(match classify(&e.into_error(), false) {
+                            UpstreamError::Exchange(detail) if reused => {
+                                UpstreamError::StaleConnection(detail)
+                            }
+                            other => other,
+                        });
+                    }
                 },
             }
         }
@@ -344,7 +355,7 @@ mod tests {
 
     async fn get(pool: &Arc<Http1Pool>, addr: SocketAddr) -> Result<Bytes, UpstreamError> {
         let resp = pool
-            .send(addr, Duration::from_secs(1), request().await)
+            .send(addr, Duration::from_secs(1), request().await, false)
             .await?;
         Ok(resp.into_body().collect().await.unwrap().to_bytes())
     }
@@ -414,7 +425,7 @@ mod tests {
         let pool = Http1Pool::new();
         pool.put(addr, tx);
 
-        let send = pool.send(addr, Duration::from_secs(1), request().await);
+        let send = pool.send(addr, Duration::from_secs(1), request().await, false);
         tokio::pin!(send);
         tokio::select! {
             biased;
@@ -469,7 +480,7 @@ mod tests {
             }
         });
         let resp = pool
-            .send(addr, Duration::from_secs(1), request().await)
+            .send(addr, Duration::from_secs(1), request().await, false)
             .await
             .unwrap();
         drop(resp);

@@ -17,24 +17,33 @@ pub enum UpstreamError {
     ResponseTimeout(Duration),
     #[error("the endpoint broke the exchange: {0}")]
     Exchange(String),
+    /// The exchange broke on a reused keep-alive connection, most likely one the endpoint closed
+    /// while it was idle: a new connection will probably do.
+    #[error("the endpoint closed a reused connection: {0}")]
+    StaleConnection(String),
     #[error("the request body is larger than {0} bytes")]
     BodyTooLarge(u64),
     #[error("the client stopped sending the request body for {0:?}")]
     ClientIdle(Duration),
     #[error("the request cannot be forwarded: {0}")]
     BadRequest(String),
+    #[error("the Ingress's backend TLS settings cannot be used")]
+    BackendTlsUnavailable,
 }
 
 impl UpstreamError {
     pub fn status(&self) -> StatusCode {
         match self {
-            UpstreamError::Connect(_) | UpstreamError::Exchange(_) => StatusCode::BAD_GATEWAY,
+            UpstreamError::Connect(_)
+            | UpstreamError::Exchange(_)
+            | UpstreamError::StaleConnection(_) => StatusCode::BAD_GATEWAY,
             UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
             UpstreamError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UpstreamError::ClientIdle(_) => StatusCode::REQUEST_TIMEOUT,
             UpstreamError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            UpstreamError::BackendTlsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -44,10 +53,15 @@ impl UpstreamError {
             UpstreamError::Connect(_) => "cannot connect to the backend",
             UpstreamError::ConnectTimeout => "timed out connecting to the backend",
             UpstreamError::ResponseTimeout(_) => "the backend did not answer in time",
-            UpstreamError::Exchange(_) => "the backend closed the connection unexpectedly",
+            UpstreamError::Exchange(_) | UpstreamError::StaleConnection(_) => {
+                "the backend closed the connection unexpectedly"
+            }
             UpstreamError::BodyTooLarge(_) => "the request body is too large",
             UpstreamError::ClientIdle(_) => "the request body did not arrive in time",
             UpstreamError::BadRequest(_) => "the request cannot be forwarded",
+            UpstreamError::BackendTlsUnavailable => {
+                "the Ingress's backend TLS settings are invalid or incomplete"
+            }
         }
     }
 }

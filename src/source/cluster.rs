@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
 
 use crate::metrics::Metrics;
-use crate::model::annotations::{basic_auth, client_cert};
+use crate::model::annotations::{basic_auth, client_cert, proxy_ssl};
 use crate::model::{Kind, NamespacedName, Snapshot};
 use crate::tls::certs::TLS_SECRET_TYPE;
 
@@ -264,6 +264,7 @@ impl AuthSecrets {
                 basic_auth::referenced_secret(annotations, ns)
                     .into_iter()
                     .chain(client_cert::referenced_secret(annotations, ns))
+                    .chain(proxy_ssl::referenced_secret(annotations, ns))
             })
             .collect();
         let Ok(mut watches) = self.watches.lock() else {
