@@ -22,6 +22,7 @@ pub mod external_auth;
 use external_auth::ExternalAuth;
 pub use limit_rate::{LimitRate, ResponseRate};
 pub mod client_cert;
+pub mod passthrough;
 use client_cert::ClientCertAnnotation;
 pub use ratelimit::{RateLimit, RateLimits, Rates};
 
@@ -29,7 +30,7 @@ pub const OWN_PREFIX: &str = "portcullis.io/";
 pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
 /// Annotation names (without prefix) Portcullis implements, besides the families that list their own
-/// (`basic_auth`, `client_cert`, `external_auth`, `acme`).
+/// (`basic_auth`, `client_cert`, `external_auth`, `passthrough`, `acme`).
 pub const SUPPORTED: &[&str] = &[
     "ssl-redirect",
     "force-ssl-redirect",
@@ -148,6 +149,7 @@ pub struct IngressAnnotations {
     pub limit_rate: Option<LimitRate>,
     pub client_cert: Option<ClientCertAnnotation>,
     pub acme: Option<acme::AcmeAnnotation>,
+    pub ssl_passthrough: bool,
 }
 
 impl Default for IngressAnnotations {
@@ -183,6 +185,7 @@ impl Default for IngressAnnotations {
             limit_rate: None,
             client_cert: None,
             acme: None,
+            ssl_passthrough: false,
         }
     }
 }
@@ -277,6 +280,7 @@ pub fn parse(
         limit_rate: r.limit_rate(),
         client_cert: client_cert::parse(&mut r),
         acme: acme::parse(&mut r),
+        ssl_passthrough: passthrough::parse(&mut r),
     };
     r.report_unknown();
     (parsed, r.errors)
@@ -405,6 +409,7 @@ impl Reader<'_> {
                 || basic_auth::NAMES.contains(&name)
                 || client_cert::NAMES.contains(&name)
                 || external_auth::NAMES.contains(&name)
+                || passthrough::NAMES.contains(&name)
                 || (prefix == OWN_PREFIX && acme::NAMES.contains(&name))
             {
                 continue;

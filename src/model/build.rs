@@ -12,6 +12,7 @@ use rustls::sign::CertifiedKey;
 use super::acme::{self, WantedCertificate};
 use super::annotations::{self, AnnotationError};
 use super::matching::{HostKey, PathKind, RouteTable};
+use super::passthrough::PassthroughTable;
 use super::validation::{check_host, check_path};
 use super::{
     Backend, CertificateInfo, Config, Kind, NamespacedName, ObjectRef, Policy, Problem,
@@ -66,6 +67,7 @@ pub fn build(
         client_cert_conflicts: HashSet::new(),
         client_cert_policies: HashMap::new(),
         acme: Vec::new(),
+        passthrough: PassthroughTable::default(),
     };
     b.default_certificate(options);
 
@@ -77,6 +79,7 @@ pub fn build(
         b.ingress(ingress);
     }
     b.www_aliases();
+    b.passthrough_conflicts();
 
     let Builder {
         mut problems,
@@ -85,6 +88,7 @@ pub fn build(
         mut certificates,
         used_secrets,
         acme: mut wanted,
+        passthrough,
         ..
     } = b;
     // Two Ingresses naming the same Secret: the older one's entry is ordered.
@@ -111,6 +115,7 @@ pub fn build(
         problems,
         settings: options.settings.clone(),
         acme: wanted,
+        passthrough: Arc::new(passthrough),
     }
 }
 
@@ -198,6 +203,7 @@ struct Builder<'a> {
     /// Resolved client-certificate settings of this build, so Ingresses sharing a CA parse it once.
     client_cert_policies: client_cert::Resolved,
     acme: Vec<WantedCertificate>,
+    passthrough: PassthroughTable,
 }
 
 impl Builder<'_> {
@@ -279,6 +285,9 @@ impl Builder<'_> {
         let id = name_of(ingress);
         let object = ObjectRef::new(Kind::Ingress, &id.namespace, &id.name);
         let (annotations, errors) = annotations::parse(ingress.metadata.annotations.as_ref());
+        if annotations.ssl_passthrough && self.passthrough(ingress, &id, &object) {
+            return;
+        }
         for e in errors {
             let kind = match e {
                 AnnotationError::Invalid { .. } => ProblemKind::InvalidAnnotation,
@@ -901,6 +910,7 @@ fn ingress_class(ingress: &Ingress) -> Option<&str> {
 }
 
 mod client_cert;
+mod passthrough;
 
 #[cfg(test)]
 mod tests;

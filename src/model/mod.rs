@@ -9,6 +9,7 @@ pub mod build;
 pub mod htpasswd;
 pub mod matching;
 mod objects;
+pub mod passthrough;
 pub mod policy;
 pub mod validation;
 
@@ -46,6 +47,8 @@ pub struct Config {
     pub settings: Arc<Settings>,
     /// Certificates to obtain by ACME, one per Secret, oldest Ingress first.
     pub acme: Vec<acme::WantedCertificate>,
+    /// `ssl-passthrough` hosts, looked up by the HTTPS listener before TLS.
+    pub passthrough: Arc<passthrough::PassthroughTable>,
 }
 
 impl Config {
@@ -60,6 +63,7 @@ impl Config {
             problems: Vec::new(),
             settings,
             acme: Vec::new(),
+            passthrough: Arc::default(),
         }
     }
 }

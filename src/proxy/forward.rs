@@ -131,6 +131,11 @@ impl Upstream {
         })
     }
 
+    /// The long-lived connections shutdown waits for.
+    pub fn tunnels(&self) -> &Tunnels {
+        &self.tunnels
+    }
+
     fn pool(&self, protocol: BackendProtocol, connect_timeout: Duration) -> Arc<Pool> {
         let key = (protocol, connect_timeout);
         if let Some(pool) = self.pools.load().get(&key) {
