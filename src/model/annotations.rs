@@ -22,6 +22,7 @@ pub mod external_auth;
 use external_auth::ExternalAuth;
 pub use limit_rate::{LimitRate, ResponseRate};
 pub mod client_cert;
+pub mod custom_errors;
 pub mod passthrough;
 use client_cert::ClientCertAnnotation;
 pub use ratelimit::{RateLimit, RateLimits, Rates};
@@ -30,7 +31,8 @@ pub const OWN_PREFIX: &str = "portcullis.io/";
 pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
 /// Annotation names (without prefix) Portcullis implements, besides the families that list their own
-/// (`basic_auth`, `client_cert`, `external_auth`, `passthrough`, `acme`).
+/// (`basic_auth`, `client_cert`, `external_auth`, `passthrough`, `custom_errors`,
+/// `acme`).
 pub const SUPPORTED: &[&str] = &[
     "ssl-redirect",
     "force-ssl-redirect",
@@ -150,6 +152,7 @@ pub struct IngressAnnotations {
     pub client_cert: Option<ClientCertAnnotation>,
     pub acme: Option<acme::AcmeAnnotation>,
     pub ssl_passthrough: bool,
+    pub custom_errors: Option<custom_errors::CustomErrors>,
 }
 
 impl Default for IngressAnnotations {
@@ -186,6 +189,7 @@ impl Default for IngressAnnotations {
             client_cert: None,
             acme: None,
             ssl_passthrough: false,
+            custom_errors: None,
         }
     }
 }
@@ -281,6 +285,7 @@ pub fn parse(
         client_cert: client_cert::parse(&mut r),
         acme: acme::parse(&mut r),
         ssl_passthrough: passthrough::parse(&mut r),
+        custom_errors: custom_errors::parse(&mut r),
     };
     r.report_unknown();
     (parsed, r.errors)
@@ -410,6 +415,7 @@ impl Reader<'_> {
                 || client_cert::NAMES.contains(&name)
                 || external_auth::NAMES.contains(&name)
                 || passthrough::NAMES.contains(&name)
+                || custom_errors::NAMES.contains(&name)
                 || (prefix == OWN_PREFIX && acme::NAMES.contains(&name))
             {
                 continue;

@@ -10,6 +10,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use rustls::sign::CertifiedKey;
 
 use super::acme::{self, WantedCertificate};
+use super::annotations::custom_errors::ErrorPages;
 use super::annotations::{self, AnnotationError};
 use super::matching::{HostKey, PathKind, RouteTable};
 use super::passthrough::PassthroughTable;
@@ -311,11 +312,15 @@ impl Builder<'_> {
         if let Some(tls) = &annotations.client_cert {
             policy.client_cert = Some(self.client_cert(&object, &id.namespace, tls));
         }
-        let policy = Arc::new(policy);
         let fallback = annotations
             .default_backend
             .as_deref()
             .and_then(|service| self.first_port_backend(&object, &id.namespace, service));
+        policy.error_pages = annotations.custom_errors.as_ref().map(|e| ErrorPages {
+            codes: e.codes.clone(),
+            backend: fallback.clone(),
+        });
+        let policy = Arc::new(policy);
 
         // TLS hosts first: they decide which rules redirect to HTTPS.
         let mut tls_hosts: Vec<String> = Vec::new();

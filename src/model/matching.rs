@@ -229,6 +229,11 @@ impl<T> RouteTable<T> {
             .chain(self.default.as_ref())
     }
 
+    /// What serves unmatched requests, if anything does.
+    pub fn default_value(&self) -> Option<&T> {
+        self.default.as_ref()
+    }
+
     /// Sets the backend for unmatched requests unless one is set already (the oldest Ingress wins).
     pub fn set_default(&mut self, value: T) -> Result<(), (T, &T)> {
         match self.default {
