@@ -24,6 +24,7 @@ pub use limit_rate::{LimitRate, ResponseRate};
 pub mod client_cert;
 pub mod custom_errors;
 pub mod passthrough;
+pub mod server_alias;
 use client_cert::ClientCertAnnotation;
 pub use ratelimit::{RateLimit, RateLimits, Rates};
 
@@ -32,7 +33,7 @@ pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
 /// Annotation names (without prefix) Portcullis implements, besides the families that list their own
 /// (`basic_auth`, `client_cert`, `external_auth`, `passthrough`, `custom_errors`,
-/// `acme`).
+/// `server_alias`, `acme`).
 pub const SUPPORTED: &[&str] = &[
     "ssl-redirect",
     "force-ssl-redirect",
@@ -153,6 +154,7 @@ pub struct IngressAnnotations {
     pub acme: Option<acme::AcmeAnnotation>,
     pub ssl_passthrough: bool,
     pub custom_errors: Option<custom_errors::CustomErrors>,
+    pub server_alias: Option<Vec<String>>,
 }
 
 impl Default for IngressAnnotations {
@@ -190,6 +192,7 @@ impl Default for IngressAnnotations {
             acme: None,
             ssl_passthrough: false,
             custom_errors: None,
+            server_alias: None,
         }
     }
 }
@@ -286,6 +289,7 @@ pub fn parse(
         acme: acme::parse(&mut r),
         ssl_passthrough: passthrough::parse(&mut r),
         custom_errors: custom_errors::parse(&mut r),
+        server_alias: server_alias::parse(&mut r),
     };
     r.report_unknown();
     (parsed, r.errors)
@@ -416,6 +420,7 @@ impl Reader<'_> {
                 || external_auth::NAMES.contains(&name)
                 || passthrough::NAMES.contains(&name)
                 || custom_errors::NAMES.contains(&name)
+                || server_alias::NAMES.contains(&name)
                 || (prefix == OWN_PREFIX && acme::NAMES.contains(&name))
             {
                 continue;

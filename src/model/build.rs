@@ -69,6 +69,7 @@ pub fn build(
         client_cert_policies: HashMap::new(),
         acme: Vec::new(),
         passthrough: PassthroughTable::default(),
+        server_aliases: Vec::new(),
     };
     b.default_certificate(options);
 
@@ -79,6 +80,7 @@ pub fn build(
     for ingress in &ours {
         b.ingress(ingress);
     }
+    b.server_aliases();
     b.www_aliases();
     b.passthrough_conflicts();
 
@@ -205,6 +207,7 @@ struct Builder<'a> {
     client_cert_policies: client_cert::Resolved,
     acme: Vec<WantedCertificate>,
     passthrough: PassthroughTable,
+    server_aliases: Vec<server_alias::PendingAliases>,
 }
 
 impl Builder<'_> {
@@ -322,6 +325,17 @@ impl Builder<'_> {
         });
         let policy = Arc::new(policy);
 
+        if let Some(aliases) = &annotations.server_alias {
+            let rules = spec.rules.iter().flatten();
+            self.server_aliases.push(server_alias::PendingAliases {
+                object: object.clone(),
+                host: rules
+                    .filter_map(|r| r.host.as_deref())
+                    .find(|h| !h.is_empty() && !h.starts_with("*.") && check_host(h).is_ok())
+                    .map(|h| h.to_ascii_lowercase().into()),
+                aliases: aliases.clone(),
+            });
+        }
         // TLS hosts first: they decide which rules redirect to HTTPS.
         let mut tls_hosts: Vec<String> = Vec::new();
         for (i, tls) in spec.tls.iter().flatten().enumerate() {
@@ -916,6 +930,7 @@ fn ingress_class(ingress: &Ingress) -> Option<&str> {
 
 mod client_cert;
 mod passthrough;
+mod server_alias;
 
 #[cfg(test)]
 mod tests;

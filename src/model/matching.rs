@@ -21,7 +21,7 @@ pub enum PathKind {
 }
 
 /// The routes of one host (or of "any host"), indexed for lookup.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PathTable<T> {
     exact: HashMap<Box<str>, T>,
     prefix: HashMap<Box<str>, T>,
@@ -211,6 +211,29 @@ impl<T> RouteTable<T> {
             HostKey::Exact(h) => self.exact.entry(h.clone()).or_default(),
             HostKey::Wildcard(h) => self.wildcard.entry(h.clone()).or_default(),
             HostKey::Any => &mut self.any,
+        }
+    }
+
+    /// Serves `alias` with the routes `host` (exact, lower-case) has now: a server alias. `false`, and
+    /// nothing changes, when `alias` has rules of its own or `host` has none.
+    pub fn alias(&mut self, host: &str, alias: &HostKey) -> bool
+    where
+        T: Clone,
+    {
+        let Some(table) = self.exact.get(host).cloned() else {
+            return false;
+        };
+        let (map, name) = match alias {
+            HostKey::Exact(name) => (&mut self.exact, name),
+            HostKey::Wildcard(name) => (&mut self.wildcard, name),
+            HostKey::Any => return false,
+        };
+        match map.entry(name.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(table);
+                true
+            }
         }
     }
 

@@ -321,3 +321,21 @@ fn ssl_passthrough_is_a_boolean() {
     assert!(!a.ssl_passthrough);
     one_error(&errors, "not a boolean");
 }
+
+#[test]
+fn server_alias_is_a_list_of_host_names() {
+    let (a, errors) = nginx(
+        "server-alias",
+        "WWW.example.com, *.example.org,www.example.com",
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        a.server_alias.unwrap(),
+        ["www.example.com", "*.example.org"]
+    );
+    for bad in ["", "a b.example.com", "example.com, http://x"] {
+        let (a, errors) = nginx("server-alias", bad);
+        assert!(a.server_alias.is_none(), "{bad:?}");
+        assert_eq!(errors.len(), 1, "{bad:?}: {errors:?}");
+    }
+}

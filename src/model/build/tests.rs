@@ -1168,3 +1168,47 @@ fn passthrough_needs_an_exact_host_and_the_older_ingress_keeps_one() {
         of("terminated")
     );
 }
+
+#[test]
+fn server_aliases_serve_every_route_of_the_host_unless_they_have_rules() {
+    let yaml = [
+        annotated_ingress(
+            "shop",
+            "nginx.ingress.kubernetes.io/server-alias: \"Shop.example.net, taken.example.com, *.shop.example.org\"",
+            "shop.example.com",
+            &[("/", "Prefix")],
+            "a",
+        ),
+        ingress("api", "2024-01-01T00:00:00Z", "shop.example.com", "/api", "Prefix", "b"),
+        ingress("taken", "2024-01-01T00:00:00Z", "taken.example.com", "/", "Prefix", "b"),
+        service("a"),
+        service("b"),
+    ]
+    .concat();
+    let config = build_yaml(&yaml);
+    for host in ["shop.example.net", "x.shop.example.org"] {
+        assert_eq!(
+            route(&config, host, "/").as_deref(),
+            Some("shop->a"),
+            "{host}"
+        );
+        assert_eq!(
+            route(&config, host, "/api/v1").as_deref(),
+            Some("api->b"),
+            "{host}"
+        );
+    }
+    assert_eq!(
+        route(&config, "taken.example.com", "/").as_deref(),
+        Some("taken->b")
+    );
+    assert_eq!(kinds(&config), [ProblemKind::RuleConflict]);
+    assert!(
+        config.problems[0]
+            .message
+            .contains("\"taken.example.com\" is ignored")
+            && config.problems[0].message.contains("ns/taken"),
+        "{:?}",
+        config.problems
+    );
+}
