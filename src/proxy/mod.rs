@@ -104,10 +104,10 @@ impl Proxy {
     /// (fixed, HTTPS, www, app-root) first, then the source-range check (deny, then allow), the
     /// rate limits, the client certificate, CORS preflights (before auth, as browsers send no
     /// credentials on them), the body-size check, basic auth, external auth (`auth-url`), and the
-    /// backend, whose response body `limit-rate` paces (or, for a `custom-http-errors` status, the error
-    /// backend's answer); HSTS is added to HTTPS responses for hosts
-    /// that have a certificate, CORS headers to every answer of a route with CORS, the auth
-    /// service's cookies to answers of a route with external auth.
+    /// backend, whose response body `limit-rate` paces (for a `custom-http-errors` status, the error
+    /// backend's answer instead); HSTS is added to HTTPS responses for hosts that have a
+    /// certificate, CORS headers to every answer of a route with CORS, the auth service's cookies to
+    /// answers of a route with external auth.
     async fn answer(
         &self,
         conn: &Connection,
