@@ -869,6 +869,41 @@ class Bench:
                 Portcullis.annotations, Portcullis.extra_manifests = {}, {}
                 impl.stop()
 
+    # -- (k) SSL passthrough enabled against disabled ------------------------------------------------
+
+    def passthrough(self, rnd):
+        """The terminated hosts with `--enable-ssl-passthrough` and one passthrough Ingress for another
+        host (every ClientHello is then read ahead of rustls), against the same manifests without the flag
+        (the annotation is then reported and nothing is read ahead), in random order: the ratio is what
+        passthrough costs the hosts it does not concern."""
+        d, w = self.d, self.warm
+        impl = self.impls["portcullis"]
+        # Its backend is never reached: the measured traffic is for the terminated hosts only.
+        ingress = ("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: pass\n  namespace: bench\n"
+                   "  annotations:\n    nginx.ingress.kubernetes.io/ssl-passthrough: \"true\"\n"
+                   "spec:\n  ingressClassName: portcullis\n  rules:\n  - host: pass.bench.test\n    http:\n"
+                   "      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n"
+                   "          service:\n            name: backend\n            port:\n              number: 80\n")
+        base_args = Portcullis.extra_args
+        for mode in random.sample(["off", "on"], 2):
+            Portcullis.extra_manifests = {"pass.yaml": ingress}
+            Portcullis.extra_args = base_args + (["--enable-ssl-passthrough"] if mode == "on" else [])
+            try:
+                for resumption, scen, host, close in ((True, "pt-h1-keepalive", "a", False),
+                                                      (True, "pt-handshake-resumed", "a", True),
+                                                      (False, "pt-handshake-full", "rsa", True)):
+                    impl.start(resumption=resumption)
+                    if not resumption:
+                        check_resumption("rsa.bench.test", expect_reused=False)
+                    url = f"https://{host}.bench.test/"
+                    wrk(url, w, close=close)
+                    self.record(scen, "portcullis", round=rnd, mode=mode, **self.measured(
+                        impl, lambda: wrk(url, d, close=close)))
+                    impl.stop()
+            finally:
+                Portcullis.extra_manifests, Portcullis.extra_args = {}, base_args
+                impl.stop()
+
     # -- (j) rate-limit memory under a flood of distinct addresses -----------------------------------
 
     def ratelimit_memory(self):
@@ -1339,6 +1374,15 @@ def summarize_basic_auth(rows):
         "open", "basic", (("auth-h1-keepalive", f"bcrypt cost {cost}"),), per_round=True)
 
 
+def summarize_passthrough(rows):
+    """Terminated hosts with SSL passthrough enabled (one passthrough host) against disabled, per round."""
+    return summarize_modes(
+        rows, "| terminated hosts | passthrough off | on (one passthrough host) | on / off (min–max) | each round |",
+        "off", "on", (("pt-h1-keepalive", "HTTPS keep-alive HTTP/1.1 (wrk c=32)"),
+                      ("pt-handshake-resumed", "Resumed TLS handshakes (ECDSA; wrk Connection: close)"),
+                      ("pt-handshake-full", "Full TLS handshakes (RSA-2048; wrk Connection: close)")), per_round=True)
+
+
 def summarize_ratelimit_memory(rows):
     lines = ["| addresses | limits | admitted / refused / no answer | flood | PSS before → peak → after | "
              "ΔPSS at the peak | `portcullis_rate_limit_entries` peak → after | forgotten after |",
@@ -1458,6 +1502,7 @@ def write_report(bench, meta, out_dir, tag=""):
         ("PROXY protocol overhead (h)", summarize_proxy_protocol(bench.results)),
         ("Basic auth against an open route (i)", summarize_basic_auth(bench.results)),
         ("Rate-limit memory under a flood of distinct addresses (j)", summarize_ratelimit_memory(bench.results)),
+        ("SSL passthrough enabled against disabled (k)", summarize_passthrough(bench.results)),
         ("Goals (issues 7 and 13)", summarize_goals(bench.results)),
     ]
     # Scenarios left out with --only get no section.
@@ -1495,7 +1540,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--rate", type=int, default=5000, help="offered req/s of the fixed-rate runs")
     ap.add_argument("--hosts", type=int, default=10000, help="hosts of the scale scenario")
-    ap.add_argument("--only", default="throughput,rotation,churn,scale,proxyproto,basicauth,ratelimitmem",
+    ap.add_argument("--only", default="throughput,rotation,churn,scale,proxyproto,basicauth,ratelimitmem,passthrough",
                     help="comma-separated scenario groups")
     ap.add_argument("--impls", default="portcullis,nginx,haproxy", help="implementations compared")
     ap.add_argument("--worker-threads", type=int, default=0, help="pass --worker-threads to Portcullis")
@@ -1535,6 +1580,10 @@ def main():
                 bench.basic_auth(rnd)
         if "ratelimitmem" in only:
             bench.ratelimit_memory()
+        if "passthrough" in only:
+            for rnd in range(1, args.rounds + 1):
+                meta["background"].append(wait_idle(0 if args.smoke else 60))
+                bench.passthrough(rnd)
     finally:
         bench.stop_all()
     meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -1563,6 +1612,8 @@ def smoke_check(rows, only):
         want.add("auth-h1-keepalive")
     if "ratelimitmem" in only:
         want.add("ratelimit-memory")
+    if "passthrough" in only:
+        want |= {"pt-h1-keepalive", "pt-handshake-resumed", "pt-handshake-full"}
     bad = []
     for s in sorted(want):
         rs = [r for r in rows if r["scenario"] == s]

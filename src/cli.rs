@@ -116,6 +116,11 @@ pub struct Args {
     #[arg(long, env = "PORTCULLIS_STRICT_SNI")]
     pub strict_sni: bool,
 
+    /// Let Ingresses annotated `ssl-passthrough: "true"` receive their hosts' TLS connections
+    /// unterminated (overrides `tls.ssl-passthrough` in --config).
+    #[arg(long, env = "PORTCULLIS_ENABLE_SSL_PASSTHROUGH")]
+    pub enable_ssl_passthrough: bool,
+
     /// After SIGTERM, keep accepting for this long (with /readyz failing) so load balancers stop
     /// sending new connections first.
     #[arg(long, env = "PORTCULLIS_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
@@ -154,6 +159,9 @@ impl Args {
     pub fn override_settings(&self, settings: &mut Settings) {
         if self.strict_sni {
             settings.tls.strict_sni = true;
+        }
+        if self.enable_ssl_passthrough {
+            settings.tls.ssl_passthrough = true;
         }
         if let Some(secret) = &self.default_ssl_certificate {
             settings.tls.default_certificate = Some(secret.clone());

@@ -60,6 +60,7 @@ pub struct Metrics {
     accepted_connections: IntCounterVec,
     proxy_protocol_headers: IntCounterVec,
     proxy_protocol_refused: IntCounterVec,
+    passthrough_connections: IntCounterVec,
     rate_limit_entries: IntGauge,
     tls: TlsHandles,
     redirects: IntCounterVec,
@@ -269,6 +270,12 @@ impl Metrics {
             "Connections closed while reading a PROXY protocol header, by listener and reason",
             &["listener", "reason"],
         )?;
+        let passthrough_connections = b.counter_vec(
+            "portcullis_passthrough_connections_total",
+            "SSL passthrough connections, by result (passed: spliced to an endpoint; no_endpoint: the \
+             backend has no ready endpoint; connect_failed: no endpoint could be reached)",
+            &["result"],
+        )?;
         let rate_limit_entries = b.add(
             IntGauge::new(
                 "portcullis_rate_limit_entries",
@@ -393,6 +400,7 @@ impl Metrics {
             accepted_connections,
             proxy_protocol_headers,
             proxy_protocol_refused,
+            passthrough_connections,
             rate_limit_entries,
             tls,
             redirects,
@@ -549,6 +557,13 @@ impl Metrics {
     pub fn proxy_protocol_refused(&self, listener: &str, reason: &str) -> IntCounter {
         self.proxy_protocol_refused
             .with_label_values(&[listener, reason])
+    }
+
+    /// Counts an SSL passthrough connection by what became of it.
+    pub fn passthrough_connection(&self, result: &str) {
+        self.passthrough_connections
+            .with_label_values(&[result])
+            .inc();
     }
 
     /// The gauge of the rate limits' per-client entries, which their pruning sets.

@@ -163,6 +163,10 @@ pub struct TlsSettings {
     pub session_cache_size: usize,
     /// Refuse handshakes whose server name matches no certificate instead of serving the default one.
     pub strict_sni: bool,
+    /// Honour `ssl-passthrough: "true"`: the connections of those Ingresses' hosts go to their backend
+    /// with TLS unterminated, chosen by the ClientHello's server name. Off, the annotation is reported
+    /// and those Ingresses are served terminated, as ingress-nginx without `--enable-ssl-passthrough`.
+    pub ssl_passthrough: bool,
     /// Secret served for unknown server names instead of a generated certificate (`NAMESPACE/NAME`).
     #[schemars(with = "Option<String>", regex(pattern = r"^[^/]+/[^/]+$"))]
     pub default_certificate: Option<NamespacedName>,
@@ -175,6 +179,7 @@ impl Default for TlsSettings {
             session_tickets: true,
             session_cache_size: 16_384,
             strict_sni: false,
+            ssl_passthrough: false,
             default_certificate: None,
         }
     }

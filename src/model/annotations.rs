@@ -26,6 +26,9 @@ pub mod external_auth;
 use external_auth::ExternalAuth;
 pub use limit_rate::{LimitRate, ResponseRate};
 pub mod client_cert;
+pub mod custom_errors;
+pub mod passthrough;
+pub mod server_alias;
 use client_cert::ClientCertAnnotation;
 pub use ratelimit::{RateLimit, RateLimits, Rates};
 
@@ -33,7 +36,8 @@ pub const OWN_PREFIX: &str = "portcullis.io/";
 pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
 /// Annotation names (without prefix) Portcullis implements, besides the families that list their own
-/// (`basic_auth`, `client_cert`, `external_auth`, `acme`, `balancing`, `canary`).
+/// (`basic_auth`, `client_cert`, `external_auth`, `passthrough`, `custom_errors`,
+/// `server_alias`, `acme`, `balancing`, `canary`).
 pub const SUPPORTED: &[&str] = &[
     "ssl-redirect",
     "force-ssl-redirect",
@@ -159,6 +163,9 @@ pub struct IngressAnnotations {
     pub proxy_ssl: Option<proxy_ssl::ProxySslAnnotation>,
     /// Send to the Service's cluster IP instead of its endpoints.
     pub service_upstream: bool,
+    pub ssl_passthrough: bool,
+    pub custom_errors: Option<custom_errors::CustomErrors>,
+    pub server_alias: Option<Vec<String>>,
 }
 
 impl Default for IngressAnnotations {
@@ -199,6 +206,9 @@ impl Default for IngressAnnotations {
             next_upstream: Default::default(),
             proxy_ssl: None,
             service_upstream: false,
+            ssl_passthrough: false,
+            custom_errors: None,
+            server_alias: None,
         }
     }
 }
@@ -298,6 +308,9 @@ pub fn parse(
         next_upstream: r.next_upstream(),
         proxy_ssl: proxy_ssl::parse(&mut r),
         service_upstream: r.bool("service-upstream").unwrap_or(false),
+        ssl_passthrough: passthrough::parse(&mut r),
+        custom_errors: custom_errors::parse(&mut r),
+        server_alias: server_alias::parse(&mut r),
     };
     r.report_unknown();
     (parsed, r.errors)
@@ -429,6 +442,9 @@ impl Reader<'_> {
                 || canary::kept_on_canary(name)
                 || next_upstream::NAMES.contains(&name)
                 || proxy_ssl::NAMES.contains(&name)
+                || passthrough::NAMES.contains(&name)
+                || custom_errors::NAMES.contains(&name)
+                || server_alias::NAMES.contains(&name)
                 || (prefix == OWN_PREFIX && acme::NAMES.contains(&name))
             {
                 continue;

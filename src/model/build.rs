@@ -10,8 +10,10 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use rustls::sign::CertifiedKey;
 
 use super::acme::{self, WantedCertificate};
+use super::annotations::custom_errors::ErrorPages;
 use super::annotations::{self, AnnotationError};
 use super::matching::{HostKey, PathKind, RouteTable};
+use super::passthrough::PassthroughTable;
 use super::validation::{check_host, check_path};
 use super::{
     Backend, CertificateInfo, Config, Kind, NamespacedName, ObjectRef, Policy, Problem,
@@ -66,6 +68,8 @@ pub fn build(
         client_cert_conflicts: HashSet::new(),
         client_cert_policies: HashMap::new(),
         acme: Vec::new(),
+        passthrough: PassthroughTable::default(),
+        server_aliases: Vec::new(),
     };
     b.default_certificate(options);
 
@@ -84,7 +88,10 @@ pub fn build(
     for ingress in &canaries {
         b.canary_ingress(ingress);
     }
+    // After the canaries, so that an alias gets its host's canary too.
+    b.server_aliases();
     b.www_aliases();
+    b.passthrough_conflicts();
 
     let Builder {
         mut problems,
@@ -93,6 +100,7 @@ pub fn build(
         mut certificates,
         used_secrets,
         acme: mut wanted,
+        passthrough,
         ..
     } = b;
     // Two Ingresses naming the same Secret: the older one's entry is ordered.
@@ -119,6 +127,7 @@ pub fn build(
         problems,
         settings: options.settings.clone(),
         acme: wanted,
+        passthrough: Arc::new(passthrough),
     }
 }
 
@@ -206,6 +215,8 @@ struct Builder<'a> {
     /// Resolved client-certificate settings of this build, so Ingresses sharing a CA parse it once.
     client_cert_policies: client_cert::Resolved,
     acme: Vec<WantedCertificate>,
+    passthrough: PassthroughTable,
+    server_aliases: Vec<server_alias::PendingAliases>,
 }
 
 impl Builder<'_> {
@@ -286,7 +297,11 @@ impl Builder<'_> {
     fn ingress(&mut self, ingress: &Ingress) {
         let id = name_of(ingress);
         let object = ObjectRef::new(Kind::Ingress, &id.namespace, &id.name);
-        let annotations = self.annotations(&object, ingress.metadata.annotations.as_ref());
+        let (annotations, errors) = annotations::parse(ingress.metadata.annotations.as_ref());
+        if annotations.ssl_passthrough && self.passthrough(ingress, &id, &object) {
+            return;
+        }
+        self.report_annotation_errors(&object, errors);
         let Some(spec) = &ingress.spec else {
             self.problems.push(Problem::object(
                 object,
@@ -305,12 +320,27 @@ impl Builder<'_> {
         if let Some(ssl) = &annotations.proxy_ssl {
             policy.upstream.backend_tls = self.proxy_ssl(&object, &id.namespace, ssl);
         }
-        let policy = Arc::new(policy);
         let fallback = annotations
             .default_backend
             .as_deref()
             .and_then(|service| self.first_port_backend(&object, &id.namespace, service));
+        policy.error_pages = annotations.custom_errors.as_ref().map(|e| ErrorPages {
+            codes: e.codes.clone(),
+            backend: fallback.clone(),
+        });
+        let policy = Arc::new(policy);
 
+        if let Some(aliases) = &annotations.server_alias {
+            let rules = spec.rules.iter().flatten();
+            self.server_aliases.push(server_alias::PendingAliases {
+                object: object.clone(),
+                host: rules
+                    .filter_map(|r| r.host.as_deref())
+                    .find(|h| !h.is_empty() && !h.starts_with("*.") && check_host(h).is_ok())
+                    .map(|h| h.to_ascii_lowercase().into()),
+                aliases: aliases.clone(),
+            });
+        }
         // TLS hosts first: they decide which rules redirect to HTTPS.
         let mut tls_hosts: Vec<String> = Vec::new();
         for (i, tls) in spec.tls.iter().flatten().enumerate() {
@@ -495,6 +525,11 @@ impl Builder<'_> {
         raw: Option<&BTreeMap<String, String>>,
     ) -> annotations::IngressAnnotations {
         let (annotations, errors) = annotations::parse(raw);
+        self.report_annotation_errors(object, errors);
+        annotations
+    }
+
+    fn report_annotation_errors(&mut self, object: &ObjectRef, errors: Vec<AnnotationError>) {
         for e in errors {
             let kind = match e {
                 AnnotationError::Invalid { .. } => ProblemKind::InvalidAnnotation,
@@ -503,7 +538,6 @@ impl Builder<'_> {
             self.problems
                 .push(Problem::object(object.clone(), kind, e.to_string()));
         }
-        annotations
     }
 
     /// `from-to-www-redirect`: `www.example.com` redirects to `example.com` (or the other way round)
@@ -941,7 +975,9 @@ fn ingress_class(ingress: &Ingress) -> Option<&str> {
 
 mod canary;
 mod client_cert;
+mod passthrough;
 mod proxy_ssl;
+mod server_alias;
 mod service_upstream;
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ pub enum PathKind {
 }
 
 /// The routes of one host (or of "any host"), indexed for lookup.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PathTable<T> {
     exact: HashMap<Box<str>, T>,
     prefix: HashMap<Box<str>, T>,
@@ -236,6 +236,29 @@ impl<T> RouteTable<T> {
         .get_mut(kind, path)
     }
 
+    /// Serves `alias` with the routes `host` (exact, lower-case) has now: a server alias. `false`, and
+    /// nothing changes, when `alias` has rules of its own or `host` has none.
+    pub fn alias(&mut self, host: &str, alias: &HostKey) -> bool
+    where
+        T: Clone,
+    {
+        let Some(table) = self.exact.get(host).cloned() else {
+            return false;
+        };
+        let (map, name) = match alias {
+            HostKey::Exact(name) => (&mut self.exact, name),
+            HostKey::Wildcard(name) => (&mut self.wildcard, name),
+            HostKey::Any => return false,
+        };
+        match map.entry(name.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(table);
+                true
+            }
+        }
+    }
+
     /// Whether any rule names exactly this (lower-case) host.
     pub fn has_exact_host(&self, host: &str) -> bool {
         self.exact.contains_key(host)
@@ -249,6 +272,11 @@ impl<T> RouteTable<T> {
             .chain(std::iter::once(&self.any))
             .flat_map(PathTable::values)
             .chain(self.default.as_ref())
+    }
+
+    /// What serves unmatched requests, if anything does.
+    pub fn default_value(&self) -> Option<&T> {
+        self.default.as_ref()
     }
 
     /// Sets the backend for unmatched requests unless one is set already (the oldest Ingress wins).

@@ -10,6 +10,7 @@ pub mod build;
 pub mod htpasswd;
 pub mod matching;
 mod objects;
+pub mod passthrough;
 pub mod policy;
 pub mod validation;
 
@@ -47,6 +48,8 @@ pub struct Config {
     pub settings: Arc<Settings>,
     /// Certificates to obtain by ACME, one per Secret, oldest Ingress first.
     pub acme: Vec<acme::WantedCertificate>,
+    /// `ssl-passthrough` hosts, looked up by the HTTPS listener before TLS.
+    pub passthrough: Arc<passthrough::PassthroughTable>,
 }
 
 impl Config {
@@ -61,6 +64,7 @@ impl Config {
             problems: Vec::new(),
             settings,
             acme: Vec::new(),
+            passthrough: Arc::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ use http::HeaderValue;
 use super::annotations::balancing::Balancing;
 use super::annotations::basic_auth::BasicAuthPolicy;
 use super::annotations::client_cert::ClientCertPolicy;
+use super::annotations::custom_errors::ErrorPages;
 use super::annotations::external_auth::ExternalAuth;
 use super::annotations::next_upstream::NextUpstream;
 use super::annotations::proxy_ssl::BackendTlsPolicy;
@@ -39,6 +40,8 @@ pub struct Policy {
     pub limit_rate: Option<LimitRate>,
     /// Resolved by `build()` against the named Secret and the host's other Ingresses.
     pub client_cert: Option<ClientCertPolicy>,
+    /// `custom-http-errors`, resolved by `build()` against `default-backend`.
+    pub error_pages: Option<ErrorPages>,
     pub upstream: UpstreamPolicy,
     pub balancing: Balancing,
 }
@@ -103,6 +106,7 @@ impl Policy {
             basic_auth: None,
             external_auth: a.external_auth.clone(),
             client_cert: None,
+            error_pages: None,
             rate_limit: a.rate_limit.clone().map(|limit| RateLimitPolicy {
                 limit,
                 status: settings.limits.rate_limit_status.status(),

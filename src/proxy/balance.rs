@@ -61,7 +61,12 @@ impl MovedSession<'_> {
                     .find(|key| self.backend.ring().lookup(ring_hash(key)) == Some(index))?
             }
         };
-        let value = format!("{}={}{}", self.cookie.name, String::from_utf8_lossy(&key), self.tail);
+        let value = format!(
+            "{}={}{}",
+            self.cookie.name,
+            String::from_utf8_lossy(&key),
+            self.tail
+        );
         HeaderValue::from_str(&value).ok()
     }
 }

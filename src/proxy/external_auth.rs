@@ -400,7 +400,7 @@ fn signin_location(
 
 /// The client's `X-Request-ID`, or a new one (32 hex digits, as ingress-nginx makes) added to the
 /// request, so the auth service and the backend see the same.
-fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+pub(super) fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     if let Some(id) = headers.get(&X_REQUEST_ID) {
         return id.clone();
     }

@@ -154,6 +154,11 @@ impl Upstream {
         })
     }
 
+    /// The long-lived connections shutdown waits for.
+    pub fn tunnels(&self) -> &Tunnels {
+        &self.tunnels
+    }
+
     fn pool(
         &self,
         protocol: BackendProtocol,

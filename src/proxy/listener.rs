@@ -1,7 +1,8 @@
 //! Accept loops for the plain-HTTP and TLS listeners. Each connection is served by hyper with the limits
 //! of the live settings, and tracked so shutdown can drain it. With `proxy-protocol` on, a connection's
 //! PROXY header is read first, before TLS or HTTP. Settings and certificates change under a running
-//! listener; the socket never closes.
+//! listener; the socket never closes. With SSL passthrough hosts live, the HTTPS listener reads each
+//! ClientHello first (`passthrough`) and hands the connections of other hosts on unchanged.
 //!
 //! The HTTP version of a TLS connection is the one ALPN negotiated: `h2` is served as HTTP/2 only (an
 //! invalid connection preface ends the connection, RFC 9113 §3.4), `http/1.1` or no ALPN as HTTP/1.1
@@ -28,12 +29,14 @@ use tokio_rustls::server::TlsStream;
 
 use super::connection::ClientCertificate;
 use super::framing::{AmbiguousFraming, Framing, Heads};
+use super::passthrough::{self, Routed};
 use super::proxy_protocol::{self, Prefixed, Reading};
 use super::termination::ServerConfigs;
 use super::timeouts::{Protocol, TimedIo, Timeouts, Tracker};
 use super::{Connection, Proxy, Scheme};
 use crate::metrics::OpenConnection;
 use crate::model::ConfigHandle;
+use crate::model::passthrough::PassthroughTable;
 use crate::settings::{Limits, ProxyProtocol, Settings};
 
 /// hyper refuses read buffers smaller than this.
@@ -106,7 +109,12 @@ impl Listener {
                 _ = async { let _ = stop.wait_for(|stopped| *stopped).await; } => return,
             };
             let _ = tcp.set_nodelay(true);
-            let settings = self.config.load().settings.clone();
+            let config = self.config.load();
+            let settings = config.settings.clone();
+            let passthrough = Some(&config.passthrough)
+                .filter(|t| self.tls.is_some() && !t.is_empty())
+                .cloned();
+            drop(config);
             if settings.limits != limits {
                 limits = settings.limits.clone();
                 builder = Arc::new(Builders::new(&limits));
@@ -117,6 +125,8 @@ impl Listener {
                 scheme,
                 reading: reading(&settings, peer, proxy_headers.clone()),
                 tls: self.tls.as_ref().map(|t| t.load_full()),
+                passthrough,
+                connect_timeout: settings.upstream.connect_timeout.0,
                 handshake_timeout: limits.handshake_timeout.0,
                 timeouts: Timeouts {
                     header_read: limits.header_read_timeout.0,
@@ -241,6 +251,10 @@ struct Accepted {
     scheme: Scheme,
     reading: Reading,
     tls: Option<Arc<ServerConfigs>>,
+    /// The live `ssl-passthrough` hosts, on the HTTPS listener when there are any.
+    passthrough: Option<Arc<PassthroughTable>>,
+    /// For passthrough connections to their backend.
+    connect_timeout: Duration,
     handshake_timeout: Duration,
     timeouts: Timeouts,
     max_head: usize,
@@ -265,6 +279,8 @@ impl Accepted {
             scheme,
             reading,
             tls,
+            passthrough,
+            connect_timeout,
             handshake_timeout,
             timeouts,
             max_head,
@@ -283,6 +299,23 @@ impl Accepted {
             return;
         };
         drop(reading);
+        let tcp = match &passthrough {
+            None => tcp,
+            Some(table) => match passthrough::route(tcp, table, handshake_timeout).await {
+                Routed::Terminate(tcp) => tcp,
+                Routed::Passthrough(to, tcp) => {
+                    let tunnels = proxy.upstream.tunnels();
+                    passthrough::splice(tcp, origin.peer, to, connect_timeout, tunnels, &metrics)
+                        .await;
+                    return;
+                }
+                Routed::TimedOut => {
+                    metrics.tls_handshake_failed(handshake_timeout);
+                    tracing::debug!(peer = %origin.peer, "TLS handshake timed out");
+                    return;
+                }
+            },
+        };
         // TLS first: the connection's facts include the client certificate the handshake received.
         let (io, client_cert) = match tls {
             None => (Io::Plain(tcp), ClientCertificate::not_requested()),

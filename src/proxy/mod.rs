@@ -9,13 +9,16 @@ mod body;
 mod canary;
 mod client;
 mod client_cert;
+pub mod client_hello;
 mod connection;
 mod cors;
+mod error_pages;
 mod external_auth;
 mod forward;
 mod framing;
 mod limit_rate;
 pub mod listener;
+mod passthrough;
 mod pool;
 pub mod proxy_protocol;
 mod ratelimit;
@@ -104,9 +107,10 @@ impl Proxy {
     /// (fixed, HTTPS, www, app-root) first, then the source-range check (deny, then allow), the
     /// rate limits, the client certificate, CORS preflights (before auth, as browsers send no
     /// credentials on them), the body-size check, basic auth, external auth (`auth-url`), and the
-    /// backend, whose response body `limit-rate` paces; HSTS is added to HTTPS responses for hosts
-    /// that have a certificate, CORS headers to every answer of a route with CORS, the auth
-    /// service's cookies to answers of a route with external auth.
+    /// backend, whose response body `limit-rate` paces (for a `custom-http-errors` status, the error
+    /// backend's answer instead); HSTS is added to HTTPS responses for hosts that have a
+    /// certificate, CORS headers to every answer of a route with CORS, the auth service's cookies to
+    /// answers of a route with external auth.
     async fn answer(
         &self,
         conn: &Connection,
@@ -194,8 +198,18 @@ impl Proxy {
             None => {
                 let body_idle_timeout = config.settings.limits.request_body_timeout.0;
                 drop(config);
-                self.forward(conn, client, &route, req, body_idle_timeout, exchange)
-                    .await
+                let pages = route.policy.error_pages.as_ref();
+                let original = pages.map(|_| error_pages::Original::of(&mut req));
+                let resp = self
+                    .forward(conn, client, &route, req, body_idle_timeout, exchange)
+                    .await;
+                match (pages, original) {
+                    (Some(pages), Some(original)) => {
+                        let (up, live) = (&self.upstream, &self.config);
+                        error_pages::replace(up, live, &route, pages, original, resp).await
+                    }
+                    _ => resp,
+                }
             }
         };
         if let Some(value) = hsts {

@@ -390,6 +390,12 @@ impl<S> Prefixed<S> {
             inner,
         }
     }
+
+    /// The bytes not yet yielded, and the stream they came from.
+    pub fn into_parts(mut self) -> (Vec<u8>, S) {
+        self.prefix.drain(..self.offset);
+        (self.prefix, self.inner)
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {

@@ -1,14 +1,15 @@
-//! Upgraded connections (WebSocket and the like) outlive the HTTP exchange that opened them, so the
-//! HTTP server's graceful shutdown does not see them. They are tracked here: shutdown waits for them
-//! to end on their own, and when the drain deadline comes closes them with a FIN in both directions
-//! rather than dropping them with the process.
+//! Upgraded connections (WebSocket and the like) outlive the HTTP exchange that opened them, and SSL
+//! passthrough connections never had one, so the HTTP server's graceful shutdown cannot ask them to
+//! finish. They are tracked here: shutdown waits for them to end on their own, and when the drain
+//! deadline comes closes them with a FIN in both directions rather than dropping them with the
+//! process.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, watch};
 
 #[derive(Clone)]
@@ -37,22 +38,24 @@ impl Default for Tunnels {
 impl Tunnels {
     /// Copies bytes both ways until either side closes, or until [`Tunnels::close`].
     pub fn spawn(&self, client: Upgraded, backend: Upgraded) {
+        // Counted before the task starts, so a drain that begins meanwhile waits for it.
+        let open = self.enter();
+        tokio::spawn(open.carry(TokioIo::new(client), TokioIo::new(backend)));
+    }
+
+    /// Copies bytes both ways between two streams (an SSL passthrough connection and its backend)
+    /// until either side closes, or until [`Tunnels::close`].
+    pub async fn carry<A, B>(&self, client: A, backend: B)
+    where
+        A: AsyncRead + AsyncWrite + Unpin,
+        B: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.enter().carry(client, backend).await
+    }
+
+    fn enter(&self) -> Open {
         self.inner.open.fetch_add(1, Ordering::AcqRel);
-        let inner = self.inner.clone();
-        let mut closing = inner.closing.subscribe();
-        tokio::spawn(async move {
-            let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
-            tokio::select! {
-                _ = tokio::io::copy_bidirectional(&mut client, &mut backend) => {}
-                _ = async { let _ = closing.wait_for(|c| *c).await; } => {
-                    let _ = client.shutdown().await;
-                    let _ = backend.shutdown().await;
-                }
-            }
-            if inner.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-                inner.all_closed.notify_waiters();
-            }
-        });
+        Open(self.inner.clone())
     }
 
     pub fn open(&self) -> usize {
@@ -74,5 +77,33 @@ impl Tunnels {
     pub async fn close(&self) {
         self.inner.closing.send_replace(true);
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.idle()).await;
+    }
+}
+
+/// One open tunnel, counted until it is dropped.
+struct Open(Arc<Inner>);
+
+impl Open {
+    async fn carry<A, B>(self, mut client: A, mut backend: B)
+    where
+        A: AsyncRead + AsyncWrite + Unpin,
+        B: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut closing = self.0.closing.subscribe();
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut client, &mut backend) => {}
+            _ = async { let _ = closing.wait_for(|c| *c).await; } => {
+                let _ = client.shutdown().await;
+                let _ = backend.shutdown().await;
+            }
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
     }
 }

@@ -300,3 +300,42 @@ fn unknown_and_snippet_annotations_are_reported() {
             && messages[2].contains("not a Portcullis annotation")
     );
 }
+
+#[test]
+fn custom_http_errors_are_sorted_error_codes() {
+    let (a, errors) = nginx("custom-http-errors", " 503,404 ,404, 502");
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(a.custom_errors.unwrap().codes, [404, 502, 503]);
+    for bad in ["404,abc", "200", "", "600", "404;503"] {
+        let (a, errors) = nginx("custom-http-errors", bad);
+        assert!(a.custom_errors.is_none(), "{bad:?}");
+        assert_eq!(errors.len(), 1, "{bad:?}: {errors:?}");
+    }
+}
+
+#[test]
+fn ssl_passthrough_is_a_boolean() {
+    assert!(nginx("ssl-passthrough", "true").0.ssl_passthrough);
+    assert!(!nginx("ssl-passthrough", "false").0.ssl_passthrough);
+    let (a, errors) = nginx("ssl-passthrough", "yes");
+    assert!(!a.ssl_passthrough);
+    one_error(&errors, "not a boolean");
+}
+
+#[test]
+fn server_alias_is_a_list_of_host_names() {
+    let (a, errors) = nginx(
+        "server-alias",
+        "WWW.example.com, *.example.org,www.example.com",
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        a.server_alias.unwrap(),
+        ["www.example.com", "*.example.org"]
+    );
+    for bad in ["", "a b.example.com", "example.com, http://x"] {
+        let (a, errors) = nginx("server-alias", bad);
+        assert!(a.server_alias.is_none(), "{bad:?}");
+        assert_eq!(errors.len(), 1, "{bad:?}: {errors:?}");
+    }
+}

@@ -1143,3 +1143,209 @@ fn a_canary_without_primary_or_a_second_canary_is_reported() {
         about("lost")
     );
 }
+
+fn passthrough_options() -> BuildOptions {
+    let mut settings = Settings::default();
+    settings.tls.ssl_passthrough = true;
+    BuildOptions {
+        settings: Arc::new(settings),
+        ..options()
+    }
+}
+
+const PASSTHROUGH: &str = "nginx.ingress.kubernetes.io/ssl-passthrough: \"true\"";
+
+#[test]
+fn passthrough_hosts_go_to_the_backend_of_their_root_path() {
+    let yaml = [
+        annotated_ingress(
+            "cd",
+            PASSTHROUGH,
+            "CD.example.com",
+            &[("/", "Prefix"), ("/api", "Prefix")],
+            "argocd",
+        ),
+        service("argocd"),
+    ]
+    .concat();
+    let config = build_with(&yaml, &passthrough_options());
+    let entry = config
+        .passthrough
+        .get("cd.example.com")
+        .expect("passed through");
+    assert_eq!(entry.backend.service.name, "argocd");
+    assert_eq!(entry.ingress.name, "cd");
+    assert!(config.passthrough.get("example.com").is_none());
+    // The other path is reported; plain HTTP for the host redirects to HTTPS.
+    assert!(
+        config
+            .problems
+            .iter()
+            .any(|p| p.kind == ProblemKind::InvalidRule
+                && p.message
+                    .contains("paths[1]: ssl-passthrough uses the path / alone")),
+        "{:?}",
+        config.problems
+    );
+    let r = config.routes.lookup("cd.example.com", "/x").unwrap();
+    assert!(r.https_redirect && r.backend.endpoints.is_empty());
+}
+
+#[test]
+fn passthrough_ignores_and_reports_every_other_annotation() {
+    let annotations = format!(
+        "{PASSTHROUGH}, nginx.ingress.kubernetes.io/whitelist-source-range: \"bogus\", portcullis.io/hsts: \"false\""
+    );
+    let yaml = [
+        annotated_ingress(
+            "cd",
+            &annotations,
+            "cd.example.com",
+            &[("/", "Prefix")],
+            "argocd",
+        ),
+        service("argocd"),
+    ]
+    .concat();
+    let config = build_with(&yaml, &passthrough_options());
+    let messages: Vec<&str> = config.problems.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    for key in [
+        "nginx.ingress.kubernetes.io/whitelist-source-range",
+        "portcullis.io/hsts",
+    ] {
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains(&format!("{key} is ignored"))),
+            "{messages:?}"
+        );
+    }
+    assert!(config.passthrough.get("cd.example.com").is_some());
+}
+
+#[test]
+fn passthrough_needs_the_flag_and_is_otherwise_served_terminated() {
+    let yaml = [
+        annotated_ingress(
+            "cd",
+            PASSTHROUGH,
+            "cd.example.com",
+            &[("/", "Prefix")],
+            "argocd",
+        ),
+        service("argocd"),
+    ]
+    .concat();
+    let config = build_yaml(&yaml);
+    assert!(config.passthrough.is_empty());
+    assert_eq!(kinds(&config), [ProblemKind::InvalidAnnotation]);
+    assert_eq!(
+        route(&config, "cd.example.com", "/").as_deref(),
+        Some("cd->argocd")
+    );
+}
+
+#[test]
+fn passthrough_needs_an_exact_host_and_the_older_ingress_keeps_one() {
+    let yaml = [
+        ingress(
+            "terminated",
+            "2024-01-01T00:00:00Z",
+            "cd.example.com",
+            "/ui",
+            "Prefix",
+            "a",
+        ),
+        annotated_ingress(
+            "wild",
+            PASSTHROUGH,
+            "'*.example.com'",
+            &[("/", "Prefix")],
+            "a",
+        ),
+        annotated_ingress("cd", PASSTHROUGH, "cd.example.com", &[("/", "Prefix")], "a"),
+        annotated_ingress(
+            "cd2",
+            PASSTHROUGH,
+            "cd.example.com",
+            &[("/", "Prefix")],
+            "b",
+        ),
+        service("a"),
+        service("b"),
+    ]
+    .concat();
+    let config = build_with(&yaml, &passthrough_options());
+    let of = |name: &str| -> Vec<&str> {
+        config
+            .problems
+            .iter()
+            .filter(|p| p.object.as_ref().is_some_and(|o| o.name == name))
+            .map(|p| p.message.as_str())
+            .collect()
+    };
+    assert!(
+        of("wild")[0].contains("needs an exact host"),
+        "{:?}",
+        of("wild")
+    );
+    let entry = config.passthrough.get("cd.example.com").unwrap();
+    assert_eq!(
+        (
+            entry.ingress.name.as_str(),
+            entry.backend.service.name.as_str()
+        ),
+        ("cd", "a")
+    );
+    assert!(of("cd2")[0].contains("already passed through to the older Ingress ns/cd"));
+    assert!(
+        of("terminated")[0].contains("never reach this Ingress's rules"),
+        "{:?}",
+        of("terminated")
+    );
+}
+
+#[test]
+fn server_aliases_serve_every_route_of_the_host_unless_they_have_rules() {
+    let yaml = [
+        annotated_ingress(
+            "shop",
+            "nginx.ingress.kubernetes.io/server-alias: \"Shop.example.net, taken.example.com, *.shop.example.org\"",
+            "shop.example.com",
+            &[("/", "Prefix")],
+            "a",
+        ),
+        ingress("api", "2024-01-01T00:00:00Z", "shop.example.com", "/api", "Prefix", "b"),
+        ingress("taken", "2024-01-01T00:00:00Z", "taken.example.com", "/", "Prefix", "b"),
+        service("a"),
+        service("b"),
+    ]
+    .concat();
+    let config = build_yaml(&yaml);
+    for host in ["shop.example.net", "x.shop.example.org"] {
+        assert_eq!(
+            route(&config, host, "/").as_deref(),
+            Some("shop->a"),
+            "{host}"
+        );
+        assert_eq!(
+            route(&config, host, "/api/v1").as_deref(),
+            Some("api->b"),
+            "{host}"
+        );
+    }
+    assert_eq!(
+        route(&config, "taken.example.com", "/").as_deref(),
+        Some("taken->b")
+    );
+    assert_eq!(kinds(&config), [ProblemKind::RuleConflict]);
+    assert!(
+        config.problems[0]
+            .message
+            .contains("\"taken.example.com\" is ignored")
+            && config.problems[0].message.contains("ns/taken"),
+        "{:?}",
+        config.problems
+    );
+}
