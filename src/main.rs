@@ -19,6 +19,9 @@ fn main() -> std::process::ExitCode {
         print!("{schema}");
         return std::process::ExitCode::SUCCESS;
     }
+    if let Some(Command::Check(check)) = &args.command {
+        return portcullis::check::main(check);
+    }
     init_logging(&args);
     let runtime = match runtime_builder(args.worker_threads).enable_all().build() {
         Ok(rt) => rt,
