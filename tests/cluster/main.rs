@@ -7,6 +7,7 @@
 //! (EndpointSlices may not point at loopback addresses) and nothing touches the host's network.
 
 mod chart;
+mod check;
 mod conformance;
 mod fault_proxy;
 mod harness;
@@ -24,7 +25,7 @@ fn main() -> std::process::ExitCode {
     let names: Vec<&'static str> = scenarios::NAMES
         .iter()
         .chain(chart::NAMES)
-        .chain(&[conformance::NAME, measure::NAME])
+        .chain(&[conformance::NAME, measure::NAME, check::NAME])
         .copied()
         .collect();
     let selected = |name: &str| {
@@ -71,6 +72,8 @@ fn main() -> std::process::ExitCode {
                         measure::run(&cp, slot).await
                     } else if name == conformance::NAME {
                         conformance::run(cp.clone()).await
+                    } else if name == check::NAME {
+                        check::run(&cp, slot).await
                     } else if chart::NAMES.contains(&name) {
                         chart::run(name, &cp, slot).await
                     } else {
