@@ -199,6 +199,7 @@ pub struct CheckArgs {
     #[arg(long, value_name = "FILE")]
     pub configmap: Option<PathBuf>,
 
+    /// The same report as text for people or JSON for scripts.
     #[arg(long, value_enum, default_value_t = CheckOutput::Text)]
     pub output: CheckOutput,
 }

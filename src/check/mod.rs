@@ -266,17 +266,16 @@ pub fn check(
     let mut selected = snapshot.clone();
     selected.ingress_classes.clear();
     selected.ingresses.retain(|i| {
-        let in_namespace = args
-            .namespace
+        args.namespace
             .as_deref()
-            .is_none_or(|ns| i.metadata.namespace.as_deref() == Some(ns));
-        in_namespace
-            && match class_of(i) {
-                Some(c) => c == class,
-                None => default_class,
-            }
+            .is_none_or(|ns| i.metadata.namespace.as_deref() == Some(ns))
     });
-    let other_classes = snapshot.ingresses.len() - selected.ingresses.len();
+    let in_namespace = selected.ingresses.len();
+    selected.ingresses.retain(|i| match class_of(i) {
+        Some(c) => c == class,
+        None => default_class,
+    });
+    let other_classes = in_namespace - selected.ingresses.len();
     for ingress in &mut selected.ingresses {
         Arc::make_mut(ingress)
             .spec
