@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::cli::{CheckArgs, CheckOutput};
 use crate::model::annotations::{self, AnnotationError, NGINX_PREFIX, OWN_PREFIX, catalog};
+use crate::model::build::{DEFAULT_CLASS_ANNOTATION, ingress_class};
 use crate::model::{
     BuildOptions, Config, Kind, ObjectRef, PathKind, Problem, ProblemKind, Snapshot, build,
 };
@@ -27,8 +28,6 @@ use crate::tls::{self, CertStore};
 
 /// How long reading a cluster may take before the check gives up (exit code 2).
 const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
-const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
-const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 
 /// Runs the check and prints the report; the exit code is the report's verdict.
 pub fn main(args: &CheckArgs) -> ExitCode {
@@ -271,7 +270,7 @@ pub fn check(
             .is_none_or(|ns| i.metadata.namespace.as_deref() == Some(ns))
     });
     let in_namespace = selected.ingresses.len();
-    selected.ingresses.retain(|i| match class_of(i) {
+    selected.ingresses.retain(|i| match ingress_class(i) {
         Some(c) => c == class,
         None => default_class,
     });
@@ -351,22 +350,6 @@ pub fn check(
     })
 }
 
-fn class_of(ingress: &Ingress) -> Option<&str> {
-    ingress
-        .spec
-        .as_ref()
-        .and_then(|s| s.ingress_class_name.as_deref())
-        .or_else(|| {
-            ingress
-                .metadata
-                .annotations
-                .as_ref()?
-                .get(LEGACY_CLASS_ANNOTATION)
-                .map(String::as_str)
-        })
-        .filter(|c| !c.is_empty())
-}
-
 fn ingress_report(
     ingress: &Ingress,
     object: &ObjectRef,
@@ -385,8 +368,10 @@ fn ingress_report(
         })
         .map(|p| (p, p.message.as_str()))
         .collect();
-    let (parsed, _) = annotations::parse(ingress.metadata.annotations.as_ref());
+    let (parsed, errors) = annotations::parse(ingress.metadata.annotations.as_ref());
     let spec = ingress.spec.as_ref();
+    // Problems of rules that have no paths to show them on.
+    let mut unplaced = Vec::new();
     let mut routes = Vec::new();
     for (r, rule) in spec
         .and_then(|s| s.rules.as_ref())
@@ -396,6 +381,9 @@ fn ingress_report(
     {
         let host = rule.host.as_deref().filter(|h| !h.is_empty());
         let rule_problems = take(&mut rest, &format!("spec.rules[{r}]"));
+        if rule.http.as_ref().is_none_or(|h| h.paths.is_empty()) {
+            unplaced.extend(rule_problems.iter().cloned());
+        }
         for (p, path) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
             let mut problems = rule_problems.clone();
             problems.extend(take(&mut rest, &format!("spec.rules[{r}].http.paths[{p}]")));
@@ -481,8 +469,10 @@ fn ingress_report(
         });
     }
 
-    let annotations = annotation_reports(ingress);
-    let problems: Vec<ProblemReport> = rest.iter().map(|(p, m)| ProblemReport::new(p, m)).collect();
+    let annotations = annotation_reports(ingress, &errors);
+    let mut problems: Vec<ProblemReport> =
+        rest.iter().map(|(p, m)| ProblemReport::new(p, m)).collect();
+    problems.extend(unplaced);
     let differs = annotations.iter().any(|a| a.verdict != "same")
         || problems.iter().any(|p| p.differs)
         || routes.iter().flat_map(|r| &r.problems).any(|p| p.differs)
@@ -562,9 +552,8 @@ fn backend_label(
 }
 
 /// Every annotation under either prefix, in key order, with its verdict.
-fn annotation_reports(ingress: &Ingress) -> Vec<AnnotationReport> {
+fn annotation_reports(ingress: &Ingress, errors: &[AnnotationError]) -> Vec<AnnotationReport> {
     let all = ingress.metadata.annotations.as_ref();
-    let (_, errors) = annotations::parse(all);
     let mut reports = Vec::new();
     for (key, value) in all.into_iter().flatten() {
         let (own, name) = match (key.strip_prefix(OWN_PREFIX), key.strip_prefix(NGINX_PREFIX)) {
@@ -574,7 +563,7 @@ fn annotation_reports(ingress: &Ingress) -> Vec<AnnotationReport> {
         };
         let mut invalid = Vec::new();
         let mut unsupported = Vec::new();
-        for e in &errors {
+        for e in errors {
             match e {
                 AnnotationError::Invalid { key: k, reason } if k == key => {
                     invalid.push(reason.clone())
