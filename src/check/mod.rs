@@ -633,3 +633,37 @@ fn date(unix: i64) -> String {
     k8s_openapi::jiff::Timestamp::from_second(unix)
         .map_or_else(|_| unix.to_string(), |t| t.strftime("%Y-%m-%d").to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(kind: ProblemKind, message: &str) -> Problem {
+        Problem::object(ObjectRef::new(Kind::Ingress, "web", "app"), kind, message)
+    }
+
+    #[test]
+    fn problems_go_to_the_rule_or_path_they_name() {
+        let problems = [
+            problem(ProblemKind::InvalidRule, "spec.rules[1]: host is invalid"),
+            problem(ProblemKind::InvalidRule, "spec.rules[10]: host is invalid"),
+            problem(
+                ProblemKind::MissingService,
+                "spec.rules[1].http.paths[0]: Service web/x does not exist; requests get 503",
+            ),
+        ];
+        let mut rest: Vec<(&Problem, &str)> =
+            problems.iter().map(|p| (p, p.message.as_str())).collect();
+        let rule = take(&mut rest, "spec.rules[1]");
+        assert_eq!(rule.len(), 1);
+        assert_eq!(rule[0].message, "host is invalid");
+        let path = take(&mut rest, "spec.rules[1].http.paths[0]");
+        assert_eq!(path[0].kind, "missing-service");
+        assert!(
+            !path[0].differs,
+            "a missing Service answers 503 under ingress-nginx too"
+        );
+        assert_eq!(rest.len(), 1);
+        assert!(take(&mut rest, "spec.rules[10]")[0].differs);
+    }
+}
