@@ -175,6 +175,10 @@ fn unreadable_input_exits_two() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read --manifests"));
 
+    let out = check(&["--kubeconfig", "/nonexistent/kubeconfig"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to the cluster"));
+
     let not_a_configmap = format!("{FIXTURES}/corpus/00-classes.yaml");
     let out = check(&[
         "--manifests",

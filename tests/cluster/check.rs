@@ -111,5 +111,25 @@ pub async fn run(cp: &ControlPlane, _slot: u8) -> Result<()> {
         kinds.contains(&"invalid-auth-secret"),
         "the auth Secret was read by name: {admin}"
     );
+
+    // An identity without the controller's permissions cannot list: bad input, and the refusal is
+    // named while it waits.
+    cp.kubectl(&["-n", &ns, "create", "serviceaccount", "nobody"])?;
+    let nobody = cp.service_account_kubeconfig(&ns, "nobody")?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--namespace", &ns, "--kubeconfig"])
+        .arg(&nobody)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(2),
+        "exit code {:?}: {stderr}",
+        out.status.code()
+    );
+    ensure!(
+        stderr.contains("forbidden") || stderr.contains("Forbidden"),
+        "{stderr}"
+    );
+    ensure!(stderr.contains("could not list"), "{stderr}");
     Ok(())
 }
