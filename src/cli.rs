@@ -177,6 +177,45 @@ pub enum Command {
         #[arg(value_enum, default_value_t = SchemaKind::ChartValues)]
         of: SchemaKind,
     },
+    /// Report, per Ingress, what Portcullis would serve and how each annotation behaves here (same,
+    /// differs, unsupported, invalid). Exit code 0: all the same; 1: something differs; 2: bad input.
+    Check(CheckArgs),
+}
+
+/// `portcullis check`: what Portcullis would make of Ingresses written for ingress-nginx.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckArgs {
+    /// Read the objects from the YAML files in DIR instead of a cluster.
+    #[arg(long, value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+
+    /// Kubeconfig for reading a cluster (read-only, with the controller's permissions); without it, the
+    /// in-cluster service account, then `KUBECONFIG`.
+    #[arg(long, value_name = "FILE", conflicts_with = "manifests")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Check only this namespace.
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+
+    /// The class of the Ingresses to migrate (`spec.ingressClassName` or the legacy annotation); with
+    /// no class given, an Ingress is checked when this IngressClass is the default one.
+    #[arg(long, value_name = "CLASS", default_value = "nginx")]
+    pub ingress_class: String,
+
+    /// An ingress-nginx ConfigMap (YAML) whose keys to translate.
+    #[arg(long, value_name = "FILE")]
+    pub configmap: Option<PathBuf>,
+
+    /// The same report as text for people or JSON for scripts.
+    #[arg(long, value_enum, default_value_t = CheckOutput::Text)]
+    pub output: CheckOutput,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckOutput {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -9,6 +9,7 @@ pub mod access_log;
 pub mod acme;
 pub mod admin;
 pub mod chart;
+pub mod check;
 pub mod cli;
 pub mod events;
 pub mod leader;

@@ -19,7 +19,12 @@ fn main() -> std::process::ExitCode {
         print!("{schema}");
         return std::process::ExitCode::SUCCESS;
     }
-    init_logging(&args);
+    if let Some(Command::Check(check)) = &args.command {
+        // Only what goes wrong (a watch refused by RBAC, say) goes to stderr beside the report.
+        init_logging(&args, "warn");
+        return portcullis::check::main(check);
+    }
+    init_logging(&args, "info");
     let runtime = match runtime_builder(args.worker_threads).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -57,10 +62,10 @@ fn runtime_builder(worker_threads: usize) -> tokio::runtime::Builder {
     }
 }
 
-fn init_logging(args: &Args) {
+fn init_logging(args: &Args, default_level: &str) {
     let filter = match &args.log_level {
         Some(level) => EnvFilter::new(level),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
     };
     // `--access-log` is heard whatever the level, unless the filter says otherwise for its target.
     let access = portcullis::access_log::TARGET;

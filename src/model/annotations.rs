@@ -12,6 +12,7 @@ use crate::settings::{ByteSize, Cidr, RedirectCode};
 pub mod acme;
 pub mod balancing;
 pub mod canary;
+pub mod catalog;
 mod cors;
 mod denylist;
 mod limit_rate;
@@ -82,16 +83,6 @@ pub const SUPPORTED: &[&str] = &[
     "limit-rate",
     "limit-rate-after",
     "service-upstream",
-];
-
-/// ingress-nginx annotations that inject raw configuration; refused by design (they were the source of
-/// several critical ingress-nginx vulnerabilities).
-const SNIPPETS: &[&str] = &[
-    "configuration-snippet",
-    "server-snippet",
-    "auth-snippet",
-    "stream-snippet",
-    "modsecurity-snippet",
 ];
 
 /// How Portcullis talks to the backend.
@@ -218,7 +209,7 @@ impl Default for IngressAnnotations {
 pub enum AnnotationError {
     #[error("annotation {key}: {reason}")]
     Invalid { key: String, reason: String },
-    #[error("annotation {key} is not supported by Portcullis and is ignored{hint}")]
+    #[error("annotation {key} is not supported by Portcullis and is ignored: {hint}")]
     Unsupported { key: String, hint: &'static str },
 }
 
@@ -454,15 +445,10 @@ impl Reader<'_> {
                     key: key.clone(),
                     reason: "is not a Portcullis annotation (see docs/annotations.md)".into(),
                 }
-            } else if SNIPPETS.contains(&name) {
-                AnnotationError::Unsupported {
-                    key: key.clone(),
-                    hint: ": snippets inject raw proxy configuration and are refused by design",
-                }
             } else {
                 AnnotationError::Unsupported {
                     key: key.clone(),
-                    hint: " (see docs/migrating-from-ingress-nginx.md)",
+                    hint: catalog::advice(name),
                 }
             };
             self.errors.push(error);

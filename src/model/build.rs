@@ -26,7 +26,7 @@ use crate::vocab::hosts::host_covered_by;
 /// The IngressClass `spec.controller` value that names Portcullis.
 pub const CONTROLLER_NAME: &str = "portcullis.io/ingress-controller";
 const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
-const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Settings of the translation that come from the command line, not from objects.
@@ -957,7 +957,7 @@ fn compile_path_regex(path: &str) -> Result<regex::Regex, String> {
 }
 
 /// The class an Ingress asks for: `spec.ingressClassName`, else the legacy annotation.
-fn ingress_class(ingress: &Ingress) -> Option<&str> {
+pub fn ingress_class(ingress: &Ingress) -> Option<&str> {
     ingress
         .spec
         .as_ref()

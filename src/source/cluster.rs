@@ -349,3 +349,19 @@ pub async fn publish(
         tokio::time::sleep(DEBOUNCE).await;
     }
 }
+
+/// The first complete snapshot, read by the same watches (so with the same permissions) as the
+/// controller's; the watches stop once it is taken. For `portcullis check`.
+pub async fn snapshot_once(client: Client, namespace: Option<&str>) -> anyhow::Result<Snapshot> {
+    let (stores, changed) = start(client, namespace, Arc::new(Metrics::new()?));
+    let (tx, mut rx) = watch::channel(None);
+    let task = tokio::spawn(publish(stores, changed, tx));
+    let snapshot = rx.wait_for(Option::is_some).await.map(|s| s.clone());
+    task.abort();
+    match snapshot {
+        Ok(Some(snapshot)) => Ok(Arc::unwrap_or_clone(snapshot)),
+        _ => Err(anyhow::anyhow!(
+            "the watches ended before the first complete list"
+        )),
+    }
+}

@@ -8,6 +8,7 @@
 
 mod acme;
 mod chart;
+mod check;
 mod conformance;
 mod fault_proxy;
 mod harness;
@@ -28,7 +29,7 @@ fn main() -> std::process::ExitCode {
         .chain(chart::NAMES)
         .chain(traffic::NAMES)
         .chain(acme::NAMES)
-        .chain(&[conformance::NAME, measure::NAME])
+        .chain(&[conformance::NAME, measure::NAME, check::NAME])
         .copied()
         .collect();
     let selected = |name: &str| {
@@ -77,6 +78,8 @@ fn main() -> std::process::ExitCode {
                         conformance::run(cp.clone()).await
                     } else if acme::NAMES.contains(&name) {
                         acme::run(name, &cp, slot).await
+                    } else if name == check::NAME {
+                        check::run(&cp, slot).await
                     } else if chart::NAMES.contains(&name) {
                         chart::run(name, &cp, slot).await
                     } else if traffic::NAMES.contains(&name) {

@@ -74,7 +74,7 @@ pub(super) fn parse(r: &mut Reader<'_>) -> Option<BasicAuthAnnotation> {
         "digest" => {
             r.errors.push(AnnotationError::Unsupported {
                 key: type_key,
-                hint: ": digest authentication is not implemented; the Ingress's routes answer 503 (use basic)",
+                hint: "digest authentication is not implemented; the Ingress's routes answer 503 (use basic)",
             });
             return Some(BasicAuthAnnotation::Invalid);
         }

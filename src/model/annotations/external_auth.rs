@@ -382,7 +382,7 @@ pub(super) fn parse(r: &mut Reader<'_>) -> Option<ExternalAuth> {
     if let Some((key, _)) = r.get("auth-proxy-set-headers") {
         r.errors.push(AnnotationError::Unsupported {
             key,
-            hint: ": headers from a ConfigMap are not implemented; the Ingress's routes answer 503 \
+            hint: "headers from a ConfigMap are not implemented; the Ingress's routes answer 503 \
                    (have the auth service derive them, see docs/annotations.md)",
         });
         return Some(ExternalAuth::Invalid);

@@ -292,9 +292,11 @@ fn unknown_and_snippet_annotations_are_reported() {
     let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert_eq!(messages.len(), 3, "{messages:?}");
     assert!(
-        messages[0].contains("configuration-snippet") && messages[0].contains("refused by design")
+        messages[0].contains("configuration-snippet")
+            && messages[0].contains("Raw configuration injection")
     );
-    assert!(messages[1].contains("enable-modsecurity") && messages[1].contains("not supported"));
+    // With the migration guide's advice.
+    assert!(messages[1].contains("enable-modsecurity") && messages[1].ends_with("No WAF."));
     assert!(
         messages[2].contains("ssl-redirects")
             && messages[2].contains("not a Portcullis annotation")
