@@ -102,15 +102,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let state_dir = args.state_dir.as_deref().ok_or(
                 "Ingresses ask for ACME certificates but --state-dir is not set; none is ordered",
             );
-            let (orderer, issued) =
-                acme::file_orderer(provider.clone(), challenges, state_dir, metrics.clone());
+            let (read_tx, read) = watch::channel(None);
+            let (orderer, issued) = acme::file_orderer(
+                provider.clone(),
+                challenges,
+                state_dir,
+                read.clone(),
+                metrics.clone(),
+            );
             // The only process: always the orderer.
             let (_always, ordering) = watch::channel(true);
             tokio::spawn(async move {
                 let _always = _always;
                 orderer.run(published, ordering).await
             });
-            let (read_tx, read) = watch::channel(None);
             tokio::spawn(acme::add_issued_secrets(read, issued, snapshots_tx));
             tokio::spawn(manifests::watch_dir(dir.clone(), read_tx))
         }

@@ -456,6 +456,49 @@ async fn wildcards_and_cert_manager_ingresses_are_reported_and_not_ordered() {
     assert_eq!(pebble.orders(), 1, "only ok.test");
 }
 
+/// A CA that requires external account binding (ZeroSSL, Google, private CAs): the account is
+/// created with the key id from the issuer and the HMAC key from a Secret in the manifests.
+#[tokio::test]
+async fn external_account_binding_takes_the_hmac_key_from_a_secret_in_the_manifests() {
+    // The form CAs hand HMAC keys out in: base64url without padding.
+    const HMAC: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let setup = Setup::new(&[&acme_ingress("web", "shop.test", "shop-tls")]).await;
+    let secret = manifests::opaque_secret(NS, "eab", &[("hmac-key", HMAC)]);
+    setup.dir.write("eab.yaml", &[&secret]);
+    let ctl = setup.controller().await;
+    let pebble = Pebble::start_with(
+        ctl.addrs.ip,
+        controller::HTTP_PORT,
+        controller::HTTPS_PORT,
+        serde_json::json!({
+            "externalAccountBindingRequired": true,
+            "externalAccountMACKeys": {"kid-1": HMAC},
+        }),
+    )
+    .await;
+    let root = pebble.root().await;
+    let eab =
+        format!("      external-account-binding: {{key-id: kid-1, hmac-key-secret: {NS}/eab}}\n");
+    // Without the binding, the CA refuses the account: the failure names the step.
+    setup.configure(&pebble.config("http-01"));
+    order_log(&ctl, &["ACME order failed", "account"]).await;
+    assert!(verified(&ctl, "shop.test", &root).await.is_err());
+
+    // A restart retries at once (the failure's backoff is in memory only).
+    let mut ctl = ctl;
+    ctl.sigterm();
+    ctl.wait_exit(Duration::from_secs(20)).await;
+    setup.configure(&(pebble.config("http-01") + &eab));
+    let ctl = setup.controller().await;
+    pebble.resolve_all(ctl.addrs.ip).await;
+    eventually(
+        "a certificate through the bound account",
+        ISSUED,
+        async || verified(&ctl, "shop.test", &root).await,
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_bad_acme_section_is_refused_at_start_with_exit_code_2() {
     let config_dir = tempfile::tempdir().unwrap();

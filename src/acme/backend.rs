@@ -5,10 +5,13 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use k8s_openapi::api::core::v1::Secret;
 use rustls::crypto::CryptoProvider;
+use tokio::sync::watch;
 
 use super::challenges::{Answers, Challenges};
 use super::store::{Store, StoredAccount, StoredCertificate};
+use crate::model::Snapshot;
 use crate::model::acme::WantedCertificate;
 use crate::vocab::NamespacedName;
 
@@ -64,6 +67,17 @@ pub trait Backend: Send + Sync {
 /// The key of an external account binding's HMAC key in its Secret.
 pub const HMAC_KEY: &str = "hmac-key";
 
+/// The HMAC key in `secret` (named `name`, for the error), under [`HMAC_KEY`].
+pub fn hmac_key_of(secret: &Secret, name: &NamespacedName) -> Result<Vec<u8>, String> {
+    let text = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(HMAC_KEY))
+        .and_then(|b| std::str::from_utf8(&b.0).ok())
+        .ok_or_else(|| format!("Secret {name} has no text key {HMAC_KEY:?}"))?;
+    decode_hmac_key(text).map_err(|e| format!("Secret {name}: {e}"))
+}
+
 /// Decodes an HMAC key as CAs hand them out: base64url, with or without padding.
 pub fn decode_hmac_key(text: &str) -> Result<Vec<u8>, String> {
     use base64::Engine;
@@ -81,11 +95,13 @@ pub enum Current {
     Stored(StoredCertificate),
 }
 
-/// Manifest mode: the state directory and this process's challenge table.
+/// Manifest mode: the state directory, this process's challenge table, and the manifests (for the
+/// Secret holding an external account binding's HMAC key).
 pub(super) struct Files {
     pub store: Store,
     pub challenges: Arc<Challenges>,
     pub provider: Arc<CryptoProvider>,
+    pub manifests: watch::Receiver<Option<Arc<Snapshot>>>,
 }
 
 impl Backend for Files {
@@ -134,9 +150,21 @@ impl Backend for Files {
         })
     }
 
-    fn hmac_key<'a>(&'a self, _: &'a NamespacedName) -> BoxFuture<'a, Result<Vec<u8>, String>> {
-        Box::pin(async {
-            Err("external-account-binding is not supported in manifest mode yet".to_string())
+    fn hmac_key<'a>(
+        &'a self,
+        secret: &'a NamespacedName,
+    ) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+        let snapshot = self.manifests.borrow().clone();
+        Box::pin(async move {
+            let found = snapshot
+                .iter()
+                .flat_map(|s| s.secrets.iter())
+                .find(|s| {
+                    s.metadata.name.as_deref() == Some(secret.name.as_str())
+                        && s.metadata.namespace.as_deref().unwrap_or("default") == secret.namespace
+                })
+                .ok_or_else(|| format!("Secret {secret} is not in the manifests"))?;
+            hmac_key_of(found, secret)
         })
     }
 

@@ -10,6 +10,7 @@
 
 pub mod backend;
 pub mod challenges;
+mod http;
 mod orderer;
 mod store;
 
@@ -46,6 +47,7 @@ pub fn file_orderer(
     provider: Arc<rustls::crypto::CryptoProvider>,
     challenges: Arc<Challenges>,
     state_dir: Result<&Path, &'static str>,
+    manifests: watch::Receiver<Option<Arc<Snapshot>>>,
     metrics: Arc<Metrics>,
 ) -> (Orderer, Issued) {
     let backend = state_dir.map_err(str::to_string).and_then(|dir| {
@@ -55,6 +57,7 @@ pub fn file_orderer(
                     store,
                     challenges,
                     provider: provider.clone(),
+                    manifests,
                 }) as Box<dyn Backend>
             })
             .map_err(|e| {

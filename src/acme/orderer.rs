@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use super::backend::{Backend, Current};
 use super::challenges::Answers;
+use super::http::{self, RetryAfter};
 use super::issued_secret;
 use super::store::{StoredAccount, StoredCertificate};
 use crate::metrics::Metrics;
@@ -34,6 +35,8 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
 /// The least wait after a `rateLimited` answer: the CA's limits count in hours.
 const RATE_LIMITED_BACKOFF: Duration = Duration::from_secs(3600);
+/// The longest a CA's `Retry-After` on an error can delay the next attempt.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// An order that takes longer is abandoned and retried after the backoff.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a certificate this orderer has just written may be missing from what the backend
@@ -111,7 +114,8 @@ pub struct Orderer {
     backend: Result<Box<dyn Backend>, String>,
     issued: watch::Sender<Arc<Vec<Arc<Secret>>>>,
     metrics: Arc<Metrics>,
-    accounts: HashMap<String, (String, Account)>,
+    /// Per issuer: its directory, the account, and the last `Retry-After` of its CA's errors.
+    accounts: HashMap<String, (String, Account, RetryAfter)>,
     certs: BTreeMap<NamespacedName, StoredCertificate>,
     failures: HashMap<NamespacedName, Failure>,
     ari: HashMap<NamespacedName, AriPlan>,
@@ -232,6 +236,10 @@ impl Orderer {
                 continue;
             }
             let started = Instant::now();
+            // Only a `Retry-After` of this order's answers counts for its backoff.
+            if let Some((_, _, retry_after)) = self.accounts.get(&wanted.issuer) {
+                retry_after.take();
+            }
             let ordered = self.order(wanted, issuer, replaces);
             let result = match tokio::time::timeout(ORDER_TIMEOUT, ordered).await {
                 Ok(result) => result,
@@ -274,10 +282,16 @@ impl Orderer {
                             retry_at: Instant::now(),
                         });
                     failure.count += 1;
-                    let wait = match e.rate_limited {
-                        true => backoff(failure.count).max(RATE_LIMITED_BACKOFF),
-                        false => backoff(failure.count),
-                    };
+                    let retry_after = self
+                        .accounts
+                        .get(&wanted.issuer)
+                        .and_then(|(_, _, r)| r.take());
+                    let wait = failure_wait(
+                        backoff(failure.count),
+                        e.rate_limited,
+                        retry_after,
+                        SystemTime::now(),
+                    );
                     failure.retry_at = Instant::now() + wait;
                     tracing::warn!(
                         secret = %wanted.secret,
@@ -580,15 +594,14 @@ impl Orderer {
 
     /// The issuer's account: from memory, else from the state directory, else created (and stored).
     async fn account(&mut self, name: &str, issuer: &Issuer) -> Result<Account, OrderError> {
-        if let Some((directory, account)) = self.accounts.get(name)
+        if let Some((directory, account, _)) = self.accounts.get(name)
             && *directory == issuer.directory
         {
             return Ok(account.clone());
         }
-        let builder = || match &issuer.directory_ca_file {
-            Some(path) => Account::builder_with_root(path),
-            None => Account::builder(),
-        };
+        let (client, retry_after) = http::client(issuer.directory_ca_file.as_deref())
+            .map_err(|detail| OrderError::new("account", detail))?;
+        let builder = Account::builder_with_http(client);
         let backend = self
             .backend
             .as_ref()
@@ -598,8 +611,7 @@ impl Orderer {
             .await
             .map_err(|detail| OrderError::new("account", detail))?;
         let account = match stored.filter(|a| a.directory == issuer.directory) {
-            Some(stored) => builder()
-                .map_err(at("account"))?
+            Some(stored) => builder
                 .from_credentials(stored.credentials)
                 .await
                 .map_err(at("account"))?,
@@ -616,8 +628,7 @@ impl Orderer {
                 };
                 let contact = issuer.email.as_ref().map(|e| format!("mailto:{e}"));
                 let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
-                let (account, credentials) = builder()
-                    .map_err(at("account"))?
+                let (account, credentials) = builder
                     .create(
                         &NewAccount {
                             contact: &contacts,
@@ -642,7 +653,7 @@ impl Orderer {
         };
         self.accounts.insert(
             name.to_string(),
-            (issuer.directory.clone(), account.clone()),
+            (issuer.directory.clone(), account.clone(), retry_after),
         );
         Ok(account)
     }
@@ -688,6 +699,26 @@ fn same_names(a: &[String], b: &[String]) -> bool {
     a == b
 }
 
+/// How long to wait after a failed order: the backoff, at least an hour after `rateLimited`, and at
+/// least until the CA's `Retry-After` (at most a day, so a wrong date cannot strand a certificate).
+fn failure_wait(
+    backoff: Duration,
+    rate_limited: bool,
+    retry_after: Option<SystemTime>,
+    now: SystemTime,
+) -> Duration {
+    let floor = if rate_limited {
+        RATE_LIMITED_BACKOFF
+    } else {
+        Duration::ZERO
+    };
+    let asked = retry_after
+        .and_then(|at| at.duration_since(now).ok())
+        .unwrap_or(Duration::ZERO)
+        .min(MAX_RETRY_AFTER);
+    backoff.max(floor).max(asked)
+}
+
 /// 1 minute, doubling per failure, at most 6 hours; ±20% jitter so many certificates spread out.
 fn backoff(failures: u32) -> Duration {
     let base = FIRST_BACKOFF
@@ -726,5 +757,41 @@ mod tests {
         assert!(within(backoff(2), 120));
         assert!(within(backoff(5), 960));
         assert!(within(backoff(40), 6 * 3600));
+    }
+
+    #[test]
+    fn a_failed_order_waits_for_the_cas_retry_after_and_rate_limits() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let minute = Duration::from_secs(60);
+        assert_eq!(failure_wait(minute, false, None, now), minute);
+        assert_eq!(
+            failure_wait(minute, true, None, now),
+            RATE_LIMITED_BACKOFF,
+            "rateLimited waits at least an hour"
+        );
+        let later = now + Duration::from_secs(7200);
+        assert_eq!(
+            failure_wait(minute, true, Some(later), now),
+            Duration::from_secs(7200),
+            "Retry-After beyond the backoff wins"
+        );
+        assert_eq!(
+            failure_wait(minute, false, Some(now + Duration::from_secs(10)), now),
+            minute,
+            "a shorter Retry-After does not shorten the backoff"
+        );
+        assert_eq!(
+            failure_wait(minute, false, Some(now - Duration::from_secs(10)), now),
+            minute
+        );
+        assert_eq!(
+            failure_wait(
+                minute,
+                false,
+                Some(now + Duration::from_secs(365 * 86400)),
+                now
+            ),
+            MAX_RETRY_AFTER
+        );
     }
 }

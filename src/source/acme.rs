@@ -30,7 +30,7 @@ use rustls::crypto::CryptoProvider;
 use tokio::sync::watch;
 
 use super::cluster::Stores;
-use crate::acme::backend::{Current, HMAC_KEY, decode_hmac_key};
+use crate::acme::backend::{Current, hmac_key_of};
 use crate::acme::{
     Answers, Backend, Challenges, StoredAccount, StoredCertificate, issued_secret,
     stored_certificate,
@@ -326,13 +326,7 @@ impl Backend for AcmeObjects {
                 .await
                 .map_err(|e| format!("cannot read Secret {secret}: {e}"))?
                 .ok_or_else(|| format!("Secret {secret} does not exist"))?;
-            let text = found
-                .data
-                .as_ref()
-                .and_then(|d| d.get(HMAC_KEY))
-                .and_then(|b| std::str::from_utf8(&b.0).ok().map(str::to_string))
-                .ok_or_else(|| format!("Secret {secret} has no text key {HMAC_KEY:?}"))?;
-            decode_hmac_key(&text).map_err(|e| format!("Secret {secret}: {e}"))
+            hmac_key_of(&found, secret)
         })
     }
 
