@@ -38,7 +38,7 @@ pub async fn run(cp: &ControlPlane, _slot: u8) -> Result<()> {
                 "admin",
                 "admin.example.com",
                 "nginx.ingress.kubernetes.io/auth-type: basic, nginx.ingress.kubernetes.io/auth-secret: users, \
-                 nginx.ingress.kubernetes.io/affinity: cookie, nginx.ingress.kubernetes.io/proxy-body-size: lots",
+                 nginx.ingress.kubernetes.io/mirror-target: https://mirror.example.com, nginx.ingress.kubernetes.io/proxy-body-size: lots",
                 Some("missing-tls"),
             ),
             ingress(&ns, "already-ours", "ours.example.com", "web", None),
@@ -90,7 +90,7 @@ pub async fn run(cp: &ControlPlane, _slot: u8) -> Result<()> {
             .map(|a| a["verdict"].clone())
     };
     ensure!(
-        verdict("nginx.ingress.kubernetes.io/affinity") == Some("unsupported".into()),
+        verdict("nginx.ingress.kubernetes.io/mirror-target") == Some("unsupported".into()),
         "{admin}"
     );
     ensure!(
