@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass, IngressRule};
 use rustls::sign::CertifiedKey;
 
 use super::acme::{self, WantedCertificate};
@@ -388,17 +388,9 @@ impl Builder<'_> {
         };
 
         for (r, rule) in spec.rules.iter().flatten().enumerate() {
-            let rule_host = rule.host.as_deref().filter(|h| !h.is_empty());
-            if let Some(host) = rule_host
-                && let Err(e) = check_host(host)
-            {
-                self.problems.push(Problem::object(
-                    object.clone(),
-                    ProblemKind::InvalidRule,
-                    format!("spec.rules[{r}]: {e}"),
-                ));
+            let Some(rule_host) = self.rule_host(&object, r, rule) else {
                 continue;
-            }
+            };
             let host = HostKey::from_rule_host(rule_host);
             let https_redirect = annotations.force_ssl_redirect
                 || (annotations.ssl_redirect && covered_by_tls(&host));
@@ -527,6 +519,28 @@ impl Builder<'_> {
         let (annotations, errors) = annotations::parse(raw);
         self.report_annotation_errors(object, errors);
         annotations
+    }
+
+    /// The host of `spec.rules[r]` (`Some(None)` for a rule without one); `None`, reported, when it is
+    /// not a valid host name.
+    fn rule_host<'r>(
+        &mut self,
+        object: &ObjectRef,
+        r: usize,
+        rule: &'r IngressRule,
+    ) -> Option<Option<&'r str>> {
+        let rule_host = rule.host.as_deref().filter(|h| !h.is_empty());
+        if let Some(host) = rule_host
+            && let Err(e) = check_host(host)
+        {
+            self.problems.push(Problem::object(
+                object.clone(),
+                ProblemKind::InvalidRule,
+                format!("spec.rules[{r}]: {e}"),
+            ));
+            return None;
+        }
+        Some(rule_host)
     }
 
     fn report_annotation_errors(&mut self, object: &ObjectRef, errors: Vec<AnnotationError>) {

@@ -11,7 +11,6 @@ use k8s_openapi::api::networking::v1::Ingress;
 use super::{Builder, name_of};
 use crate::model::annotations::canary::{self, CanaryRoute};
 use crate::model::matching::{HostKey, PathKind};
-use crate::model::validation::check_host;
 use crate::model::{Kind, ObjectRef, Problem, ProblemKind, Route};
 
 impl Builder<'_> {
@@ -39,17 +38,9 @@ impl Builder<'_> {
             return;
         };
         for (r, ingress_rule) in spec.rules.iter().flatten().enumerate() {
-            let rule_host = ingress_rule.host.as_deref().filter(|h| !h.is_empty());
-            if let Some(host) = rule_host
-                && let Err(e) = check_host(host)
-            {
-                self.problems.push(Problem::object(
-                    object.clone(),
-                    ProblemKind::InvalidRule,
-                    format!("spec.rules[{r}]: {e}"),
-                ));
+            let Some(rule_host) = self.rule_host(&object, r, ingress_rule) else {
                 continue;
-            }
+            };
             let host = HostKey::from_rule_host(rule_host);
             let paths = ingress_rule.http.iter().flat_map(|h| h.paths.iter());
             for (p, path) in paths.enumerate() {
