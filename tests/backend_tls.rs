@@ -12,7 +12,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use support::client::try_http_send;
 use support::manifests;
 use support::pki::TestCert;
 use support::*;
@@ -128,11 +127,7 @@ fn ca_pem(cert: &TestCert) -> String {
 }
 
 async fn status(ctl: &Controller) -> u16 {
-    try_http_send(ctl.addrs.http, request("GET", HOST, "/"))
-        .await
-        .expect("a response")
-        .status
-        .as_u16()
+    support::client::http_status(ctl.addrs.http, HOST, "/").await
 }
 
 const VERIFY: &[(&str, &str)] = &[

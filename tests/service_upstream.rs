@@ -49,11 +49,7 @@ async fn setup(
 }
 
 async fn status(ctl: &Controller) -> u16 {
-    try_http_send(ctl.addrs.http, request("GET", HOST, "/"))
-        .await
-        .expect("a response")
-        .status
-        .as_u16()
+    support::client::http_status(ctl.addrs.http, HOST, "/").await
 }
 
 #[tokio::test]

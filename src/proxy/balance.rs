@@ -347,4 +347,4 @@ fn samesite_none_compatible(headers: &HeaderMap) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

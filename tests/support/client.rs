@@ -277,6 +277,14 @@ pub async fn try_http_send(addr: SocketAddr, req: Req) -> Result<Captured, Strin
     Sender::http1(stream).await?.try_send(req).await
 }
 
+/// The status of `GET path` for `host` over a new plain-HTTP/1.1 connection.
+pub async fn http_status(addr: SocketAddr, host: &str, path: &str) -> u16 {
+    http_send(addr, request("GET", host, path))
+        .await
+        .status
+        .as_u16()
+}
+
 /// How a TLS client connects: SNI, ALPN, versions, and whether it verifies the server.
 #[derive(Clone)]
 pub struct TlsClient {

@@ -13,7 +13,8 @@ fn backend(n: u8) -> Backend {
     Backend::new(NamespacedName::new("ns", "app"), "80".into(), endpoints).keyed(b"service-uid")
 }
 
-fn cookie(mode: AffinityMode) -> SessionCookie {
+/// A session cookie with ingress-nginx's defaults.
+pub(in crate::proxy) fn cookie(mode: AffinityMode) -> SessionCookie {
     SessionCookie {
         mode,
         name: "INGRESSCOOKIE".into(),

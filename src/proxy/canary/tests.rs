@@ -5,8 +5,9 @@ use http::{HeaderName, HeaderValue};
 
 use super::*;
 use crate::model::NamespacedName;
-use crate::model::annotations::balancing::{AffinityMode, SessionCookie};
+use crate::model::annotations::balancing::AffinityMode;
 use crate::model::annotations::canary::Canary;
+use crate::proxy::balance::tests::cookie;
 use crate::proxy::balance::{Facts, choose};
 use crate::proxy::{ClientView, Scheme};
 
@@ -171,18 +172,7 @@ fn header_patterns_match_anywhere_and_a_broken_pattern_means_primary() {
 
 #[test]
 fn an_affinity_cookie_keeps_a_session_on_its_side() {
-    let sticky = Balancing::Sticky(Arc::new(SessionCookie {
-        mode: AffinityMode::Persistent,
-        name: "INGRESSCOOKIE".into(),
-        path: None,
-        domain: None,
-        samesite: None,
-        conditional_samesite_none: false,
-        secure: false,
-        expires: None,
-        max_age: None,
-        change_on_failure: false,
-    }));
+    let sticky = Balancing::Sticky(Arc::new(cookie(AffinityMode::Persistent)));
     let primary = backend("app", 1);
     let c = canary(rule(50), sticky.clone());
     let client = ClientView {
