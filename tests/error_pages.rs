@@ -211,3 +211,56 @@ async fn an_invalid_list_is_reported_and_the_ingress_served_without_error_pages(
     assert_eq!(reply.status, 404);
     assert_eq!(reply.text(), "from the app\n");
 }
+
+/// Without a cluster default backend, a path none of the host's rules matches gets Portcullis's own
+/// 404; an Ingress of that host listing 404 with its own error backend has it replaced.
+#[tokio::test]
+async fn portcullis_own_404_for_an_unmatched_path_is_covered_by_the_hosts_error_backend() {
+    let dir = ManifestDir::new();
+    let app = start_backend().await;
+    let pages = start_backend().await;
+    for (name, endpoint) in [("app", app), ("pages", pages)] {
+        let svc = manifests::service_with_endpoints(NS, name, 80, None, &[endpoint], true);
+        dir.write(&format!("svc-{name}.yaml"), &svc.objects());
+    }
+    let docs = IngressBuilder::new(NS, "docs")
+        .prefix(Some("docs.test"), "/api", "app")
+        .nginx_annotations(&[("custom-http-errors", "404"), ("default-backend", "pages")])
+        .build();
+    let plain = IngressBuilder::new(NS, "plain")
+        .prefix(Some("plain.test"), "/api", "app")
+        .build();
+    dir.write("ingresses.yaml", &[&docs, &plain]);
+    let ctl = Controller::start(dir.path(), &[]).await;
+
+    let reply =
+        client::http_send(ctl.addrs.http, request("GET", "docs.test", "/missing?q=1")).await;
+    assert_eq!(reply.status, 404);
+    let seen = error_page(&reply);
+    for (name, value) in [
+        ("x-code", "404"),
+        ("x-original-uri", "/missing?q=1"),
+        ("x-namespace", NS),
+        ("x-ingress-name", "docs"),
+        ("host", "docs.test"),
+    ] {
+        assert_eq!(
+            seen.get(name).map(String::as_str),
+            Some(value),
+            "{name}: {seen:?}"
+        );
+    }
+    assert!(!seen.contains_key("x-service-name"), "{seen:?}");
+    // The matched path still reaches the app.
+    let reply = client::http_send(ctl.addrs.http, request("GET", "docs.test", "/api/x")).await;
+    assert_eq!(reply.text(), "from the app\n");
+    // A host without error pages, and an unknown host, keep Portcullis's own 404.
+    for host in ["plain.test", "nobody.test"] {
+        let reply = client::http_send(ctl.addrs.http, request("GET", host, "/missing")).await;
+        assert_eq!(reply.status, 404, "{host}");
+        assert!(
+            serde_json::from_slice::<BTreeMap<String, String>>(&reply.body).is_err(),
+            "{host}"
+        );
+    }
+}

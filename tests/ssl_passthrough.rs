@@ -291,21 +291,30 @@ async fn a_proxy_protocol_header_from_a_trusted_balancer_is_read_before_the_clie
     tcp.write_all(b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n")
         .await
         .expect("PROXY header");
+    let answer = get_over_tls(tcp, backend.cert.leaf.clone(), PASS).await;
+    assert!(
+        answer.contains("passthrough backend sni=cd.test"),
+        "the header did not reach the backend: {answer}"
+    );
+}
+
+/// A TLS handshake for `host` over `tcp`, trusting only `root`, then one request: the answer's start.
+async fn get_over_tls(tcp: TcpStream, root: CertificateDer<'static>, host: &str) -> String {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(backend.cert.leaf.clone()).expect("root");
+    roots.add(root).expect("root");
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let name = rustls::pki_types::ServerName::try_from(PASS).expect("name");
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).expect("name");
     let mut tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
         .await
         .expect("handshake in time")
-        .expect("the backend's certificate verifies: the header did not reach it");
-    tls.write_all(format!("GET / HTTP/1.1\r\nhost: {PASS}\r\n\r\n").as_bytes())
+        .expect("the expected certificate verifies");
+    tls.write_all(format!("GET / HTTP/1.1\r\nhost: {host}\r\n\r\n").as_bytes())
         .await
         .expect("request");
     let mut answer = vec![0u8; 4096];
@@ -313,11 +322,53 @@ async fn a_proxy_protocol_header_from_a_trusted_balancer_is_read_before_the_clie
         .await
         .expect("answer in time")
         .expect("answer");
-    let answer = String::from_utf8_lossy(&answer[..n]);
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}
+
+/// A relay to `to` that passes the client's first bytes (its ClientHello) on in 5-byte segments,
+/// a millisecond apart, then everything as it comes: the listener must gather the ClientHello over
+/// many reads.
+async fn trickling_relay(to: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let Ok((mut client, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(mut server) = TcpStream::connect(to).await else {
+            return;
+        };
+        let _ = server.set_nodelay(true);
+        let mut hello = vec![0u8; 16 * 1024];
+        let Ok(n) = client.read(&mut hello).await else {
+            return;
+        };
+        for piece in hello[..n].chunks(5) {
+            if server.write_all(piece).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_client_hello_in_many_small_segments_is_routed_by_its_server_name() {
+    let (_dir, backend, _app, cert, ctl) = setup(&["--enable-ssl-passthrough"]).await;
+    let relay = trickling_relay(ctl.addrs.https).await;
+    let tcp = TcpStream::connect(relay).await.expect("connect");
+    let answer = get_over_tls(tcp, backend.cert.leaf.clone(), PASS).await;
     assert!(
         answer.contains("passthrough backend sni=cd.test"),
         "{answer}"
     );
+    // A terminated host, trickled the same way, gets Portcullis's certificate and its route.
+    let relay = trickling_relay(ctl.addrs.https).await;
+    let tcp = TcpStream::connect(relay).await.expect("connect");
+    let answer = get_over_tls(tcp, cert.trust_anchor(), TERMINATED).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
 #[tokio::test]

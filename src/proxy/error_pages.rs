@@ -1,8 +1,11 @@
 //! The last step of a forwarded request: `custom-http-errors`. A response whose status the Ingress
 //! lists (the backend's, or Portcullis's own 502, 503 and 504) is replaced by the error backend's
 //! answer to a `GET /` carrying ingress-nginx's headers, so error-page services written for it
-//! (`X-Code`, `X-Format`, …) work unchanged. When the error backend cannot answer, the original
-//! response stands.
+//! (`X-Code`, `X-Format`, …) work unchanged. Portcullis's own 404 for a path no rule of the host
+//! matches is replaced the same way when an Ingress of that host lists 404 and names its error
+//! backend. When the error backend cannot answer, the original response stands.
+
+use std::sync::Arc;
 
 use http::header::{ACCEPT, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Version};
@@ -13,7 +16,7 @@ use super::Upstream;
 use super::body::Guarded;
 use super::limit_rate::Paced;
 use super::response::{Body, SERVER};
-use crate::model::annotations::custom_errors::ErrorPages;
+use crate::model::matching::RouteTable;
 use crate::model::{ConfigHandle, Route};
 
 const X_CODE: HeaderName = HeaderName::from_static("x-code");
@@ -60,16 +63,43 @@ impl Original {
     }
 }
 
-/// The response to send: `resp`, or the error backend's answer when `pages` lists its status.
+/// The route whose error pages answer Portcullis's 404 for a request to `host` that no rule
+/// matched: one that lists 404 and has its own error backend (with no rule matched there is no
+/// cluster default backend either). Among several Ingresses of the host, the first by
+/// namespace/name, so every replica picks the same.
+pub fn for_unmatched(routes: &RouteTable<Arc<Route>>, host: &str) -> Option<Arc<Route>> {
+    routes
+        .host_values(host)
+        .filter(|route| {
+            let pages = route.policy.error_pages.as_ref();
+            pages.is_some_and(|p| p.covers(404) && p.backend.is_some())
+        })
+        .min_by(|a, b| a.ingress.cmp(&b.ingress))
+        .cloned()
+}
+
+/// Whether the response came from the route's Service (or Portcullis on its behalf), or is the
+/// 404 for a path none of the host's rules matched: then no Service is named to the error backend.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    ForRoute,
+    Unmatched,
+}
+
+/// The response to send: `resp`, or the error backend's answer when the route's error pages list
+/// its status.
 pub async fn replace(
     upstream: &Upstream,
     config: &ConfigHandle,
     route: &Route,
-    pages: &ErrorPages,
+    answered: Answered,
     original: Original,
     resp: Response<Body>,
 ) -> Response<Body> {
     let status = resp.status();
+    let Some(pages) = route.policy.error_pages.as_ref() else {
+        return resp;
+    };
     if !pages.covers(status.as_u16()) {
         return resp;
     }
@@ -86,6 +116,10 @@ pub async fn replace(
     };
     let mut headers = HeaderMap::new();
     let text = |s: &str| HeaderValue::from_str(s).ok();
+    let service = |s: &str| match answered {
+        Answered::ForRoute => text(s),
+        Answered::Unmatched => None,
+    };
     let fields = [
         (HOST, original.host),
         (X_CODE, Some(HeaderValue::from(status.as_u16()))),
@@ -93,8 +127,8 @@ pub async fn replace(
         (X_ORIGINAL_URI, original.uri),
         (X_NAMESPACE, text(&route.ingress.namespace)),
         (X_INGRESS_NAME, text(&route.ingress.name)),
-        (X_SERVICE_NAME, text(&route.backend.service.name)),
-        (X_SERVICE_PORT, text(&route.backend.port)),
+        (X_SERVICE_NAME, service(&route.backend.service.name)),
+        (X_SERVICE_PORT, service(&route.backend.port)),
         (X_REQUEST_ID, Some(original.request_id)),
     ];
     for (name, value) in fields {

@@ -1,8 +1,9 @@
 //! Accept loops for the plain-HTTP and TLS listeners. Each connection is served by hyper with the limits
 //! of the live settings, and tracked so shutdown can drain it. With `proxy-protocol` on, a connection's
 //! PROXY header is read first, before TLS or HTTP. Settings and certificates change under a running
-//! listener; the socket never closes. With SSL passthrough hosts live, the HTTPS listener reads each
-//! ClientHello first (`passthrough`) and hands the connections of other hosts on unchanged.
+//! listener; the socket never closes. With SSL passthrough hosts live, the HTTPS listener keeps the
+//! bytes of each ClientHello, so a passthrough host's connection can be spliced to its backend
+//! (`passthrough`) while other hosts' handshakes go on.
 //!
 //! The HTTP version of a TLS connection is the one ALPN negotiated: `h2` is served as HTTP/2 only (an
 //! invalid connection preface ends the connection, RFC 9113 §3.4), `http/1.1` or no ALPN as HTTP/1.1
@@ -29,14 +30,14 @@ use tokio_rustls::server::TlsStream;
 
 use super::connection::ClientCertificate;
 use super::framing::{AmbiguousFraming, Framing, Heads};
-use super::passthrough::{self, Routed};
+use super::passthrough;
 use super::proxy_protocol::{self, Prefixed, Reading};
 use super::termination::ServerConfigs;
 use super::timeouts::{Protocol, TimedIo, Timeouts, Tracker};
 use super::{Connection, Proxy, Scheme};
 use crate::metrics::OpenConnection;
 use crate::model::ConfigHandle;
-use crate::model::passthrough::PassthroughTable;
+use crate::model::passthrough::{Passthrough, PassthroughTable};
 use crate::settings::{Limits, ProxyProtocol, Settings};
 
 /// hyper refuses read buffers smaller than this.
@@ -299,30 +300,15 @@ impl Accepted {
             return;
         };
         drop(reading);
-        let tcp = match &passthrough {
-            None => tcp,
-            Some(table) => match passthrough::route(tcp, table, handshake_timeout).await {
-                Routed::Terminate(tcp) => tcp,
-                Routed::Passthrough(to, tcp) => {
-                    let tunnels = proxy.upstream.tunnels();
-                    passthrough::splice(tcp, origin.peer, to, connect_timeout, tunnels, &metrics)
-                        .await;
-                    return;
-                }
-                Routed::TimedOut => {
-                    metrics.tls_handshake_failed(handshake_timeout);
-                    tracing::debug!(peer = %origin.peer, "TLS handshake timed out");
-                    return;
-                }
-            },
-        };
         // TLS first: the connection's facts include the client certificate the handshake received.
         let (io, client_cert) = match tls {
             None => (Io::Plain(tcp), ClientCertificate::not_requested()),
             Some(configs) => {
                 let started = Instant::now();
-                match tokio::time::timeout(handshake_timeout, handshake(&configs, tcp)).await {
-                    Ok(Ok((stream, client_cert))) => {
+                let table = passthrough.as_deref();
+                match tokio::time::timeout(handshake_timeout, handshake(&configs, table, tcp)).await
+                {
+                    Ok(Ok(Handshake::Terminated(stream, client_cert))) => {
                         let version = stream.get_ref().1.protocol_version();
                         metrics.tls_handshake_succeeded(version, started.elapsed());
                         if stream.get_ref().1.alpn_protocol()
@@ -332,7 +318,20 @@ impl Accepted {
                             metrics.acme().challenge_answered("tls-alpn-01");
                             return;
                         }
-                        (Io::Tls(Box::new(stream)), client_cert)
+                        (Io::Tls(stream), client_cert)
+                    }
+                    Ok(Ok(Handshake::Passthrough(to, tcp))) => {
+                        let tunnels = proxy.upstream.tunnels();
+                        passthrough::splice(
+                            tcp,
+                            origin.peer,
+                            to,
+                            connect_timeout,
+                            tunnels,
+                            &metrics,
+                        )
+                        .await;
+                        return;
                     }
                     Ok(Err(e)) => {
                         metrics.tls_handshake_failed(started.elapsed());
@@ -426,17 +425,39 @@ enum Io {
     Tls(Box<TlsStream<Prefixed<TcpStream>>>),
 }
 
-/// The TLS handshake, with the server configuration the ClientHello's server name calls for.
-async fn handshake(
+/// How a connection on the HTTPS listener goes on after its ClientHello.
+enum Handshake<'t> {
+    Terminated(Box<TlsStream<Prefixed<TcpStream>>>, ClientCertificate),
+    /// An `ssl-passthrough` host: the connection, its ClientHello still to be read.
+    Passthrough(&'t Passthrough, Prefixed<TcpStream>),
+}
+
+/// The TLS handshake, with the server configuration the ClientHello's server name calls for. With
+/// passthrough hosts live, the bytes rustls reads up to the ClientHello are recorded, so a
+/// passthrough host's connection can be replayed to its backend: the ClientHello is parsed once,
+/// by rustls, and other hosts pay only for that copy.
+async fn handshake<'t>(
     configs: &ServerConfigs,
-    tcp: Prefixed<TcpStream>,
-) -> std::io::Result<(TlsStream<Prefixed<TcpStream>>, ClientCertificate)> {
-    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+    passthrough: Option<&'t PassthroughTable>,
+    mut tcp: Prefixed<TcpStream>,
+) -> std::io::Result<Handshake<'t>> {
+    if passthrough.is_some() {
+        tcp.record();
+    }
+    let mut start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+    let hello = start.client_hello();
+    if let Some(to) = passthrough
+        .zip(hello.server_name())
+        .and_then(|(t, n)| t.get(n))
+    {
+        return Ok(Handshake::Passthrough(to, start.io.into_replay()));
+    }
+    start.io.stop_recording();
     let (config, requested) = configs.for_hello(&start.client_hello());
     let stream = start.into_stream(config).await?;
     let client_cert = match requested {
         false => ClientCertificate::not_requested(),
         true => ClientCertificate::requested(stream.get_ref().1.peer_certificates()),
     };
-    Ok((stream, client_cert))
+    Ok(Handshake::Terminated(Box::new(stream), client_cert))
 }

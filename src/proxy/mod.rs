@@ -9,7 +9,6 @@ mod body;
 mod canary;
 mod client;
 mod client_cert;
-pub mod client_hello;
 mod connection;
 mod cors;
 mod error_pages;
@@ -153,10 +152,21 @@ impl Proxy {
         }
         let Some(route) = config.routes.lookup(host, req.uri().path()).cloned() else {
             exchange.unmatched(host);
-            return discard_body(
+            let pages = error_pages::for_unmatched(&config.routes, host);
+            let original = pages.as_ref().map(|_| error_pages::Original::of(&mut req));
+            drop(config);
+            let resp = discard_body(
                 req,
                 response::error(StatusCode::NOT_FOUND, "no route for this host and path"),
             );
+            return match (pages, original) {
+                (Some(route), Some(original)) => {
+                    let (up, live) = (&self.upstream, &self.config);
+                    let answered = error_pages::Answered::Unmatched;
+                    error_pages::replace(up, live, &route, answered, original, resp).await
+                }
+                _ => resp,
+            };
         };
         exchange.matched(&route);
         let hsts = route
@@ -203,12 +213,13 @@ impl Proxy {
                 let resp = self
                     .forward(conn, client, &route, req, body_idle_timeout, exchange)
                     .await;
-                match (pages, original) {
-                    (Some(pages), Some(original)) => {
+                match original {
+                    Some(original) => {
                         let (up, live) = (&self.upstream, &self.config);
-                        error_pages::replace(up, live, &route, pages, original, resp).await
+                        let answered = error_pages::Answered::ForRoute;
+                        error_pages::replace(up, live, &route, answered, original, resp).await
                     }
-                    _ => resp,
+                    None => resp,
                 }
             }
         };

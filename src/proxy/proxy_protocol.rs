@@ -375,10 +375,13 @@ impl Counters {
 }
 
 /// A stream that first yields bytes already read from it (those after a PROXY header, or the
-/// client's first bytes when there was none), then reads on.
+/// client's first bytes when there was none), then reads on. While recording, it also keeps a copy
+/// of every byte it yields, so they can be replayed: SSL passthrough lets rustls read the
+/// ClientHello, then hands the recorded bytes to the backend.
 pub struct Prefixed<S> {
     prefix: Vec<u8>,
     offset: usize,
+    recorded: Option<Vec<u8>>,
     inner: S,
 }
 
@@ -387,14 +390,25 @@ impl<S> Prefixed<S> {
         Prefixed {
             prefix,
             offset: 0,
+            recorded: None,
             inner,
         }
     }
 
-    /// The bytes not yet yielded, and the stream they came from.
-    pub fn into_parts(mut self) -> (Vec<u8>, S) {
-        self.prefix.drain(..self.offset);
-        (self.prefix, self.inner)
+    /// Keeps a copy of the bytes yielded from now on, until `stop_recording` or `into_replay`.
+    pub fn record(&mut self) {
+        self.recorded = Some(Vec::new());
+    }
+
+    pub fn stop_recording(&mut self) {
+        self.recorded = None;
+    }
+
+    /// A stream that yields the recorded bytes again, then the rest.
+    pub fn into_replay(self) -> Prefixed<S> {
+        let mut replay = self.recorded.unwrap_or_default();
+        replay.extend_from_slice(&self.prefix[self.offset..]);
+        Prefixed::new(replay, self.inner)
     }
 }
 
@@ -405,6 +419,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         if this.offset < this.prefix.len() {
             let rest = &this.prefix[this.offset..];
             let n = rest.len().min(buf.remaining());
@@ -414,9 +429,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
                 this.prefix = Vec::new();
                 this.offset = 0;
             }
-            return Poll::Ready(Ok(()));
+        } else {
+            std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        if let Some(recorded) = &mut this.recorded {
+            recorded.extend_from_slice(&buf.filled()[before..]);
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

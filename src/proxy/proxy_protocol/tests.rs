@@ -220,3 +220,44 @@ async fn prefixed_streams_replay_then_read_on() {
     stream.read_to_string(&mut out).await.unwrap();
     assert_eq!(out, "hello world");
 }
+
+#[tokio::test]
+async fn a_recording_stream_replays_what_it_yielded_then_the_rest() {
+    let (mut client, server) = tokio::io::duplex(1024);
+    client.write_all(b"lo, client").await.unwrap();
+    let mut stream = Prefixed::new(b"hel".to_vec(), server);
+    stream.record();
+    let mut first = [0u8; 2];
+    stream.read_exact(&mut first).await.unwrap();
+    let mut next = [0u8; 4];
+    stream.read_exact(&mut next).await.unwrap();
+    assert_eq!((&first, &next), (b"he", b"llo,"));
+    client.write_all(b"!").await.unwrap();
+    drop(client);
+    let mut replayed = String::new();
+    stream
+        .into_replay()
+        .read_to_string(&mut replayed)
+        .await
+        .unwrap();
+    assert_eq!(replayed, "hello, client!");
+}
+
+#[tokio::test]
+async fn a_stream_no_longer_recording_keeps_nothing() {
+    let (mut client, server) = tokio::io::duplex(1024);
+    client.write_all(b"abc").await.unwrap();
+    drop(client);
+    let mut stream = Prefixed::new(Vec::new(), server);
+    stream.record();
+    let mut first = [0u8; 1];
+    stream.read_exact(&mut first).await.unwrap();
+    stream.stop_recording();
+    let mut rest = String::new();
+    stream
+        .into_replay()
+        .read_to_string(&mut rest)
+        .await
+        .unwrap();
+    assert_eq!(rest, "bc");
+}
