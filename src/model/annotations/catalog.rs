@@ -549,7 +549,7 @@ pub const ANNOTATIONS: &[Entry] = &[
         label: Some("`custom-http-errors`, `default-backend` with error pages"),
         names: &["custom-http-errors"],
         verdict: Verdict::Same,
-        note: "The same headers to the error backend (`X-Code`, `X-Format`, `X-Original-URI`, `X-Namespace`, `X-Ingress-Name`, `X-Service-Name`, `X-Service-Port`, `X-Request-ID`), with the `default-backend` annotation or the cluster's default backend; Portcullis's own 502/503/504 are covered. Without `--default-backend-service` (Portcullis has none), the cluster's default backend is the oldest Ingress's `spec.defaultBackend`.",
+        note: "The same headers to the error backend (`X-Code`, `X-Format`, `X-Original-URI`, `X-Namespace`, `X-Ingress-Name`, `X-Service-Name`, `X-Service-Port`, `X-Request-ID`), with the `default-backend` annotation or the cluster's default backend; Portcullis's own 502/503/504 are covered, and its 404 for a path none of the host's rules matches when an Ingress of the host lists 404 with a `default-backend`. Without `--default-backend-service` (Portcullis has none), the cluster's default backend is the oldest Ingress's `spec.defaultBackend`.",
     },
     Entry {
         label: None,
