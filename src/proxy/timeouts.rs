@@ -311,8 +311,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
             Poll::Ready(Ok(())) => {
                 let filled = buf.filled();
                 if filled.len() > before {
-                    let fresh = filled[before..].to_vec();
-                    this.sniff(&fresh);
+                    this.sniff(&filled[before..]);
                     this.note_read();
                 }
                 return Poll::Ready(Ok(()));
