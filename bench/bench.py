@@ -90,6 +90,40 @@ def cpu_ticks(pid):
     return total
 
 
+def tree_counters(pid):
+    """User and system CPU (clock ticks), minor faults and context switches of a process tree: what a
+    request costs in our code against the kernel, and how often the proxy sleeps and wakes."""
+    out = {"utime": 0, "stime": 0, "minflt": 0, "voluntary": 0, "involuntary": 0}
+    for p in children_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                s = f.read()
+            fields = s[s.rfind(")") + 2:].split()
+            out["minflt"] += int(fields[7])
+            out["utime"] += int(fields[11]) + int(fields[13])
+            out["stime"] += int(fields[12]) + int(fields[14])
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        out["voluntary"] += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        out["involuntary"] += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def where_time_goes(before, after, requests):
+    """Per-request figures from two tree_counters readings."""
+    hz = os.sysconf("SC_CLK_TCK")
+    d = {k: after[k] - before[k] for k in before}
+    return {"user_us_per_req": round(d["utime"] * 1e6 / hz / requests, 2),
+            "system_us_per_req": round(d["stime"] * 1e6 / hz / requests, 2),
+            "minor_faults_per_req": round(d["minflt"] / requests, 4),
+            "voluntary_switches_per_req": round(d["voluntary"] / requests, 4),
+            "involuntary_switches_per_req": round(d["involuntary"] / requests, 4)}
+
+
 def pss_kb(pid):
     total = 0
     for p in children_tree(pid):
@@ -737,9 +771,9 @@ class Bench:
         hz = os.sysconf("SC_CLK_TCK")
         ours = lambda: (cpu_ticks(impl.pid) + (cpu_ticks(self.backend.pid) if self.backend else 0)
                         + round((os.times().children_user + os.times().children_system) * hz))
-        t0, o0, c0 = cpu_ticks(impl.pid), ours(), cpu_times()
+        t0, o0, c0, w0 = cpu_ticks(impl.pid), ours(), cpu_times(), tree_counters(impl.pid)
         r = fn()
-        t1, o1, c1 = cpu_ticks(impl.pid), ours(), cpu_times()
+        t1, o1, c1, w1 = cpu_ticks(impl.pid), ours(), cpu_times(), tree_counters(impl.pid)
         busy = busy_between(c0, c1)
         # CPU used by anything but the proxy, the backend and the load generator (other work on the
         # machine): a measurement with much of it is not trustworthy.
@@ -754,6 +788,7 @@ class Bench:
                       else "client" if (r["client_core_busy"] or 0) >= 95 else "neither/both")
         if r.get("requests"):
             r["cpu_ms_per_1k"] = round(r["proxy_cpu_s"] * 1e6 / r["requests"], 3)
+            r.update(where_time_goes(w0, w1, r["requests"]))
         return r
 
     def throughput_round(self, rnd):
@@ -1398,6 +1433,26 @@ def summarize_ratelimit_memory(rows):
     return "\n".join(lines) if len(lines) > 2 else "Not run this time (`--only`)."
 
 
+WHERE_TIME_GOES = (("user_us_per_req", "user µs", 2), ("system_us_per_req", "system µs", 2),
+                   ("voluntary_switches_per_req", "voluntary switches", 3),
+                   ("involuntary_switches_per_req", "involuntary switches", 3),
+                   ("minor_faults_per_req", "minor faults", 3))
+
+
+def summarize_where_time_goes(rows):
+    """Per request, medians over rounds: our code (user) against the kernel's (system), and wakeups."""
+    scenarios = ("h1-keepalive", "h2-keepalive", "h1-fixed-rate", "h2-fixed-rate", "redirect")
+    lines = ["| scenario | proxy | " + " | ".join(w for _, w, _ in WHERE_TIME_GOES) + " |",
+             "|---|---|" + "---|" * len(WHERE_TIME_GOES)]
+    for scen in scenarios:
+        for impl in sorted({r["impl"] for r in rows if r["scenario"] == scen}):
+            mine = [r for r in rows if r["scenario"] == scen and r["impl"] == impl and "user_us_per_req" in r]
+            if mine:
+                lines.append(f"| {scen} | {impl} | " + " | ".join(
+                    fmt(med([r[k] for r in mine]), digits) for k, _, digits in WHERE_TIME_GOES) + " |")
+    return "\n".join(lines)
+
+
 def summarize_goals(rows):
     """The issue's goals, each with the figure that decides it (medians of same-round ratios)."""
     def ratio_vs_best(scen, key, higher=True):
@@ -1498,6 +1553,7 @@ def write_report(bench, meta, out_dir, tag=""):
     sections = [
         ("Per-round scenarios (medians, min–max; ratios computed within each round, then the median)",
          summarize(bench.results, meta) if any(r["scenario"] in per_round for r in bench.results) else None),
+        ("Where the time goes, per request (process tree of the proxy)", summarize_where_time_goes(bench.results)),
         ("Once-per-run scenarios", summarize_once(bench.results)),
         ("PROXY protocol overhead (h)", summarize_proxy_protocol(bench.results)),
         ("Basic auth against an open route (i)", summarize_basic_auth(bench.results)),
