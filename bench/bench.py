@@ -124,6 +124,38 @@ def where_time_goes(before, after, requests):
             "involuntary_switches_per_req": round(d["involuntary"] / requests, 4)}
 
 
+def tcp_out_segments():
+    """TcpOutSegs of this network namespace: client, proxy and backend together, so only the difference
+    between proxies under the same load is the proxy's."""
+    with open("/proc/net/snmp") as f:
+        tcp = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(tcp[1][tcp[0].index("OutSegs")])
+
+
+def syscall_profile(pid, fn):
+    """Syscalls per request by type, from `strace -f -c` attached to the whole process tree. strace slows
+    the proxy down several times, so this is its own short run, never the timed one."""
+    log_file = tempfile.NamedTemporaryFile(suffix=".strace", delete=False).name
+    cmd = ["strace", "-f", "-c", "-qq", "-o", log_file]
+    for p in children_tree(pid):
+        cmd += ["-p", str(p)]
+    tracer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    r = fn()
+    tracer.send_signal(signal.SIGINT)
+    tracer.wait(timeout=30)
+    calls = {}
+    with open(log_file) as f:
+        for line in f:
+            parts = line.split()
+            # "% time seconds usecs/call calls [errors] syscall"; the total line names no syscall.
+            if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+                calls[parts[-1]] = int(parts[3])
+    os.unlink(log_file)
+    requests = r.get("requests") or 0
+    return {name: round(n / requests, 3) for name, n in sorted(calls.items(), key=lambda kv: -kv[1])} if requests else {}
+
+
 def pss_kb(pid):
     total = 0
     for p in children_tree(pid):
@@ -771,9 +803,9 @@ class Bench:
         hz = os.sysconf("SC_CLK_TCK")
         ours = lambda: (cpu_ticks(impl.pid) + (cpu_ticks(self.backend.pid) if self.backend else 0)
                         + round((os.times().children_user + os.times().children_system) * hz))
-        t0, o0, c0, w0 = cpu_ticks(impl.pid), ours(), cpu_times(), tree_counters(impl.pid)
+        t0, o0, c0, w0, s0 = cpu_ticks(impl.pid), ours(), cpu_times(), tree_counters(impl.pid), tcp_out_segments()
         r = fn()
-        t1, o1, c1, w1 = cpu_ticks(impl.pid), ours(), cpu_times(), tree_counters(impl.pid)
+        t1, o1, c1, w1, s1 = cpu_ticks(impl.pid), ours(), cpu_times(), tree_counters(impl.pid), tcp_out_segments()
         busy = busy_between(c0, c1)
         # CPU used by anything but the proxy, the backend and the load generator (other work on the
         # machine): a measurement with much of it is not trustworthy.
@@ -789,6 +821,7 @@ class Bench:
         if r.get("requests"):
             r["cpu_ms_per_1k"] = round(r["proxy_cpu_s"] * 1e6 / r["requests"], 3)
             r.update(where_time_goes(w0, w1, r["requests"]))
+            r["tcp_segments_per_req"] = round((s1 - s0) / r["requests"], 3)
         return r
 
     def throughput_round(self, rnd):
@@ -810,6 +843,8 @@ class Bench:
             h2r = ["-c4", "-m8", f"--rps={max(1, rate // 4)}"]
             self.record("h2-fixed-rate", name, round=rnd, offered_rps=rate, **self.measured(
                 impl, lambda: h2load("a.bench.test", d, h2r, self.work / "h2r.tsv")))
+            if rnd == 1:
+                self.trace_syscalls(impl, name, h1r, h2r)
             self.record("redirect", name, round=rnd, **self.measured(
                 impl, lambda: check_redirect() or wrk("http://a.bench.test/p/q?x=1", d)))
             self.record("handshake-resumed", name, round=rnd, cert="ecdsa-p256", **self.measured(
@@ -828,6 +863,15 @@ class Bench:
             wrk("https://a.bench.test/", w)
             self.record("limit-tls-only", "tls-only", round=rnd, **self.measured(impl, lambda: wrk("https://a.bench.test/", d)))
             impl.stop()
+
+    def trace_syscalls(self, impl, name, h1r, h2r):
+        """Syscalls per request at saturation and at the fixed rate, once per proxy and run."""
+        d = min(self.d, 3)
+        for scen, load in (("h1-keepalive", lambda: wrk("https://a.bench.test/", d)),
+                           ("h2-keepalive", lambda: h2load("a.bench.test", d, ["-c4", "-m16"], self.work / "h2.tsv")),
+                           ("h1-fixed-rate", lambda: h2load("a.bench.test", d, h1r, self.work / "h1r.tsv")),
+                           ("h2-fixed-rate", lambda: h2load("a.bench.test", d, h2r, self.work / "h2r.tsv"))):
+            self.record(f"{scen}-syscalls", name, syscalls_per_req=syscall_profile(impl.pid, load))
 
     # -- (h) PROXY protocol overhead ------------------------------------------------------------------
 
@@ -1436,7 +1480,8 @@ def summarize_ratelimit_memory(rows):
 WHERE_TIME_GOES = (("user_us_per_req", "user µs", 2), ("system_us_per_req", "system µs", 2),
                    ("voluntary_switches_per_req", "voluntary switches", 3),
                    ("involuntary_switches_per_req", "involuntary switches", 3),
-                   ("minor_faults_per_req", "minor faults", 3))
+                   ("minor_faults_per_req", "minor faults", 3),
+                   ("tcp_segments_per_req", "TCP segments (namespace)", 2))
 
 
 def summarize_where_time_goes(rows):
@@ -1449,7 +1494,15 @@ def summarize_where_time_goes(rows):
             mine = [r for r in rows if r["scenario"] == scen and r["impl"] == impl and "user_us_per_req" in r]
             if mine:
                 lines.append(f"| {scen} | {impl} | " + " | ".join(
-                    fmt(med([r[k] for r in mine]), digits) for k, _, digits in WHERE_TIME_GOES) + " |")
+                    fmt(med([r[k] for r in mine if k in r]), digits) for k, _, digits in WHERE_TIME_GOES) + " |")
+    traced = [r for r in rows if r["scenario"].endswith("-syscalls")]
+    if traced:
+        lines += ["", "Syscalls per request (strace -f -c, a separate short run; the five most frequent):", "",
+                  "| scenario | proxy | syscalls |", "|---|---|---|"]
+        for r in traced:
+            top = list(r["syscalls_per_req"].items())[:5]
+            lines.append(f"| {r['scenario'][:-len('-syscalls')]} | {r['impl']} | "
+                         + ", ".join(f"{name} {n}" for name, n in top) + " |")
     return "\n".join(lines)
 
 
@@ -1655,7 +1708,7 @@ def smoke_check(rows, only):
     want = set()
     if "throughput" in only:
         want |= {"h1-keepalive", "h2-keepalive", "h1-fixed-rate", "h2-fixed-rate", "redirect", "handshake-resumed",
-                 "handshake-full", "limit-backend-direct"}
+                 "handshake-full", "limit-backend-direct", "h1-keepalive-syscalls", "h2-keepalive-syscalls"}
     if "rotation" in only:
         want.add("cert-rotation")
     if "churn" in only:
@@ -1684,9 +1737,15 @@ def smoke_check(rows, only):
             bad.append(f"{s}: not every address was admitted once, or the limiter did not forget them")
         elif s == "ratelimit-memory":
             pass
+        elif s.endswith("-syscalls"):
+            if not any(r["syscalls_per_req"] for r in rs):
+                bad.append(f"{s}: no syscalls traced")
         elif s not in ("cert-rotation", "route-churn", "scale-hosts", "idle-connections") and not all(
                 (r.get("rps") or 0) > 0 for r in rs):
             bad.append(f"{s}: zero throughput")
+        elif s in ("h1-keepalive", "h2-keepalive", "h1-fixed-rate", "h2-fixed-rate", "redirect") and not all(
+                "user_us_per_req" in r and "tcp_segments_per_req" in r for r in rs):
+            bad.append(f"{s}: no per-request CPU split")
     if bad:
         sys.exit("smoke check failed:\n  " + "\n  ".join(bad))
     print(f"smoke: {len(want)} passed, 0 failed")
