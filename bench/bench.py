@@ -1575,6 +1575,91 @@ def summarize_goals(rows):
     return "\n".join(line for line in lines if not line.endswith("| – |"))
 
 
+def issue15_targets(rows, callgrind):
+    """The issue-15 targets: (measure, figure, target text, ratio or None, bound, lower is better, met or None).
+    CPU and latency are Portcullis over the better of nginx/HAProxy within each round, then the median."""
+    def vs_best(scen, key, higher_is_better):
+        out = []
+        for rnd in sorted({r.get("round") for r in rows if r["scenario"] == scen and r.get("round")}):
+            got = {r["impl"]: r.get(key) for r in rows if r["scenario"] == scen and r.get("round") == rnd}
+            peers = [v for k, v in got.items() if k in ("nginx", "haproxy") and v]
+            if got.get("portcullis") and peers:
+                out.append(got["portcullis"] / (max(peers) if higher_is_better else min(peers)))
+        return statistics.median(out) if out else None
+
+    def once(scen, impl, key):
+        return next((r.get(key) for r in rows if r["scenario"] == scen and r["impl"] == impl), None)
+
+    targets = []
+
+    def ratio(measure, value, bound, lower):
+        met = None if value is None else (value <= bound if lower else value >= bound)
+        targets.append((measure, "not measured in this run" if value is None else f"{value:.2f}×",
+                        f"{'≤' if lower else '≥'} {bound}×", value, bound, lower, met))
+
+    ratio("CPU per request at saturation, HTTP/1.1", vs_best("h1-keepalive", "cpu_ms_per_1k", False), 0.8, True)
+    ratio("CPU per request at saturation, HTTP/2", vs_best("h2-keepalive", "cpu_ms_per_1k", False), 0.8, True)
+    ratio("CPU per request at the fixed rate, HTTP/1.1", vs_best("h1-fixed-rate", "cpu_ms_per_1k", False), 0.8, True)
+    ratio("CPU per request at the fixed rate, HTTP/2", vs_best("h2-fixed-rate", "cpu_ms_per_1k", False), 0.8, True)
+    ratio("CPU per redirect", vs_best("redirect", "cpu_ms_per_1k", False), 0.8, True)
+    for scen, label in (("h1-fixed-rate", "HTTP/1.1"), ("h2-fixed-rate", "HTTP/2")):
+        ratio(f"p99 at the fixed rate, {label}", vs_best(scen, "p99_us", False), 1.0, True)
+    cpu = vs_best("handshake-full", "cpu_ms_per_1k", False)
+    ratio("full handshakes per proxy CPU-second", 1 / cpu if cpu else None, 1.3, False)
+    ours, peers = once("idle-connections", "portcullis", "kb_per_conn"), [
+        v for v in (once("idle-connections", i, "kb_per_conn") for i in ("nginx", "haproxy")) if v]
+    ratio("memory per idle TLS connection", ours / min(peers) if ours and peers else None, 1.0, True)
+    # Absolute targets: shown against their bound, which makes the bar's ratio the figure over the bound.
+    for key, label, bound in (("h1", "instructions per proxied request, HTTP/1.1 (callgrind)", 30_000),
+                              ("h2", "instructions per proxied request, HTTP/2 (callgrind)", 35_000)):
+        v = (callgrind or {}).get(key)
+        targets.append((label, "not measured in this run" if v is None else f"{v:,.0f}", f"≤ {bound:,}",
+                        None if v is None else v / bound, 1.0, True, None if v is None else v <= bound))
+    ms = once("scale-hosts", "portcullis", "apply_ms")
+    targets.append(("one changed certificate among 10,000 live after", "not measured in this run" if ms is None
+                    else f"{ms:.1f} ms", "≤ 100 ms", None if ms is None else ms / 100, 1.0, True,
+                    None if ms is None else ms <= 100))
+    return targets
+
+
+def verdict_word(met):
+    return "not measured in this run" if met is None else ("met" if met else "not met")
+
+
+def summarize_targets(targets):
+    lines = ["| measure | Portcullis / better peer | target | verdict |", "|---|---|---|---|"]
+    lines += [f"| {m} | {fig} | {goal} | **{verdict_word(met)}** |" for m, fig, goal, _, _, _, met in targets]
+    return "\n".join(lines)
+
+
+def targets_svg(targets, title):
+    """Horizontal bars of Portcullis over the better peer (or over the bound for absolute targets), a line at
+    1.0 and a tick at each target; green where the target is met. Hand-written so it needs nothing."""
+    shown = [t for t in targets if t[3] is not None]
+    top, row, left, width = 40, 26, 360, 420
+    scale_max = max([2.0] + [t[3] for t in shown] + [t[4] for t in shown])
+    x = lambda v: left + width * min(v, scale_max) / scale_max
+    height = top + row * max(1, len(shown)) + 30
+    esc = lambda t: t.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 80}" height="{height}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect width="100%" height="100%" fill="white"/>',
+           f'<text x="10" y="20" font-size="14">{esc(title)}</text>']
+    for i, (measure, _, goal, value, bound, _, met) in enumerate(shown):
+        y = top + i * row
+        out.append(f'<text x="{left - 8}" y="{y + 15}" text-anchor="end">{esc(measure)}</text>')
+        out.append(f'<rect x="{left}" y="{y + 4}" width="{x(value) - left:.1f}" height="{row - 10}" '
+                   f'fill="{"#2e8b57" if met else "#c0392b"}"/>')
+        out.append(f'<line x1="{x(bound):.1f}" y1="{y + 1}" x2="{x(bound):.1f}" y2="{y + row - 3}" '
+                   f'stroke="black" stroke-width="2"/>')
+        out.append(f'<text x="{x(value) + 4:.1f}" y="{y + 15}">{value:.2f}× ({esc(goal)})</text>')
+    out.append(f'<line x1="{x(1.0):.1f}" y1="{top - 4}" x2="{x(1.0):.1f}" y2="{height - 24}" stroke="#555" '
+               f'stroke-dasharray="4 3"/>')
+    out.append(f'<text x="{x(1.0):.1f}" y="{height - 10}" text-anchor="middle">1.0 = level with the better peer</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
 def foreign_summary(rows):
     vals = [r["foreign_cpu_pct"] for r in rows if r.get("foreign_cpu_pct") is not None]
     if not vals:
@@ -1614,6 +1699,11 @@ def write_report(bench, meta, out_dir, tag=""):
         ("SSL passthrough enabled against disabled (k)", summarize_passthrough(bench.results)),
         ("Goals (issues 7 and 13)", summarize_goals(bench.results)),
     ]
+    targets = issue15_targets(bench.results, meta.get("callgrind"))
+    (out_dir / f"{date}.svg").write_text(targets_svg(targets, f"Portcullis / better of nginx and HAProxy, {date}"))
+    md += ["## Targets (issue 15)", "", f"![ratios]({date}.svg)", "", summarize_targets(targets), ""]
+    for measure, figure, goal, _, _, _, met in targets:
+        print(f"target: {measure}: {figure} (target {goal}): {verdict_word(met)}")
     # Scenarios left out with --only get no section.
     for title, body in sections:
         if body and not body.startswith("Not run this time") and body.count("\n") > 1:
@@ -1651,6 +1741,8 @@ def main():
     ap.add_argument("--hosts", type=int, default=10000, help="hosts of the scale scenario")
     ap.add_argument("--only", default="throughput,rotation,churn,scale,proxyproto,basicauth,ratelimitmem,passthrough",
                     help="comma-separated scenario groups")
+    ap.add_argument("--callgrind", default=None,
+                    help='JSON from bench/callgrind ({"h1": instructions per request, "h2": ...}) for the verdicts')
     ap.add_argument("--impls", default="portcullis,nginx,haproxy", help="implementations compared")
     ap.add_argument("--worker-threads", type=int, default=0, help="pass --worker-threads to Portcullis")
     ap.add_argument("--out", default=None, help="results directory (default bench/results, or target/bench-smoke)")
@@ -1664,7 +1756,8 @@ def main():
     bench = Bench(args)
     meta = {"command": "bench/run " + " ".join(sys.argv[1:]), "rounds": args.rounds, "duration": args.duration,
             "warmup": args.warmup, "rate": args.rate, "hosts": args.hosts, "versions": versions(),
-            "background": [], "notes": args.note, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "background": [], "notes": args.note, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "callgrind": json.loads(Path(args.callgrind).read_text()) if args.callgrind else None}
     only = set(args.only.split(","))
     try:
         bench.start_backend()
