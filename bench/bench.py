@@ -1702,6 +1702,7 @@ def write_report(bench, meta, out_dir, tag=""):
     targets = issue15_targets(bench.results, meta.get("callgrind"))
     (out_dir / f"{date}.svg").write_text(targets_svg(targets, f"Portcullis / better of nginx and HAProxy, {date}"))
     md += ["## Targets (issue 15)", "", f"![ratios]({date}.svg)", "", summarize_targets(targets), ""]
+    print(summarize_where_time_goes(bench.results))
     for measure, figure, goal, _, _, _, met in targets:
         print(f"target: {measure}: {figure} (target {goal}): {verdict_word(met)}")
     # Scenarios left out with --only get no section.
