@@ -90,6 +90,72 @@ def cpu_ticks(pid):
     return total
 
 
+def tree_counters(pid):
+    """User and system CPU (clock ticks), minor faults and context switches of a process tree: what a
+    request costs in our code against the kernel, and how often the proxy sleeps and wakes."""
+    out = {"utime": 0, "stime": 0, "minflt": 0, "voluntary": 0, "involuntary": 0}
+    for p in children_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                s = f.read()
+            fields = s[s.rfind(")") + 2:].split()
+            out["minflt"] += int(fields[7])
+            out["utime"] += int(fields[11]) + int(fields[13])
+            out["stime"] += int(fields[12]) + int(fields[14])
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        out["voluntary"] += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        out["involuntary"] += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def where_time_goes(before, after, requests):
+    """Per-request figures from two tree_counters readings."""
+    hz = os.sysconf("SC_CLK_TCK")
+    d = {k: after[k] - before[k] for k in before}
+    return {"user_us_per_req": round(d["utime"] * 1e6 / hz / requests, 2),
+            "system_us_per_req": round(d["stime"] * 1e6 / hz / requests, 2),
+            "minor_faults_per_req": round(d["minflt"] / requests, 4),
+            "voluntary_switches_per_req": round(d["voluntary"] / requests, 4),
+            "involuntary_switches_per_req": round(d["involuntary"] / requests, 4)}
+
+
+def tcp_out_segments():
+    """TcpOutSegs of this network namespace: client, proxy and backend together, so only the difference
+    between proxies under the same load is the proxy's."""
+    with open("/proc/net/snmp") as f:
+        tcp = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(tcp[1][tcp[0].index("OutSegs")])
+
+
+def syscall_profile(pid, fn):
+    """Syscalls per request by type, from `strace -f -c` attached to the whole process tree. strace slows
+    the proxy down several times, so this is its own short run, never the timed one."""
+    log_file = tempfile.NamedTemporaryFile(suffix=".strace", delete=False).name
+    cmd = ["strace", "-f", "-c", "-qq", "-o", log_file]
+    for p in children_tree(pid):
+        cmd += ["-p", str(p)]
+    tracer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    r = fn()
+    tracer.send_signal(signal.SIGINT)
+    tracer.wait(timeout=30)
+    calls = {}
+    with open(log_file) as f:
+        for line in f:
+            parts = line.split()
+            # "% time seconds usecs/call calls [errors] syscall"; the total line names no syscall.
+            if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+                calls[parts[-1]] = int(parts[3])
+    os.unlink(log_file)
+    requests = r.get("requests") or 0
+    return {name: round(n / requests, 3) for name, n in sorted(calls.items(), key=lambda kv: -kv[1])} if requests else {}
+
+
 def pss_kb(pid):
     total = 0
     for p in children_tree(pid):
@@ -737,9 +803,9 @@ class Bench:
         hz = os.sysconf("SC_CLK_TCK")
         ours = lambda: (cpu_ticks(impl.pid) + (cpu_ticks(self.backend.pid) if self.backend else 0)
                         + round((os.times().children_user + os.times().children_system) * hz))
-        t0, o0, c0 = cpu_ticks(impl.pid), ours(), cpu_times()
+        t0, o0, c0, w0, s0 = cpu_ticks(impl.pid), ours(), cpu_times(), tree_counters(impl.pid), tcp_out_segments()
         r = fn()
-        t1, o1, c1 = cpu_ticks(impl.pid), ours(), cpu_times()
+        t1, o1, c1, w1, s1 = cpu_ticks(impl.pid), ours(), cpu_times(), tree_counters(impl.pid), tcp_out_segments()
         busy = busy_between(c0, c1)
         # CPU used by anything but the proxy, the backend and the load generator (other work on the
         # machine): a measurement with much of it is not trustworthy.
@@ -754,6 +820,8 @@ class Bench:
                       else "client" if (r["client_core_busy"] or 0) >= 95 else "neither/both")
         if r.get("requests"):
             r["cpu_ms_per_1k"] = round(r["proxy_cpu_s"] * 1e6 / r["requests"], 3)
+            r.update(where_time_goes(w0, w1, r["requests"]))
+            r["tcp_segments_per_req"] = round((s1 - s0) / r["requests"], 3)
         return r
 
     def throughput_round(self, rnd):
@@ -775,6 +843,8 @@ class Bench:
             h2r = ["-c4", "-m8", f"--rps={max(1, rate // 4)}"]
             self.record("h2-fixed-rate", name, round=rnd, offered_rps=rate, **self.measured(
                 impl, lambda: h2load("a.bench.test", d, h2r, self.work / "h2r.tsv")))
+            if rnd == 1:
+                self.trace_syscalls(impl, name, h1r, h2r)
             self.record("redirect", name, round=rnd, **self.measured(
                 impl, lambda: check_redirect() or wrk("http://a.bench.test/p/q?x=1", d)))
             self.record("handshake-resumed", name, round=rnd, cert="ecdsa-p256", **self.measured(
@@ -793,6 +863,15 @@ class Bench:
             wrk("https://a.bench.test/", w)
             self.record("limit-tls-only", "tls-only", round=rnd, **self.measured(impl, lambda: wrk("https://a.bench.test/", d)))
             impl.stop()
+
+    def trace_syscalls(self, impl, name, h1r, h2r):
+        """Syscalls per request at saturation and at the fixed rate, once per proxy and run."""
+        d = min(self.d, 3)
+        for scen, load in (("h1-keepalive", lambda: wrk("https://a.bench.test/", d)),
+                           ("h2-keepalive", lambda: h2load("a.bench.test", d, ["-c4", "-m16"], self.work / "h2.tsv")),
+                           ("h1-fixed-rate", lambda: h2load("a.bench.test", d, h1r, self.work / "h1r.tsv")),
+                           ("h2-fixed-rate", lambda: h2load("a.bench.test", d, h2r, self.work / "h2r.tsv"))):
+            self.record(f"{scen}-syscalls", name, syscalls_per_req=syscall_profile(impl.pid, load))
 
     # -- (h) PROXY protocol overhead ------------------------------------------------------------------
 
@@ -1398,6 +1477,35 @@ def summarize_ratelimit_memory(rows):
     return "\n".join(lines) if len(lines) > 2 else "Not run this time (`--only`)."
 
 
+WHERE_TIME_GOES = (("user_us_per_req", "user µs", 2), ("system_us_per_req", "system µs", 2),
+                   ("voluntary_switches_per_req", "voluntary switches", 3),
+                   ("involuntary_switches_per_req", "involuntary switches", 3),
+                   ("minor_faults_per_req", "minor faults", 3),
+                   ("tcp_segments_per_req", "TCP segments (namespace)", 2))
+
+
+def summarize_where_time_goes(rows):
+    """Per request, medians over rounds: our code (user) against the kernel's (system), and wakeups."""
+    scenarios = ("h1-keepalive", "h2-keepalive", "h1-fixed-rate", "h2-fixed-rate", "redirect")
+    lines = ["| scenario | proxy | " + " | ".join(w for _, w, _ in WHERE_TIME_GOES) + " |",
+             "|---|---|" + "---|" * len(WHERE_TIME_GOES)]
+    for scen in scenarios:
+        for impl in sorted({r["impl"] for r in rows if r["scenario"] == scen}):
+            mine = [r for r in rows if r["scenario"] == scen and r["impl"] == impl and "user_us_per_req" in r]
+            if mine:
+                lines.append(f"| {scen} | {impl} | " + " | ".join(
+                    fmt(med([r[k] for r in mine if k in r]), digits) for k, _, digits in WHERE_TIME_GOES) + " |")
+    traced = [r for r in rows if r["scenario"].endswith("-syscalls")]
+    if traced:
+        lines += ["", "Syscalls per request (strace -f -c, a separate short run; the five most frequent):", "",
+                  "| scenario | proxy | syscalls |", "|---|---|---|"]
+        for r in traced:
+            top = list(r["syscalls_per_req"].items())[:5]
+            lines.append(f"| {r['scenario'][:-len('-syscalls')]} | {r['impl']} | "
+                         + ", ".join(f"{name} {n}" for name, n in top) + " |")
+    return "\n".join(lines)
+
+
 def summarize_goals(rows):
     """The issue's goals, each with the figure that decides it (medians of same-round ratios)."""
     def ratio_vs_best(scen, key, higher=True):
@@ -1467,6 +1575,91 @@ def summarize_goals(rows):
     return "\n".join(line for line in lines if not line.endswith("| – |"))
 
 
+def issue15_targets(rows, callgrind):
+    """The issue-15 targets: (measure, figure, target text, ratio or None, bound, lower is better, met or None).
+    CPU and latency are Portcullis over the better of nginx/HAProxy within each round, then the median."""
+    def vs_best(scen, key, higher_is_better):
+        out = []
+        for rnd in sorted({r.get("round") for r in rows if r["scenario"] == scen and r.get("round")}):
+            got = {r["impl"]: r.get(key) for r in rows if r["scenario"] == scen and r.get("round") == rnd}
+            peers = [v for k, v in got.items() if k in ("nginx", "haproxy") and v]
+            if got.get("portcullis") and peers:
+                out.append(got["portcullis"] / (max(peers) if higher_is_better else min(peers)))
+        return statistics.median(out) if out else None
+
+    def once(scen, impl, key):
+        return next((r.get(key) for r in rows if r["scenario"] == scen and r["impl"] == impl), None)
+
+    targets = []
+
+    def ratio(measure, value, bound, lower):
+        met = None if value is None else (value <= bound if lower else value >= bound)
+        targets.append((measure, "not measured in this run" if value is None else f"{value:.2f}×",
+                        f"{'≤' if lower else '≥'} {bound}×", value, bound, lower, met))
+
+    ratio("CPU per request at saturation, HTTP/1.1", vs_best("h1-keepalive", "cpu_ms_per_1k", False), 0.8, True)
+    ratio("CPU per request at saturation, HTTP/2", vs_best("h2-keepalive", "cpu_ms_per_1k", False), 0.8, True)
+    ratio("CPU per request at the fixed rate, HTTP/1.1", vs_best("h1-fixed-rate", "cpu_ms_per_1k", False), 0.8, True)
+    ratio("CPU per request at the fixed rate, HTTP/2", vs_best("h2-fixed-rate", "cpu_ms_per_1k", False), 0.8, True)
+    ratio("CPU per redirect", vs_best("redirect", "cpu_ms_per_1k", False), 0.8, True)
+    for scen, label in (("h1-fixed-rate", "HTTP/1.1"), ("h2-fixed-rate", "HTTP/2")):
+        ratio(f"p99 at the fixed rate, {label}", vs_best(scen, "p99_us", False), 1.0, True)
+    cpu = vs_best("handshake-full", "cpu_ms_per_1k", False)
+    ratio("full handshakes per proxy CPU-second", 1 / cpu if cpu else None, 1.3, False)
+    ours, peers = once("idle-connections", "portcullis", "kb_per_conn"), [
+        v for v in (once("idle-connections", i, "kb_per_conn") for i in ("nginx", "haproxy")) if v]
+    ratio("memory per idle TLS connection", ours / min(peers) if ours and peers else None, 1.0, True)
+    # Absolute targets: shown against their bound, which makes the bar's ratio the figure over the bound.
+    for key, label, bound in (("h1", "instructions per proxied request, HTTP/1.1 (callgrind)", 30_000),
+                              ("h2", "instructions per proxied request, HTTP/2 (callgrind)", 35_000)):
+        v = (callgrind or {}).get(key)
+        targets.append((label, "not measured in this run" if v is None else f"{v:,.0f}", f"≤ {bound:,}",
+                        None if v is None else v / bound, 1.0, True, None if v is None else v <= bound))
+    ms = once("scale-hosts", "portcullis", "apply_ms")
+    targets.append(("one changed certificate among 10,000 live after", "not measured in this run" if ms is None
+                    else f"{ms:.1f} ms", "≤ 100 ms", None if ms is None else ms / 100, 1.0, True,
+                    None if ms is None else ms <= 100))
+    return targets
+
+
+def verdict_word(met):
+    return "not measured in this run" if met is None else ("met" if met else "not met")
+
+
+def summarize_targets(targets):
+    lines = ["| measure | Portcullis / better peer | target | verdict |", "|---|---|---|---|"]
+    lines += [f"| {m} | {fig} | {goal} | **{verdict_word(met)}** |" for m, fig, goal, _, _, _, met in targets]
+    return "\n".join(lines)
+
+
+def targets_svg(targets, title):
+    """Horizontal bars of Portcullis over the better peer (or over the bound for absolute targets), a line at
+    1.0 and a tick at each target; green where the target is met. Hand-written so it needs nothing."""
+    shown = [t for t in targets if t[3] is not None]
+    top, row, left, width = 40, 26, 360, 420
+    scale_max = max([2.0] + [t[3] for t in shown] + [t[4] for t in shown])
+    x = lambda v: left + width * min(v, scale_max) / scale_max
+    height = top + row * max(1, len(shown)) + 30
+    esc = lambda t: t.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 80}" height="{height}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect width="100%" height="100%" fill="white"/>',
+           f'<text x="10" y="20" font-size="14">{esc(title)}</text>']
+    for i, (measure, _, goal, value, bound, _, met) in enumerate(shown):
+        y = top + i * row
+        out.append(f'<text x="{left - 8}" y="{y + 15}" text-anchor="end">{esc(measure)}</text>')
+        out.append(f'<rect x="{left}" y="{y + 4}" width="{x(value) - left:.1f}" height="{row - 10}" '
+                   f'fill="{"#2e8b57" if met else "#c0392b"}"/>')
+        out.append(f'<line x1="{x(bound):.1f}" y1="{y + 1}" x2="{x(bound):.1f}" y2="{y + row - 3}" '
+                   f'stroke="black" stroke-width="2"/>')
+        out.append(f'<text x="{x(value) + 4:.1f}" y="{y + 15}">{value:.2f}× ({esc(goal)})</text>')
+    out.append(f'<line x1="{x(1.0):.1f}" y1="{top - 4}" x2="{x(1.0):.1f}" y2="{height - 24}" stroke="#555" '
+               f'stroke-dasharray="4 3"/>')
+    out.append(f'<text x="{x(1.0):.1f}" y="{height - 10}" text-anchor="middle">1.0 = level with the better peer</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
 def foreign_summary(rows):
     vals = [r["foreign_cpu_pct"] for r in rows if r.get("foreign_cpu_pct") is not None]
     if not vals:
@@ -1498,6 +1691,7 @@ def write_report(bench, meta, out_dir, tag=""):
     sections = [
         ("Per-round scenarios (medians, min–max; ratios computed within each round, then the median)",
          summarize(bench.results, meta) if any(r["scenario"] in per_round for r in bench.results) else None),
+        ("Where the time goes, per request (process tree of the proxy)", summarize_where_time_goes(bench.results)),
         ("Once-per-run scenarios", summarize_once(bench.results)),
         ("PROXY protocol overhead (h)", summarize_proxy_protocol(bench.results)),
         ("Basic auth against an open route (i)", summarize_basic_auth(bench.results)),
@@ -1505,6 +1699,12 @@ def write_report(bench, meta, out_dir, tag=""):
         ("SSL passthrough enabled against disabled (k)", summarize_passthrough(bench.results)),
         ("Goals (issues 7 and 13)", summarize_goals(bench.results)),
     ]
+    targets = issue15_targets(bench.results, meta.get("callgrind"))
+    (out_dir / f"{date}.svg").write_text(targets_svg(targets, f"Portcullis / better of nginx and HAProxy, {date}"))
+    md += ["## Targets (issue 15)", "", f"![ratios]({date}.svg)", "", summarize_targets(targets), ""]
+    print(summarize_where_time_goes(bench.results))
+    for measure, figure, goal, _, _, _, met in targets:
+        print(f"target: {measure}: {figure} (target {goal}): {verdict_word(met)}")
     # Scenarios left out with --only get no section.
     for title, body in sections:
         if body and not body.startswith("Not run this time") and body.count("\n") > 1:
@@ -1542,6 +1742,8 @@ def main():
     ap.add_argument("--hosts", type=int, default=10000, help="hosts of the scale scenario")
     ap.add_argument("--only", default="throughput,rotation,churn,scale,proxyproto,basicauth,ratelimitmem,passthrough",
                     help="comma-separated scenario groups")
+    ap.add_argument("--callgrind", default=None,
+                    help='JSON from bench/callgrind ({"h1": instructions per request, "h2": ...}) for the verdicts')
     ap.add_argument("--impls", default="portcullis,nginx,haproxy", help="implementations compared")
     ap.add_argument("--worker-threads", type=int, default=0, help="pass --worker-threads to Portcullis")
     ap.add_argument("--out", default=None, help="results directory (default bench/results, or target/bench-smoke)")
@@ -1555,7 +1757,8 @@ def main():
     bench = Bench(args)
     meta = {"command": "bench/run " + " ".join(sys.argv[1:]), "rounds": args.rounds, "duration": args.duration,
             "warmup": args.warmup, "rate": args.rate, "hosts": args.hosts, "versions": versions(),
-            "background": [], "notes": args.note, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "background": [], "notes": args.note, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "callgrind": json.loads(Path(args.callgrind).read_text()) if args.callgrind else None}
     only = set(args.only.split(","))
     try:
         bench.start_backend()
@@ -1599,7 +1802,7 @@ def smoke_check(rows, only):
     want = set()
     if "throughput" in only:
         want |= {"h1-keepalive", "h2-keepalive", "h1-fixed-rate", "h2-fixed-rate", "redirect", "handshake-resumed",
-                 "handshake-full", "limit-backend-direct"}
+                 "handshake-full", "limit-backend-direct", "h1-keepalive-syscalls", "h2-keepalive-syscalls"}
     if "rotation" in only:
         want.add("cert-rotation")
     if "churn" in only:
@@ -1628,9 +1831,15 @@ def smoke_check(rows, only):
             bad.append(f"{s}: not every address was admitted once, or the limiter did not forget them")
         elif s == "ratelimit-memory":
             pass
+        elif s.endswith("-syscalls"):
+            if not any(r["syscalls_per_req"] for r in rs):
+                bad.append(f"{s}: no syscalls traced")
         elif s not in ("cert-rotation", "route-churn", "scale-hosts", "idle-connections") and not all(
                 (r.get("rps") or 0) > 0 for r in rs):
             bad.append(f"{s}: zero throughput")
+        elif s in ("h1-keepalive", "h2-keepalive", "h1-fixed-rate", "h2-fixed-rate", "redirect") and not all(
+                "user_us_per_req" in r and "tcp_segments_per_req" in r for r in rs):
+            bad.append(f"{s}: no per-request CPU split")
     if bad:
         sys.exit("smoke check failed:\n  " + "\n  ".join(bad))
     print(f"smoke: {len(want)} passed, 0 failed")
