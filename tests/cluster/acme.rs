@@ -44,8 +44,10 @@ pub async fn run(name: &str, cp: &ControlPlane, slot: u8) -> Result<()> {
     }
 }
 
-/// An issuance's whole course, with margin for a loaded machine.
-const ISSUED: Duration = Duration::from_secs(60);
+/// An issuance's whole course, with margin for a loaded machine and for one retry: a step that
+/// fails once (a rejected nonce, a validation that came too early) is retried after the first
+/// backoff, 48–72 s.
+const ISSUED: Duration = Duration::from_secs(150);
 /// The leader Lease's duration (15 s) after a killed leader, plus the new orderer's course.
 const TAKEOVER: Duration = Duration::from_secs(90);
 
