@@ -17,7 +17,8 @@ use crate::cli::Args;
 use crate::events::EventPublisher;
 use crate::leader::LeaderElection;
 use crate::metrics::Metrics;
-use crate::model::{BuildOptions, Config, ConfigHandle, Problem, Snapshot, build};
+use crate::model::incremental::{Incremental, Rebuilt};
+use crate::model::{BuildOptions, Config, ConfigHandle, Problem, Snapshot};
 use crate::proxy::listener::{self, Listener};
 use crate::proxy::termination::{self, SniResolver};
 use crate::proxy::{Proxy, Tunnels, Upstream};
@@ -139,7 +140,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ingress_class: args.ingress_class.clone(),
         watch_without_class: args.watch_ingress_without_class,
         default_cert,
-        certs: Arc::new(Mutex::new(CertStore::new(provider.clone()))),
+        certs: Arc::new(Mutex::new((
+            Incremental::default(),
+            CertStore::new(provider.clone()),
+        ))),
         live: config.clone(),
         published: published_tx,
         tls: TlsReloader {
@@ -347,7 +351,8 @@ struct Publisher {
     ingress_class: String,
     watch_without_class: bool,
     default_cert: Arc<rustls::sign::CertifiedKey>,
-    certs: Arc<Mutex<CertStore>>,
+    /// The previous translation (so a change rebuilds only what it affects) and the parsed certificates.
+    certs: Arc<Mutex<(Incremental, CertStore)>>,
     live: ConfigHandle,
     /// The same configuration, for the tasks that act on changes (status, Events).
     published: watch::Sender<Arc<Config>>,
@@ -406,22 +411,18 @@ impl Publisher {
             // second each at 10,000): both run on the blocking pool, never on a thread that serves
             // traffic.
             let built = tokio::task::spawn_blocking(move || {
-                let mut certs = certs
+                let mut guard = certs
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
-                let config = build(
-                    &snapshot,
-                    &options,
-                    &mut certs,
-                    unix_now() as i64,
-                    generation,
-                );
+                let (incremental, certs) = &mut *guard;
+                let (config, rebuilt) =
+                    incremental.apply(&snapshot, &options, certs, unix_now() as i64, generation);
                 let elapsed = started.elapsed();
                 metrics.config_published(&config, elapsed.as_secs_f64(), unix_now());
-                (config, elapsed)
+                (config, rebuilt, elapsed)
             })
             .await;
-            let (config, elapsed) = match built {
+            let (config, rebuilt, elapsed) = match built {
                 Ok(built) => built,
                 Err(e) => {
                     self.metrics.config_failed();
@@ -445,9 +446,12 @@ impl Publisher {
                 certificates = config.certs.len(),
                 problems = config.problems.len(),
                 build_ms = elapsed.as_secs_f64() * 1000.0,
+                translated = match rebuilt {
+                    Rebuilt::All => config.ingresses.len(),
+                    Rebuilt::Some(n) => n,
+                },
                 "configuration live"
             );
-            let config = Arc::new(config);
             let previous = self.live.swap(config.clone());
             let previous_published = self.published.send_replace(config);
             self.health.set_configured();

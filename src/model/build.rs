@@ -1,5 +1,6 @@
 //! `build()`: every object of one moment in, one [`Config`] out.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass, IngressRule};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use rustls::sign::CertifiedKey;
 
 use super::acme::{self, WantedCertificate};
@@ -51,18 +53,200 @@ pub fn build(
     now: i64,
     generation: u64,
 ) -> Config {
+    build_traced(snapshot, options, certs, now, generation).0
+}
+
+/// [`build`], with what each Ingress contributed, for [`super::incremental`].
+pub(super) fn build_traced(
+    snapshot: &Snapshot,
+    options: &BuildOptions,
+    certs: &mut CertStore,
+    now: i64,
+    generation: u64,
+) -> (Config, Selection, Part) {
     let index = Index::new(snapshot);
+    let selection = Selection::new(&index, options, &snapshot.origins);
+    let ours: Vec<Arc<Ingress>> = snapshot
+        .ingresses
+        .iter()
+        .filter(|i| selection.takes(i, options))
+        .cloned()
+        .collect();
+    let mut part = translate(&index, &snapshot.origins, ours, options, certs, now);
+    let mut used: HashSet<NamespacedName> = part.global.used_secrets.clone();
+    for footprint in part.footprints.values() {
+        used.extend(footprint.used_secrets.iter().cloned());
+    }
+    certs.retain(&used);
+
+    let mut problems = snapshot.problems.clone();
+    for problem in &mut problems {
+        fill_file(problem, &snapshot.origins);
+    }
+    problems.extend(selection.problems.iter().cloned());
+    problems.extend(part.global.problems.iter().cloned());
+    for footprint in part.footprints.values() {
+        problems.extend(footprint.problems.iter().cloned());
+    }
+    problems.sort();
+    problems.dedup();
+    let config = Config {
+        generation,
+        routes: std::mem::take(&mut part.routes),
+        certs: part.cert_table.clone(),
+        ingresses: part.ingresses.iter().map(|i| name_of(i)).collect(),
+        certificates: part.certificates.clone(),
+        problems,
+        settings: options.settings.clone(),
+        acme: part.acme.clone(),
+        passthrough: Arc::new(part.passthrough.clone()),
+    };
+    (config, selection, part)
+}
+
+/// Which Ingresses are ours, decided by the IngressClass objects and the command line.
+#[derive(Debug, Clone)]
+pub(super) struct Selection {
+    class_is_ours: bool,
+    take_classless: bool,
+    /// About our IngressClass, when it names another controller.
+    pub problems: Vec<Problem>,
+}
+
+impl Selection {
+    fn new(
+        index: &Index<'_>,
+        options: &BuildOptions,
+        origins: &HashMap<ObjectRef, Arc<str>>,
+    ) -> Selection {
+        let our_class = index.classes.get(options.ingress_class.as_str()).copied();
+        let mut class_is_ours = true;
+        let mut class_is_default = false;
+        let mut problems = Vec::new();
+        if let Some(class) = our_class {
+            let controller = class
+                .spec
+                .as_ref()
+                .and_then(|s| s.controller.as_deref())
+                .unwrap_or("");
+            if controller != CONTROLLER_NAME {
+                class_is_ours = false;
+                let mut problem = Problem::object(
+                    ObjectRef::from_meta(Kind::IngressClass, &class.metadata),
+                    ProblemKind::ForeignIngressClass,
+                    format!(
+                        "IngressClass {} has spec.controller {controller:?}, not {CONTROLLER_NAME:?}; its Ingresses are not served",
+                        options.ingress_class
+                    ),
+                );
+                fill_file(&mut problem, origins);
+                problems.push(problem);
+            }
+            class_is_default = class
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                .is_some_and(|v| v == "true");
+        }
+        Selection {
+            class_is_ours,
+            take_classless: class_is_ours && (options.watch_without_class || class_is_default),
+            problems,
+        }
+    }
+
+    /// Whether this Ingress is served by Portcullis.
+    pub fn takes(&self, ingress: &Ingress, options: &BuildOptions) -> bool {
+        match ingress_class(ingress) {
+            Some(class) => self.class_is_ours && class == options.ingress_class,
+            None => self.take_classless,
+        }
+    }
+}
+
+/// Ingresses are translated oldest first (creation time, then namespace/name), so that conflicts are
+/// always decided the same way.
+pub(super) type Age = (bool, Option<Time>, String, Option<String>);
+
+pub(super) fn age_of(i: &Ingress) -> Age {
+    (
+        i.metadata.creation_timestamp.is_none(),
+        i.metadata.creation_timestamp.clone(),
+        namespace_of(&i.metadata).to_string(),
+        i.metadata.name.clone(),
+    )
+}
+
+/// A host (or the rules without one) or an ACME Secret that Ingresses compete for: Ingresses that
+/// share none are translated independently, so only the ones sharing one must be translated together.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Claim {
+    Host(HostKey),
+    AcmeSecret(NamespacedName),
+}
+
+/// An object an Ingress's translation looked up, present or not: when it changes, so may the result.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Dep {
+    Secret(NamespacedName),
+    Service(NamespacedName),
+    /// The EndpointSlices of this Service.
+    Slices(NamespacedName),
+}
+
+/// What one Ingress contributed to a translation, so that it can be taken out again.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Footprint {
+    pub claims: HashSet<Claim>,
+    pub deps: HashSet<Dep>,
+    /// Its problems, including those about objects it uses (an EndpointSlice's bad addresses).
+    pub problems: Vec<Problem>,
+    pub certificates: Vec<CertificateInfo>,
+    pub acme: Vec<WantedCertificate>,
+    /// Secrets whose certificate it loaded.
+    pub used_secrets: HashSet<NamespacedName>,
+    /// Times (Unix seconds) at which a certificate it loaded becomes valid or expired, so its problems
+    /// change.
+    pub boundaries: Vec<i64>,
+}
+
+/// The translation of some of the Ingresses: all of them, or those sharing claims with a change.
+#[derive(Debug)]
+pub(super) struct Part {
+    /// The Ingresses translated, oldest first.
+    pub ingresses: Vec<Arc<Ingress>>,
+    pub routes: RouteTable<Arc<Route>>,
+    pub cert_table: CertTable,
+    pub passthrough: PassthroughTable,
+    /// By Secret, then host.
+    pub certificates: Vec<CertificateInfo>,
+    pub acme: Vec<WantedCertificate>,
+    pub footprints: HashMap<NamespacedName, Footprint>,
+    /// What no Ingress caused: the default certificate's Secret.
+    pub global: Footprint,
+}
+
+/// Translates `ingresses` (all ours) against every other object of the index.
+pub(super) fn translate(
+    index: &Index<'_>,
+    origins: &HashMap<ObjectRef, Arc<str>>,
+    mut ingresses: Vec<Arc<Ingress>>,
+    options: &BuildOptions,
+    certs: &mut CertStore,
+    now: i64,
+) -> Part {
+    ingresses.sort_by_cached_key(|i| age_of(i));
     let mut b = Builder {
-        index: &index,
+        index,
         certs,
         now,
-        problems: snapshot.problems.clone(),
+        problems: Vec::new(),
         routes: RouteTable::default(),
         cert_table: CertTable::new(options.default_cert.clone()),
         tls_owners: HashMap::new(),
         certificates: Vec::new(),
         backends: HashMap::new(),
-        used_secrets: HashSet::new(),
         settings: &options.settings,
         www_aliases: Vec::new(),
         client_cert_conflicts: HashSet::new(),
@@ -70,12 +254,15 @@ pub fn build(
         acme: Vec::new(),
         passthrough: PassthroughTable::default(),
         server_aliases: Vec::new(),
+        footprint: Footprint::default(),
+        footprints: HashMap::new(),
     };
     b.default_certificate(options);
+    let mut global = std::mem::take(&mut b.footprint);
+    global.problems = std::mem::take(&mut b.problems);
 
-    let ours = b.select_ingresses(snapshot, options);
     // Canaries attach to the routes of primaries, so they come after all of them.
-    let (canaries, primaries): (Vec<_>, Vec<_>) = ours
+    let (canaries, primaries): (Vec<_>, Vec<_>) = ingresses
         .iter()
         .cloned()
         .partition(|i| annotations::canary::marked(i.metadata.annotations.as_ref()));
@@ -83,10 +270,14 @@ pub fn build(
     b.client_cert_conflicts = conflicts;
     b.problems.extend(problems);
     for ingress in &primaries {
+        let start = b.begin();
         b.ingress(ingress);
+        b.end(name_of(ingress), start);
     }
     for ingress in &canaries {
+        let start = b.begin();
         b.canary_ingress(ingress);
+        b.end(name_of(ingress), start);
     }
     // After the canaries, so that an alias gets its host's canary too.
     b.server_aliases();
@@ -94,44 +285,73 @@ pub fn build(
     b.passthrough_conflicts();
 
     let Builder {
-        mut problems,
+        problems,
         routes,
         cert_table,
         mut certificates,
-        used_secrets,
         acme: mut wanted,
         passthrough,
+        mut footprints,
         ..
     } = b;
     // Two Ingresses naming the same Secret: the older one's entry is ordered.
     let mut seen = HashSet::new();
     wanted.retain(|w| seen.insert(w.secret.clone()));
-    certs.retain(&used_secrets);
-    for p in &mut problems {
-        if p.file.is_none() {
-            p.file = p
-                .object
-                .as_ref()
-                .and_then(|o| snapshot.origins.get(o).cloned());
+    for w in &wanted {
+        if let Some(f) = footprints.get_mut(&w.ingress) {
+            f.acme.push(w.clone());
         }
     }
-    problems.sort();
-    problems.dedup();
+    // Problems about an Ingress are its own, whichever step found them.
+    for problem in problems {
+        let ingress = problem
+            .object
+            .as_ref()
+            .filter(|o| o.kind == Kind::Ingress)
+            .and_then(|o| footprints.get_mut(&NamespacedName::new(&o.namespace, &o.name)));
+        match ingress {
+            Some(footprint) => footprint.problems.push(problem),
+            // Found outside any Ingress's step (none are today): kept, never dropped.
+            None if problem
+                .object
+                .as_ref()
+                .is_some_and(|o| o.kind == Kind::Ingress) =>
+            {
+                global.problems.push(problem)
+            }
+            // About another object, found during an Ingress's step: already that Ingress's.
+            None => {}
+        }
+    }
+    for footprint in footprints.values_mut().chain([&mut global]) {
+        for problem in &mut footprint.problems {
+            fill_file(problem, origins);
+        }
+    }
     certificates.sort_by(|a, b| (&a.secret, &a.host).cmp(&(&b.secret, &b.host)));
-    Config {
-        generation,
+    Part {
+        ingresses,
         routes,
-        certs: cert_table,
-        ingresses: ours.iter().map(|i| name_of(i)).collect(),
+        cert_table,
+        passthrough,
         certificates,
-        problems,
-        settings: options.settings.clone(),
         acme: wanted,
-        passthrough: Arc::new(passthrough),
+        footprints,
+        global,
     }
 }
 
-fn name_of(ingress: &Ingress) -> NamespacedName {
+/// In manifest mode, names the file of the object a problem is about.
+pub(super) fn fill_file(problem: &mut Problem, origins: &HashMap<ObjectRef, Arc<str>>) {
+    if problem.file.is_none() {
+        problem.file = problem
+            .object
+            .as_ref()
+            .and_then(|o| origins.get(o).cloned());
+    }
+}
+
+pub(super) fn name_of(ingress: &Ingress) -> NamespacedName {
     NamespacedName::new(
         namespace_of(&ingress.metadata),
         ingress.metadata.name.clone().unwrap_or_default(),
@@ -139,37 +359,35 @@ fn name_of(ingress: &Ingress) -> NamespacedName {
 }
 
 /// Objects without a namespace (common in hand-written manifests) live in `default`, as `kubectl apply` does.
-fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+pub(super) fn namespace_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> &str {
     meta.namespace
         .as_deref()
         .filter(|ns| !ns.is_empty())
         .unwrap_or("default")
 }
 
-/// Lookups by `namespace/name` over the snapshot.
-struct Index<'a> {
+/// Lookups by `namespace/name` over the snapshot, noting what the current Ingress looked up.
+pub(super) struct Index<'a> {
     services: HashMap<(&'a str, &'a str), &'a Service>,
     secrets: HashMap<(&'a str, &'a str), &'a Secret>,
     /// Slices by namespace and the Service they belong to.
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     classes: HashMap<&'a str, &'a IngressClass>,
+    looked_up: RefCell<HashSet<Dep>>,
 }
 
 impl<'a> Index<'a> {
-    fn new(s: &'a Snapshot) -> Self {
+    pub(super) fn new(s: &'a Snapshot) -> Self {
         let key = |m: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
             (namespace_of(m), m.name.as_deref().unwrap_or(""))
         };
         let mut slices: HashMap<_, Vec<_>> = HashMap::new();
         for slice in &s.endpoint_slices {
-            if let Some(svc) = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            {
+            if let Some(svc) = service_of_slice(slice) {
                 slices
-                    .entry((namespace_of(&slice.metadata), svc.as_str()))
+                    .entry((namespace_of(&slice.metadata), svc))
                     .or_default()
                     .push(slice.as_ref());
             }
@@ -191,8 +409,47 @@ impl<'a> Index<'a> {
                 .iter()
                 .filter_map(|c| Some((c.metadata.name.as_deref()?, c.as_ref())))
                 .collect(),
+            looked_up: RefCell::default(),
         }
     }
+
+    fn note(&self, dep: Dep) {
+        self.looked_up.borrow_mut().insert(dep);
+    }
+
+    fn secret(&self, namespace: &str, name: &str) -> Option<&'a Secret> {
+        self.note(Dep::Secret(NamespacedName::new(namespace, name)));
+        self.secrets.get(&(namespace, name)).copied()
+    }
+
+    fn service(&self, id: &NamespacedName) -> Option<&'a Service> {
+        self.note(Dep::Service(id.clone()));
+        self.services
+            .get(&(id.namespace.as_str(), id.name.as_str()))
+            .copied()
+    }
+
+    fn slices(&self, service: &NamespacedName) -> Vec<&'a EndpointSlice> {
+        self.note(Dep::Slices(service.clone()));
+        self.slices
+            .get(&(service.namespace.as_str(), service.name.as_str()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn take_looked_up(&self) -> HashSet<Dep> {
+        std::mem::take(&mut self.looked_up.borrow_mut())
+    }
+}
+
+/// The Service an EndpointSlice belongs to (its `kubernetes.io/service-name` label).
+pub(super) fn service_of_slice(slice: &EndpointSlice) -> Option<&str> {
+    slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        .map(String::as_str)
 }
 
 struct Builder<'a> {
@@ -205,8 +462,8 @@ struct Builder<'a> {
     /// TLS host → the Secret whose certificate serves it, to report conflicts.
     tls_owners: HashMap<String, NamespacedName>,
     certificates: Vec<CertificateInfo>,
-    backends: HashMap<(NamespacedName, String), Arc<Backend>>,
-    used_secrets: HashSet<NamespacedName>,
+    /// Backends by Service and port, with the problems about EndpointSlices found making each.
+    backends: HashMap<(NamespacedName, String), (Arc<Backend>, Vec<Problem>)>,
     settings: &'a Settings,
     /// Hosts of `from-to-www-redirect` Ingresses, with what their alias route needs.
     www_aliases: Vec<(Box<str>, NamespacedName, Arc<Policy>, bool)>,
@@ -217,6 +474,9 @@ struct Builder<'a> {
     acme: Vec<WantedCertificate>,
     passthrough: PassthroughTable,
     server_aliases: Vec<server_alias::PendingAliases>,
+    /// What the Ingress being translated contributes.
+    footprint: Footprint,
+    footprints: HashMap<NamespacedName, Footprint>,
 }
 
 impl Builder<'_> {
@@ -231,72 +491,42 @@ impl Builder<'_> {
         }
     }
 
-    /// The Ingresses of our class, oldest first (creation time, then namespace/name), so that conflicts
-    /// are always decided the same way.
-    fn select_ingresses(
-        &mut self,
-        snapshot: &Snapshot,
-        options: &BuildOptions,
-    ) -> Vec<Arc<Ingress>> {
-        let our_class = self
-            .index
-            .classes
-            .get(options.ingress_class.as_str())
-            .copied();
-        let mut class_is_ours = true;
-        let mut class_is_default = false;
-        if let Some(class) = our_class {
-            let controller = class
-                .spec
-                .as_ref()
-                .and_then(|s| s.controller.as_deref())
-                .unwrap_or("");
-            if controller != CONTROLLER_NAME {
-                class_is_ours = false;
-                self.problems.push(Problem::object(
-                    ObjectRef::from_meta(Kind::IngressClass, &class.metadata),
-                    ProblemKind::ForeignIngressClass,
-                    format!(
-                        "IngressClass {} has spec.controller {controller:?}, not {CONTROLLER_NAME:?}; its Ingresses are not served",
-                        options.ingress_class
-                    ),
-                ));
-            }
-            class_is_default = class
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
-                .is_some_and(|v| v == "true");
-        }
-        let take_classless = class_is_ours && (options.watch_without_class || class_is_default);
+    /// Starts an Ingress's step: what is looked up and found from here on is its own.
+    fn begin(&mut self) -> usize {
+        self.index.take_looked_up();
+        self.problems.len()
+    }
 
-        let mut ours: Vec<Arc<Ingress>> = snapshot
-            .ingresses
+    fn end(&mut self, id: NamespacedName, start: usize) {
+        let mut footprint = std::mem::take(&mut self.footprint);
+        footprint.deps = self.index.take_looked_up();
+        let about_others = self.problems[start..]
             .iter()
-            .filter(|ing| match ingress_class(ing) {
-                Some(class) => class_is_ours && class == options.ingress_class,
-                None => take_classless,
-            })
-            .cloned()
-            .collect();
-        ours.sort_by(|a, b| {
-            let key = |i: &Ingress| {
-                (
-                    i.metadata.creation_timestamp.is_none(),
-                    i.metadata.creation_timestamp.clone(),
-                    namespace_of(&i.metadata).to_string(),
-                    i.metadata.name.clone(),
-                )
-            };
-            key(a).cmp(&key(b))
-        });
-        ours
+            .filter(|p| p.object.as_ref().is_none_or(|o| o.kind != Kind::Ingress));
+        footprint.problems.extend(about_others.cloned());
+        self.footprints.insert(id, footprint);
+    }
+
+    fn claim(&mut self, host: HostKey) {
+        self.footprint.claims.insert(Claim::Host(host));
+    }
+
+    /// Every rule's host as written, valid or not (client-certificate settings are compared across
+    /// them all), and the rules without host for a default backend.
+    fn claim_rule_hosts(&mut self, ingress: &Ingress) {
+        let spec = ingress.spec.as_ref();
+        for rule in spec.and_then(|s| s.rules.as_ref()).into_iter().flatten() {
+            self.claim(HostKey::from_rule_host(rule.host.as_deref()));
+        }
+        if spec.is_some_and(|s| s.default_backend.is_some()) {
+            self.claim(HostKey::Any);
+        }
     }
 
     fn ingress(&mut self, ingress: &Ingress) {
         let id = name_of(ingress);
         let object = ObjectRef::new(Kind::Ingress, &id.namespace, &id.name);
+        self.claim_rule_hosts(ingress);
         let (annotations, errors) = annotations::parse(ingress.metadata.annotations.as_ref());
         if annotations.ssl_passthrough && self.passthrough(ingress, &id, &object) {
             return;
@@ -331,6 +561,9 @@ impl Builder<'_> {
         let policy = Arc::new(policy);
 
         if let Some(aliases) = &annotations.server_alias {
+            for alias in aliases {
+                self.claim(HostKey::from_rule_host(Some(alias)));
+            }
             let rules = spec.rules.iter().flatten();
             self.server_aliases.push(server_alias::PendingAliases {
                 object: object.clone(),
@@ -347,7 +580,10 @@ impl Builder<'_> {
             let mut hosts = Vec::new();
             for host in tls.hosts.iter().flatten() {
                 match check_host(host) {
-                    Ok(()) => hosts.push(host.to_ascii_lowercase()),
+                    Ok(()) => {
+                        self.claim(HostKey::from_rule_host(Some(host)));
+                        hosts.push(host.to_ascii_lowercase());
+                    }
                     Err(e) => self.problems.push(Problem::object(
                         object.clone(),
                         ProblemKind::InvalidRule,
@@ -358,12 +594,14 @@ impl Builder<'_> {
             if let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) {
                 // Until ACME has issued it, the entry's hosts get the default certificate, unreported.
                 let awaiting_acme = annotations.acme.as_ref().is_some_and(|a| {
-                    let existing = self.index.secrets.get(&(id.namespace.as_str(), secret));
+                    let existing = self.index.secret(&id.namespace, secret);
                     let secret = NamespacedName::new(&id.namespace, secret);
                     let settings = &self.settings.acme;
-                    match acme::resolve(a, settings, &object, i, secret, &hosts, existing.copied())
-                    {
+                    match acme::resolve(a, settings, &object, i, secret, &hosts, existing) {
                         Ok(wanted) => {
+                            self.footprint
+                                .claims
+                                .insert(Claim::AcmeSecret(wanted.secret.clone()));
                             self.acme.push(wanted);
                             existing.is_none()
                         }
@@ -398,6 +636,7 @@ impl Builder<'_> {
             if annotations.from_to_www_redirect
                 && let HostKey::Exact(h) = &host
             {
+                self.claim(HostKey::Exact(www_alias_of(h).into()));
                 self.www_aliases
                     .push((h.clone(), id.clone(), policy.clone(), https_redirect));
             }
@@ -558,10 +797,7 @@ impl Builder<'_> {
     /// unless some Ingress has rules for it. Done after every Ingress, so real rules always win.
     fn www_aliases(&mut self) {
         for (host, ingress, policy, https_redirect) in std::mem::take(&mut self.www_aliases) {
-            let alias = match host.strip_prefix("www.") {
-                Some(bare) => bare.to_string(),
-                None => format!("www.{host}"),
-            };
+            let alias = www_alias_of(&host);
             if self.routes.has_exact_host(&alias) {
                 continue;
             }
@@ -597,9 +833,7 @@ impl Builder<'_> {
     ) -> annotations::basic_auth::BasicAuthPolicy {
         use annotations::basic_auth::{ResolveError, resolve};
         let index = self.index;
-        let (policy, result) = resolve(auth, namespace, |ns, name| {
-            index.secrets.get(&(ns, name)).copied()
-        });
+        let (policy, result) = resolve(auth, namespace, |ns, name| index.secret(ns, name));
         let problems = match result {
             Ok(warnings) => warnings
                 .into_iter()
@@ -625,7 +859,7 @@ impl Builder<'_> {
         service: &str,
     ) -> Option<Arc<Backend>> {
         let at = "annotation default-backend";
-        let Some(svc) = self.index.services.get(&(namespace, service)) else {
+        let Some(svc) = self.index.service(&NamespacedName::new(namespace, service)) else {
             self.problems.push(Problem::object(
                 object.clone(),
                 ProblemKind::MissingService,
@@ -679,6 +913,7 @@ impl Builder<'_> {
             hosts.to_vec()
         };
         for host in names {
+            self.claim(HostKey::from_rule_host(Some(&host)));
             // Served anyway: the client's name-mismatch error then names the real problem.
             if !cert.covers(&host) {
                 self.problems.push(Problem::object(
@@ -700,13 +935,15 @@ impl Builder<'_> {
                 None => {
                     self.cert_table.insert(&host, cert.key.clone());
                     self.tls_owners.insert(host.clone(), id.clone());
-                    self.certificates.push(CertificateInfo {
+                    let info = CertificateInfo {
                         secret: id.clone(),
                         host,
                         not_before: cert.not_before,
                         not_after: cert.not_after,
                         fingerprint: cert.fingerprint.clone(),
-                    });
+                    };
+                    self.footprint.certificates.push(info.clone());
+                    self.certificates.push(info);
                 }
             }
         }
@@ -715,11 +952,7 @@ impl Builder<'_> {
     /// The certificate of a Secret (its last good one if the current content is bad), reporting problems
     /// against `object`, the object that needs it.
     fn load_secret(&mut self, id: &NamespacedName, object: &ObjectRef) -> Option<Arc<LoadedCert>> {
-        let Some(secret) = self
-            .index
-            .secrets
-            .get(&(id.namespace.as_str(), id.name.as_str()))
-        else {
+        let Some(secret) = self.index.secret(&id.namespace, &id.name) else {
             self.problems.push(Problem::object(
                 object.clone(),
                 ProblemKind::MissingSecret,
@@ -727,7 +960,7 @@ impl Builder<'_> {
             ));
             return None;
         };
-        self.used_secrets.insert(id.clone());
+        self.footprint.used_secrets.insert(id.clone());
         let load = self.certs.load(id, secret);
         if let Some(error) = &load.error {
             let kind = match error {
@@ -746,6 +979,9 @@ impl Builder<'_> {
             ));
         }
         let cert = load.cert?;
+        self.footprint
+            .boundaries
+            .extend([cert.not_before, cert.not_after.saturating_add(1)]);
         for warning in &cert.warnings {
             let kind = match warning {
                 CertWarning::CaCertificate => ProblemKind::CertificateIsCa,
@@ -821,26 +1057,38 @@ impl Builder<'_> {
         };
         let id = NamespacedName::new(namespace, &svc.name);
         let cache_key = (id.clone(), port_label.clone());
-        if let Some(found) = self.backends.get(&cache_key) {
-            let found = found.clone();
+        if let Some((found, about_slices)) = self.backends.get(&cache_key) {
+            let (found, about_slices) = (found.clone(), about_slices.clone());
             if found.endpoints.is_empty() {
                 // Re-derive the reason for this Ingress too, so each Ingress gets its own problem.
                 self.endpoints(object, &id, &port_label, at);
+            } else {
+                // This Ingress depends on the same objects, and is told the same about them.
+                self.index.service(&id);
+                self.index.slices(&id);
+                self.problems.extend(about_slices);
             }
             return Some(found);
         }
+        let start = self.problems.len();
         let endpoints = self.endpoints(object, &id, &port_label, at);
-        let uid = self
-            .index
-            .services
-            .get(&(id.namespace.as_str(), id.name.as_str()))
-            .and_then(|s| s.metadata.uid.clone());
+        let about_slices = self.problems[start..]
+            .iter()
+            .filter(|p| {
+                p.object
+                    .as_ref()
+                    .is_some_and(|o| o.kind == Kind::EndpointSlice)
+            })
+            .cloned()
+            .collect();
+        let uid = self.index.service(&id).and_then(|s| s.metadata.uid.clone());
         let backend = Backend::new(id, port_label, endpoints);
         let backend = Arc::new(match uid {
             Some(uid) => backend.keyed(uid.as_bytes()),
             None => backend,
         });
-        self.backends.insert(cache_key, backend.clone());
+        self.backends
+            .insert(cache_key, (backend.clone(), about_slices));
         Some(backend)
     }
 
@@ -851,11 +1099,7 @@ impl Builder<'_> {
         port: &str,
         at: &str,
     ) -> Vec<SocketAddr> {
-        let Some(service) = self
-            .index
-            .services
-            .get(&(id.namespace.as_str(), id.name.as_str()))
-        else {
+        let Some(service) = self.index.service(id) else {
             self.problems.push(Problem::object(
                 object.clone(),
                 ProblemKind::MissingService,
@@ -882,13 +1126,7 @@ impl Builder<'_> {
         let port_name = service_port.name.as_deref().unwrap_or("");
 
         let mut addrs = BTreeMap::new();
-        for slice in self
-            .index
-            .slices
-            .get(&(id.namespace.as_str(), id.name.as_str()))
-            .into_iter()
-            .flatten()
-        {
+        for slice in self.index.slices(id) {
             let slice_ref = ObjectRef::from_meta(Kind::EndpointSlice, &slice.metadata);
             if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
                 self.problems.push(Problem::object(
@@ -948,6 +1186,14 @@ impl Builder<'_> {
             }
         }
         addrs.into_keys().collect()
+    }
+}
+
+/// The other name of a `from-to-www-redirect` host: with `www.` taken off, or put on.
+fn www_alias_of(host: &str) -> String {
+    match host.strip_prefix("www.") {
+        Some(bare) => bare.to_string(),
+        None => format!("www.{host}"),
     }
 }
 

@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::sync::Arc;
 
 use crate::vocab::hosts::normalize_host;
 
@@ -173,13 +174,25 @@ impl HostKey {
     }
 }
 
-/// Every host's [`PathTable`], plus the fallback for requests no rule matches.
+/// Every host's [`PathTable`], plus the fallback for requests no rule matches. Host tables are shared
+/// between generations, so a configuration that changes a few hosts copies pointers, not routes.
 #[derive(Debug)]
 pub struct RouteTable<T> {
-    exact: HashMap<Box<str>, PathTable<T>>,
-    wildcard: HashMap<Box<str>, PathTable<T>>,
-    any: PathTable<T>,
+    exact: HashMap<Box<str>, Arc<PathTable<T>>>,
+    wildcard: HashMap<Box<str>, Arc<PathTable<T>>>,
+    any: Arc<PathTable<T>>,
     default: Option<T>,
+}
+
+impl<T: Clone> Clone for RouteTable<T> {
+    fn clone(&self) -> Self {
+        RouteTable {
+            exact: self.exact.clone(),
+            wildcard: self.wildcard.clone(),
+            any: self.any.clone(),
+            default: self.default.clone(),
+        }
+    }
 }
 
 impl<T> Default for RouteTable<T> {
@@ -187,13 +200,13 @@ impl<T> Default for RouteTable<T> {
         RouteTable {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
-            any: PathTable::default(),
+            any: Arc::default(),
             default: None,
         }
     }
 }
 
-impl<T> RouteTable<T> {
+impl<T: Clone> RouteTable<T> {
     pub fn insert(
         &mut self,
         host: &HostKey,
@@ -201,12 +214,7 @@ impl<T> RouteTable<T> {
         path: &str,
         value: T,
     ) -> Result<(), (T, &T)> {
-        let table = match host {
-            HostKey::Exact(h) => self.exact.entry(h.clone()).or_default(),
-            HostKey::Wildcard(h) => self.wildcard.entry(h.clone()).or_default(),
-            HostKey::Any => &mut self.any,
-        };
-        table.insert(kind, path, value)
+        self.host_table_mut(host).insert(kind, path, value)
     }
 
     pub fn insert_regex(
@@ -219,29 +227,27 @@ impl<T> RouteTable<T> {
     }
 
     fn host_table_mut(&mut self, host: &HostKey) -> &mut PathTable<T> {
-        match host {
+        let table = match host {
             HostKey::Exact(h) => self.exact.entry(h.clone()).or_default(),
             HostKey::Wildcard(h) => self.wildcard.entry(h.clone()).or_default(),
             HostKey::Any => &mut self.any,
-        }
+        };
+        Arc::make_mut(table)
     }
 
     /// The rule of exactly this host and path (see [`PathTable::get_mut`]).
     pub fn get_mut(&mut self, host: &HostKey, kind: PathKind, path: &str) -> Option<&mut T> {
-        match host {
+        let table = match host {
             HostKey::Exact(h) => self.exact.get_mut(h),
             HostKey::Wildcard(h) => self.wildcard.get_mut(h),
             HostKey::Any => Some(&mut self.any),
-        }?
-        .get_mut(kind, path)
+        }?;
+        Arc::make_mut(table).get_mut(kind, path)
     }
 
     /// Serves `alias` with the routes `host` (exact, lower-case) has now: a server alias. `false`, and
     /// nothing changes, when `alias` has rules of its own or `host` has none.
-    pub fn alias(&mut self, host: &str, alias: &HostKey) -> bool
-    where
-        T: Clone,
-    {
+    pub fn alias(&mut self, host: &str, alias: &HostKey) -> bool {
         let Some(table) = self.exact.get(host).cloned() else {
             return false;
         };
@@ -259,6 +265,48 @@ impl<T> RouteTable<T> {
         }
     }
 
+    /// Sets the backend for unmatched requests unless one is set already (the oldest Ingress wins).
+    pub fn set_default(&mut self, value: T) -> Result<(), (T, &T)> {
+        match self.default {
+            Some(ref winner) => Err((value, winner)),
+            None => {
+                self.default = Some(value);
+                Ok(())
+            }
+        }
+    }
+
+    /// Drops everything this host has: for `HostKey::Any`, the rules without host and the default.
+    pub fn remove_host(&mut self, host: &HostKey) {
+        match host {
+            HostKey::Exact(h) => {
+                self.exact.remove(h);
+            }
+            HostKey::Wildcard(h) => {
+                self.wildcard.remove(h);
+            }
+            HostKey::Any => {
+                self.any = Arc::default();
+                self.default = None;
+            }
+        }
+    }
+
+    /// Takes every host of `other`, replacing what this table has for them; the rules without host
+    /// and the default only when `other` has them.
+    pub fn absorb(&mut self, other: RouteTable<T>) {
+        self.exact.extend(other.exact);
+        self.wildcard.extend(other.wildcard);
+        if !other.any.is_empty() {
+            self.any = other.any;
+        }
+        if other.default.is_some() {
+            self.default = other.default;
+        }
+    }
+}
+
+impl<T> RouteTable<T> {
     /// Whether any rule names exactly this (lower-case) host.
     pub fn has_exact_host(&self, host: &str) -> bool {
         self.exact.contains_key(host)
@@ -270,24 +318,13 @@ impl<T> RouteTable<T> {
             .values()
             .chain(self.wildcard.values())
             .chain(std::iter::once(&self.any))
-            .flat_map(PathTable::values)
+            .flat_map(|t| t.values())
             .chain(self.default.as_ref())
     }
 
     /// What serves unmatched requests, if anything does.
     pub fn default_value(&self) -> Option<&T> {
         self.default.as_ref()
-    }
-
-    /// Sets the backend for unmatched requests unless one is set already (the oldest Ingress wins).
-    pub fn set_default(&mut self, value: T) -> Result<(), (T, &T)> {
-        match self.default {
-            Some(ref winner) => Err((value, winner)),
-            None => {
-                self.default = Some(value);
-                Ok(())
-            }
-        }
     }
 
     /// Finds the route for a request. `host` is the `Host` header or `:authority` as sent (any case,
@@ -304,23 +341,23 @@ impl<T> RouteTable<T> {
         let host = normalize_host(host);
         self.host_table(&host)
             .into_iter()
-            .flat_map(PathTable::values)
+            .flat_map(|t| t.values())
             .chain(self.default.as_ref())
     }
 
     /// The most specific host table that exists for this (normalised) host.
     fn host_table(&self, host: &str) -> Option<&PathTable<T>> {
         if let Some(t) = self.exact.get(host) {
-            return Some(t);
+            return Some(t.as_ref());
         }
         // `*.example.com` covers exactly one label, and an empty one (`.example.com`) is none.
         if let Some((label, suffix)) = host.split_once('.')
             && !label.is_empty()
             && let Some(t) = self.wildcard.get(suffix)
         {
-            return Some(t);
+            return Some(t.as_ref());
         }
-        (!self.any.is_empty()).then_some(&self.any)
+        (!self.any.is_empty()).then_some(self.any.as_ref())
     }
 }
 

@@ -8,6 +8,7 @@ pub mod annotations;
 pub mod balancer;
 pub mod build;
 pub mod htpasswd;
+pub mod incremental;
 pub mod matching;
 mod objects;
 pub mod passthrough;

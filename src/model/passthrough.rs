@@ -8,13 +8,13 @@ use super::{Backend, NamespacedName};
 
 /// Empty unless `ssl-passthrough` is enabled and some Ingress asks for it; the HTTPS listener only
 /// reads ClientHellos ahead of rustls when it is not empty.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct PassthroughTable {
     hosts: HashMap<Box<str>, Passthrough>,
 }
 
 /// Where the TLS connections of one host go.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Passthrough {
     pub ingress: NamespacedName,
     pub backend: Arc<Backend>,
@@ -36,6 +36,15 @@ impl PassthroughTable {
     /// as ingress-nginx.
     pub fn get(&self, server_name: &str) -> Option<&Passthrough> {
         self.hosts.get(server_name)
+    }
+
+    pub fn remove(&mut self, host: &str) {
+        self.hosts.remove(host);
+    }
+
+    /// Takes every host of `other`, replacing what this table has for them.
+    pub fn absorb(&mut self, other: PassthroughTable) {
+        self.hosts.extend(other.hosts);
     }
 
     pub fn is_empty(&self) -> bool {

@@ -474,6 +474,11 @@ impl CertStore {
     pub fn retain(&mut self, live: &HashSet<NamespacedName>) {
         self.entries.retain(|id, _| live.contains(id));
     }
+
+    /// Forgets one Secret no configuration uses any more (the incremental form of [`Self::retain`]).
+    pub fn forget(&mut self, id: &NamespacedName) {
+        self.entries.remove(id);
+    }
 }
 
 /// One entry of a Secret (manifests have `stringData` folded into `data` when they are read).

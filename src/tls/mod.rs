@@ -61,6 +61,20 @@ impl CertTable {
         })
     }
 
+    /// Drops the certificate of a TLS host (`name` or `*.suffix`, lower-case).
+    pub fn remove(&mut self, host: &str) {
+        match host.strip_prefix("*.") {
+            Some(suffix) => self.wildcard.remove(suffix),
+            None => self.exact.remove(host),
+        };
+    }
+
+    /// Takes every host of `other`, replacing what this table has for them; keeps this default.
+    pub fn absorb(&mut self, other: CertTable) {
+        self.exact.extend(other.exact);
+        self.wildcard.extend(other.wildcard);
+    }
+
     pub fn default_cert(&self) -> &Arc<CertifiedKey> {
         &self.default
     }

@@ -17,6 +17,7 @@ impl Builder<'_> {
     pub(super) fn canary_ingress(&mut self, ingress: &Ingress) {
         let id = name_of(ingress);
         let object = ObjectRef::new(Kind::Ingress, &id.namespace, &id.name);
+        self.claim_rule_hosts(ingress);
         let raw = ingress.metadata.annotations.as_ref();
         let ignored = canary::ignored(raw);
         // What is ignored is reported once, as ignored, whatever its value.

@@ -4,12 +4,13 @@
 //! one has none) no single reading is safe: that host's routes answer 503 and each Ingress involved is
 //! told why, while the Ingresses' other hosts keep serving.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::Ingress;
 
-use super::{Builder, name_of, namespace_of};
+use super::{Builder, Dep, name_of, namespace_of};
 use crate::model::annotations::client_cert::{
     self, ClientCertAnnotation, ClientCertPolicy, ClientCertSettings, ResolveError,
 };
@@ -17,8 +18,14 @@ use crate::model::matching::HostKey;
 use crate::model::{Kind, ObjectRef, Policy, Problem, ProblemKind};
 
 /// Resolutions by the Ingress's namespace and its settings, within one build.
-pub(super) type Resolved =
-    HashMap<(String, ClientCertAnnotation), Result<ClientCertPolicy, (ProblemKind, String)>>;
+/// With the Secrets each resolution looked up, which every Ingress using it depends on.
+pub(super) type Resolved = HashMap<
+    (String, ClientCertAnnotation),
+    (
+        Result<ClientCertPolicy, (ProblemKind, String)>,
+        HashSet<Dep>,
+    ),
+>;
 
 /// One Ingress's client-certificate settings as compared across a host: the Secret's namespace made
 /// explicit, so `ca` and `ns/ca` written by two Ingresses of `ns` agree.
@@ -122,21 +129,34 @@ impl Builder<'_> {
         annotation: &ClientCertAnnotation,
     ) -> ClientCertPolicy {
         let index = self.index;
-        let resolved = self
-            .client_cert_policies
-            .entry((namespace.to_string(), annotation.clone()))
-            .or_insert_with(|| {
+        let key = (namespace.to_string(), annotation.clone());
+        let resolved = match self.client_cert_policies.entry(key) {
+            Entry::Occupied(found) => {
+                // Resolved for another Ingress: this one depends on the same Secrets.
+                for dep in &found.get().1 {
+                    index.note(dep.clone());
+                }
+                &found.into_mut().0
+            }
+            Entry::Vacant(slot) => {
+                let earlier = index.take_looked_up();
                 let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-                client_cert::resolve(annotation, namespace, &provider, |ns, name| {
-                    index.secrets.get(&(ns, name)).copied()
+                let result = client_cert::resolve(annotation, namespace, &provider, |ns, name| {
+                    index.secret(ns, name)
                 })
                 .map_err(|e| match e {
                     ResolveError::Missing(_) => (ProblemKind::MissingSecret, e.to_string()),
                     ResolveError::Invalid(..) | ResolveError::OtherNamespace(_) => {
                         (ProblemKind::InvalidAuthSecret, e.to_string())
                     }
-                })
-            });
+                });
+                let deps = index.take_looked_up();
+                for dep in earlier.into_iter().chain(deps.iter().cloned()) {
+                    index.note(dep);
+                }
+                &slot.insert((result, deps)).0
+            }
+        };
         match resolved {
             Ok(policy) => policy.clone(),
             Err((kind, message)) => {

@@ -25,7 +25,7 @@ impl Builder<'_> {
         let index = self.index;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let resolved = proxy_ssl::resolve(settings, namespace, &provider, |ns, name| {
-            index.secrets.get(&(ns, name)).copied()
+            index.secret(ns, name)
         });
         match resolved {
             Ok(tls) => Some(BackendTlsPolicy::Use(tls)),

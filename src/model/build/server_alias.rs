@@ -33,11 +33,14 @@ impl Builder<'_> {
             for alias in pending.aliases {
                 let key = HostKey::from_rule_host(Some(&alias));
                 if !self.routes.alias(&host, &key) {
+                    // The first by name of the Ingresses with rules there, so every build says the same.
                     let owner = self
                         .routes
                         .host_values(&alias)
-                        .find(|r| r.host.is_some())
-                        .map(|r| r.ingress.to_string())
+                        .filter(|r| r.host.is_some())
+                        .map(|r| &r.ingress)
+                        .min()
+                        .map(ToString::to_string)
                         .unwrap_or_else(|| "another Ingress".into());
                     self.problems.push(Problem::object(
                         pending.object.clone(),

@@ -22,12 +22,7 @@ impl Builder<'_> {
         }
         let id = &backend.service;
         // A missing Service or port is reported by `backend()` already.
-        let Some(spec) = self
-            .index
-            .services
-            .get(&(id.namespace.as_str(), id.name.as_str()))
-            .and_then(|s| s.spec.as_ref())
-        else {
+        let Some(spec) = self.index.service(id).and_then(|s| s.spec.as_ref()) else {
             return backend;
         };
         let Some(port) = spec
