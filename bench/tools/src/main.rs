@@ -11,8 +11,9 @@
 //!   each time the served leaf changes.
 //! - `probe-hosts addr=A list=F since-ns=T timeout=S`: waits until every `host fingerprint` line of F
 //!   serves its own certificate; prints milliseconds since T.
-//! - `idle addr=A sni=H n=N`: opens N TLS connections, one request each, prints `ready OK FAILED`, then
-//!   holds them until stdin closes.
+//! - `idle addr=A sni=H n=N alpn=P`: opens N TLS connections, one request each, prints `ready OK FAILED`,
+//!   then holds them until stdin closes. `alpn=h2` offers only h2 and speaks HTTP/2; the default is
+//!   `http/1.1`.
 //! - `flood addr=A host=H n=N conns=C first=IP`: N plain HTTP/1.1 requests, each on its own connection
 //!   bound to its own loopback source address (`first`, `first`+1, … within 127.0.0.0/8), so the
 //!   server sees N distinct clients; at most C at once. Prints one JSON line: how many got 2xx, another
@@ -252,6 +253,10 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
 }
 
 fn connector() -> TlsConnector {
+    connector_offering(b"http/1.1")
+}
+
+fn connector_offering(alpn: &[u8]) -> TlsConnector {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
     let provider = Arc::new(provider);
@@ -262,7 +267,7 @@ fn connector() -> TlsConnector {
         .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
         .with_no_client_auth();
     config.resumption = rustls::client::Resumption::disabled();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     TlsConnector::from(Arc::new(config))
 }
 
@@ -290,6 +295,22 @@ async fn http_conn(tls: &TlsConnector, addr: SocketAddr, sni: &str) -> Result<Se
     });
     Ok(sender)
 }
+
+/// An HTTP/2 connection for `idle alpn=h2`; the sender keeps it open.
+async fn h2_conn(tls: &TlsConnector, addr: SocketAddr, sni: &str) -> Result<H2Sender, Error> {
+    let stream = handshake(tls, addr, sni).await?;
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+type H2Sender = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
 
 /// Sends one GET; the status, or an error if the connection broke.
 async fn get(sender: &mut Sender, sni: &str, path: &str) -> Result<u16, Error> {
@@ -601,8 +622,17 @@ async fn idle(opts: &Opts) -> Result<(), Error> {
     let addr = opts.addr();
     let sni = opts.str("sni", "a.bench.test");
     let n: usize = opts.num("n", 1000);
-    let tls = connector();
-    let mut held = Vec::with_capacity(n);
+    let h2 = match opts.str("alpn", "http/1.1").as_str() {
+        "http/1.1" => false,
+        "h2" => true,
+        other => return Err(format!("alpn={other}: http/1.1 or h2").into()),
+    };
+    let tls = if h2 {
+        connector_offering(b"h2")
+    } else {
+        connector()
+    };
+    let mut held: Vec<Box<dyn std::any::Any + Send>> = Vec::with_capacity(n);
     let mut failed = 0;
     let mut pending = tokio::task::JoinSet::new();
     let mut started = 0;
@@ -610,9 +640,16 @@ async fn idle(opts: &Opts) -> Result<(), Error> {
         while started < n && pending.len() < 32 {
             let (tls, sni) = (tls.clone(), sni.clone());
             pending.spawn(async move {
-                let mut s = http_conn(&tls, addr, &sni).await?;
-                get(&mut s, &sni, "/").await?;
-                Ok::<_, Error>(s)
+                if h2 {
+                    let mut s = h2_conn(&tls, addr, &sni).await?;
+                    let req = Request::get(format!("https://{sni}/")).body(Empty::<Bytes>::new())?;
+                    s.send_request(req).await?.into_body().collect().await?;
+                    Ok::<_, Error>(Box::new(s) as Box<dyn std::any::Any + Send>)
+                } else {
+                    let mut s = http_conn(&tls, addr, &sni).await?;
+                    get(&mut s, &sni, "/").await?;
+                    Ok(Box::new(s) as Box<dyn std::any::Any + Send>)
+                }
             });
             started += 1;
         }
