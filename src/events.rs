@@ -41,6 +41,7 @@ impl EventPublisher {
     ) {
         let mut reported: HashSet<Problem> = HashSet::new();
         let mut served: HashSet<NamespacedName> = HashSet::new();
+        let mut previous: Option<Arc<[NamespacedName]>> = None;
         loop {
             tokio::select! {
                 changed = configs.changed() => if changed.is_err() { return },
@@ -64,7 +65,15 @@ impl EventPublisher {
                 }
             }
             reported = config.problems.iter().cloned().collect();
-            for ingress in config.ingresses.iter().filter(|i| !served.contains(*i)) {
+            // A generation that kept the list of Ingresses (most changes) has nobody new to tell.
+            let kept = previous
+                .as_ref()
+                .is_some_and(|p| Arc::ptr_eq(p, &config.ingresses));
+            for ingress in config
+                .ingresses
+                .iter()
+                .filter(|i| !kept && !served.contains(*i))
+            {
                 let object = ObjectRef::new(Kind::Ingress, &ingress.namespace, &ingress.name);
                 self.publish(
                     &object,
@@ -74,7 +83,10 @@ impl EventPublisher {
                 )
                 .await;
             }
-            served = config.ingresses.iter().cloned().collect();
+            if !kept {
+                served = config.ingresses.iter().cloned().collect();
+            }
+            previous = Some(config.ingresses.clone());
         }
     }
 

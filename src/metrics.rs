@@ -10,8 +10,8 @@ mod acme;
 pub mod traffic;
 mod upstream;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Mutex, OnceLock};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -22,7 +22,7 @@ use prometheus::{
 };
 use rustls::ProtocolVersion;
 
-use crate::model::{Config, ProblemKind};
+use crate::model::{CertificateInfo, Config, NamespacedName, ProblemKind};
 pub use acme::AcmeMetrics;
 pub use traffic::{Exchange, Measured};
 use traffic::{Families, Requests};
@@ -90,9 +90,10 @@ struct TlsHandles {
 
 #[derive(Default)]
 struct Published {
-    certificates: HashSet<[String; 3]>,
-    certificate_info: HashSet<[String; 4]>,
-    backends: HashSet<[String; 3]>,
+    /// As the last configuration listed them (sorted by Secret and host).
+    certificates: Arc<[CertificateInfo]>,
+    /// Sorted, with their ready-endpoint count.
+    backends: Vec<([String; 3], usize)>,
     /// Ingresses with `auth-url`.
     external_auth: HashSet<[String; 2]>,
 }
@@ -465,64 +466,105 @@ impl Metrics {
         published.external_auth = live;
     }
 
+    /// Sets the series of certificates that are new or changed and removes those of certificates gone;
+    /// both lists are sorted by Secret and host, so unchanged ones cost a comparison each.
     fn publish_certificates(&self, config: &Config, published: &mut Published) {
-        let mut certificates = HashSet::new();
-        let mut info = HashSet::new();
-        for cert in &config.certificates {
-            let key = [
-                cert.secret.namespace.to_string(),
-                cert.secret.name.to_string(),
-                cert.host.clone(),
-            ];
-            self.certificate_expiry
-                .with_label_values(&key)
-                .set(cert.not_after as f64);
-            self.certificate_not_before
-                .with_label_values(&key)
-                .set(cert.not_before as f64);
-            let [namespace, secret, host] = key.clone();
-            let info_key = [namespace, secret, host, cert.fingerprint.clone()];
-            self.certificate_info.with_label_values(&info_key).set(1);
-            certificates.insert(key);
-            info.insert(info_key);
+        fn order(c: &CertificateInfo) -> (&NamespacedName, &str) {
+            (&c.secret, &c.host)
         }
-        for gone in published.certificates.difference(&certificates) {
-            let _ = self.certificate_expiry.remove_label_values(gone);
-            let _ = self.certificate_not_before.remove_label_values(gone);
+        let key = |c: &CertificateInfo| {
+            [
+                c.secret.namespace.clone(),
+                c.secret.name.clone(),
+                c.host.clone(),
+            ]
+        };
+        let info_key = |c: &CertificateInfo| {
+            let [namespace, secret, host] = key(c);
+            [namespace, secret, host, c.fingerprint.clone()]
+        };
+        if Arc::ptr_eq(&published.certificates, &config.certificates) {
+            return;
         }
-        for gone in published.certificate_info.difference(&info) {
-            let _ = self.certificate_info.remove_label_values(gone);
+        let (old, new) = (&published.certificates, &config.certificates);
+        let (mut i, mut j) = (0, 0);
+        while i < old.len() || j < new.len() {
+            let (gone, added) = match (old.get(i), new.get(j)) {
+                (Some(o), Some(n)) if order(o) == order(n) => (Some(o), Some(n)),
+                (Some(o), Some(n)) if order(o) < order(n) => (Some(o), None),
+                (Some(o), None) => (Some(o), None),
+                (_, n) => (None, n),
+            };
+            i += usize::from(gone.is_some());
+            j += usize::from(added.is_some());
+            if let (Some(o), Some(n)) = (gone, added)
+                && o == n
+            {
+                continue;
+            }
+            if let Some(o) = gone {
+                if added.is_none() {
+                    let _ = self.certificate_expiry.remove_label_values(&key(o));
+                    let _ = self.certificate_not_before.remove_label_values(&key(o));
+                }
+                if added.is_none_or(|n| n.fingerprint != o.fingerprint) {
+                    let _ = self.certificate_info.remove_label_values(&info_key(o));
+                }
+            }
+            if let Some(n) = added {
+                self.certificate_expiry
+                    .with_label_values(&key(n))
+                    .set(n.not_after as f64);
+                self.certificate_not_before
+                    .with_label_values(&key(n))
+                    .set(n.not_before as f64);
+                self.certificate_info.with_label_values(&info_key(n)).set(1);
+            }
         }
-        published.certificates = certificates;
-        published.certificate_info = info;
+        published.certificates = config.certificates.clone();
     }
 
+    /// The ready-endpoint gauge of every Ingress and Service, set only where the count changed.
     fn publish_backends(&self, config: &Config, published: &mut Published) {
-        let mut endpoints: HashMap<[String; 3], usize> = HashMap::new();
+        let mut endpoints: BTreeMap<[&str; 3], usize> = BTreeMap::new();
         for route in config.routes.values() {
             if route.redirect_host.is_some() {
                 continue; // a www alias: redirects only, no backend
             }
             for backend in std::iter::once(&route.backend).chain(&route.fallback) {
                 let key = [
-                    route.ingress.namespace.to_string(),
-                    route.ingress.name.to_string(),
-                    backend.service.name.to_string(),
+                    route.ingress.namespace.as_str(),
+                    route.ingress.name.as_str(),
+                    backend.service.name.as_str(),
                 ];
                 let count = endpoints.entry(key).or_insert(usize::MAX);
                 *count = (*count).min(backend.endpoints.len());
             }
         }
-        for (key, count) in &endpoints {
-            self.backend_endpoints
-                .with_label_values(key)
-                .set(i64::try_from(*count).unwrap_or(i64::MAX));
+        let mut old = std::mem::take(&mut published.backends)
+            .into_iter()
+            .peekable();
+        let mut kept = Vec::with_capacity(endpoints.len());
+        for (key, count) in endpoints {
+            // Series before this key are gone.
+            while let Some((gone, _)) = old.next_if(|(k, _)| k.each_ref().map(String::as_str) < key)
+            {
+                let _ = self.backend_endpoints.remove_label_values(&gone);
+            }
+            let same = old
+                .next_if(|(k, _)| k.each_ref().map(String::as_str) == key)
+                .is_some_and(|(_, before)| before == count);
+            if !same {
+                self.backend_endpoints
+                    .with_label_values(&key)
+                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+            }
+            kept.push((key.map(str::to_string), count));
         }
-        let backends: HashSet<[String; 3]> = endpoints.into_keys().collect();
-        for gone in published.backends.difference(&backends) {
-            let _ = self.backend_endpoints.remove_label_values(gone);
+        for (gone, _) in old {
+            let _ = self.backend_endpoints.remove_label_values(&gone);
         }
-        published.backends = backends;
+        published.backends = kept;
     }
 
     /// Records a build that could not produce a configuration (the previous one stays live).

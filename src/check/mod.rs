@@ -450,7 +450,7 @@ fn ingress_report(
                 !mine
             });
             let hosts: Vec<&str> = entry.hosts.iter().flatten().map(String::as_str).collect();
-            for c in &config.certificates {
+            for c in config.certificates.iter() {
                 let for_entry =
                     hosts.is_empty() || hosts.iter().any(|h| h.eq_ignore_ascii_case(&c.host));
                 if c.secret.to_string() == *secret && for_entry {

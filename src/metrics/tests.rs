@@ -372,7 +372,8 @@ fn certificate_and_endpoint_series_follow_the_configuration() {
     first.certificates = vec![
         cert("web.example", 1_800_000_000, "aa"),
         cert("www.web.example", 1_800_000_000, "aa"),
-    ];
+    ]
+    .into();
     metrics.config_published(&first, 0.01, 1.0);
     let text = metrics.render();
     let expiry = |text: &str, host| {
@@ -403,7 +404,7 @@ fn certificate_and_endpoint_series_follow_the_configuration() {
 
     // The certificate is renewed for one host only, the other host and the `down` path are removed.
     let mut second = config(2, &[("/", route("web", Some("web.example"), "echo", 3))]);
-    second.certificates = vec![cert("web.example", 1_900_000_000, "bb")];
+    second.certificates = vec![cert("web.example", 1_900_000_000, "bb")].into();
     metrics.config_published(&second, 0.01, 2.0);
     let text = metrics.render();
     assert_eq!(expiry(&text, "web.example"), Some(1_900_000_000.0));

@@ -154,6 +154,8 @@ pub struct Series {
     request_size: OnceLock<Histogram>,
     response_size: OnceLock<Histogram>,
     retired: AtomicBool,
+    /// The last generation of the live table that used it; older ones are retired.
+    published: AtomicU64,
 }
 
 impl Series {
@@ -166,6 +168,7 @@ impl Series {
             request_size: OnceLock::new(),
             response_size: OnceLock::new(),
             retired: AtomicBool::new(false),
+            published: AtomicU64::new(0),
         }
     }
 
@@ -290,6 +293,8 @@ fn address(route: &Arc<Route>) -> usize {
 
 /// The series of every route and configured host of one configuration generation.
 pub struct RouteMetrics {
+    /// Counts publications, to tell the series still in use from those to retire.
+    generation: u64,
     routes: HashMap<usize, RouteSeries, BuildHasherDefault<AddressHasher>>,
     exact_hosts: HashMap<Box<str>, Arc<Series>>,
     /// `*.example.com` under `example.com`.
@@ -326,7 +331,17 @@ impl Requests {
     pub(super) fn new(families: Families) -> Requests {
         let families = Arc::new(families);
         let mut cache = SeriesCache::new();
-        let table = build_table(None, &families, &mut SeriesCache::new(), &mut cache);
+        let empty = RouteMetrics {
+            generation: 0,
+            routes: HashMap::default(),
+            exact_hosts: HashMap::new(),
+            wildcard_hosts: HashMap::new(),
+            other_host: Arc::new(Series::new(
+                SeriesKey::unmatched(OTHER_HOST),
+                families.clone(),
+            )),
+        };
+        let table = build_table(None, &empty, 0, &families, &mut cache);
         Requests {
             families,
             table: ArcSwap::from_pointee(table),
@@ -349,11 +364,22 @@ impl Requests {
     /// it no longer has.
     pub(super) fn publish(&self, config: &Config) {
         let mut cache = self.lock_cache();
-        let mut previous = std::mem::take(&mut *cache);
-        let table = build_table(Some(config), &self.families, &mut previous, &mut cache);
-        for gone in previous.values() {
-            gone.retire();
-        }
+        let previous = self.table.load_full();
+        let generation = previous.generation + 1;
+        let table = build_table(
+            Some(config),
+            &previous,
+            generation,
+            &self.families,
+            &mut cache,
+        );
+        cache.retain(|_, series| {
+            let used = series.published.load(Ordering::Relaxed) == generation;
+            if !used {
+                series.retire();
+            }
+            used
+        });
         self.table.store(Arc::new(table));
     }
 
@@ -395,57 +421,75 @@ impl Requests {
 }
 
 /// Takes the series for `key` from this generation's cache, the previous generation's, or makes it.
+/// The cached series of `key`, marked as used by `generation`.
 fn take_series(
     key: SeriesKey,
+    generation: u64,
     families: &Arc<Families>,
-    previous: &mut SeriesCache,
     cache: &mut SeriesCache,
 ) -> Arc<Series> {
-    match cache.entry(key) {
+    let series = match cache.entry(key) {
         Entry::Occupied(found) => found.get().clone(),
         Entry::Vacant(slot) => {
-            let series = previous
-                .remove(slot.key())
-                .unwrap_or_else(|| Arc::new(Series::new(slot.key().clone(), families.clone())));
+            let series = Arc::new(Series::new(slot.key().clone(), families.clone()));
             slot.insert(series).clone()
         }
-    }
+    };
+    series.published.store(generation, Ordering::Relaxed);
+    series
 }
 
+/// Marks a series taken over from the previous table as used by `generation`.
+fn keep(series: &Arc<Series>, generation: u64) -> Arc<Series> {
+    series.published.store(generation, Ordering::Relaxed);
+    series.clone()
+}
+
+/// The table of `config`. Routes and hosts the previous table has (a configuration shares unchanged
+/// hosts' routes with the one before it) keep their series without building label values again.
 fn build_table(
     config: Option<&Config>,
+    previous: &RouteMetrics,
+    generation: u64,
     families: &Arc<Families>,
-    previous: &mut SeriesCache,
     cache: &mut SeriesCache,
 ) -> RouteMetrics {
-    let mut take = |key| take_series(key, families, previous, cache);
+    let mut take = |key| take_series(key, generation, families, cache);
     let mut table = RouteMetrics {
+        generation,
         routes: HashMap::default(),
         exact_hosts: HashMap::new(),
         wildcard_hosts: HashMap::new(),
         other_host: take(SeriesKey::unmatched(OTHER_HOST)),
     };
     for route in config.into_iter().flat_map(|c| c.routes.values()) {
-        let primary = take(SeriesKey::route(route, &route.backend));
-        let fallback = route
-            .fallback
-            .as_ref()
-            .map(|backend| take(SeriesKey::route(route, backend)));
-        table.routes.insert(
-            address(route),
-            RouteSeries {
+        let series = match previous.routes.get(&address(route)) {
+            Some(known) => RouteSeries {
                 _route: route.clone(),
-                primary,
-                fallback,
+                primary: keep(&known.primary, generation),
+                fallback: known.fallback.as_ref().map(|s| keep(s, generation)),
             },
-        );
+            None => RouteSeries {
+                _route: route.clone(),
+                primary: take(SeriesKey::route(route, &route.backend)),
+                fallback: route
+                    .fallback
+                    .as_ref()
+                    .map(|backend| take(SeriesKey::route(route, backend))),
+            },
+        };
+        table.routes.insert(address(route), series);
         if let Some(host) = &route.host {
-            let (map, name) = match host.strip_prefix("*.") {
-                Some(suffix) => (&mut table.wildcard_hosts, suffix),
-                None => (&mut table.exact_hosts, host.as_ref()),
+            let (map, known, name) = match host.strip_prefix("*.") {
+                Some(suffix) => (&mut table.wildcard_hosts, &previous.wildcard_hosts, suffix),
+                None => (&mut table.exact_hosts, &previous.exact_hosts, host.as_ref()),
             };
             if !map.contains_key(name) {
-                map.insert(name.into(), take(SeriesKey::unmatched(host)));
+                let series = match known.get(name) {
+                    Some(series) => keep(series, generation),
+                    None => take(SeriesKey::unmatched(host)),
+                };
+                map.insert(name.into(), series);
             }
         }
     }

@@ -56,7 +56,7 @@ pub fn build(
     build_traced(snapshot, options, certs, now, generation).0
 }
 
-/// [`build`], with what each Ingress contributed, for [`super::incremental`].
+/// [`build`], with what each Ingress contributed, for incremental builds.
 pub(super) fn build_traced(
     snapshot: &Snapshot,
     options: &BuildOptions,
@@ -95,7 +95,7 @@ pub(super) fn build_traced(
         routes: std::mem::take(&mut part.routes),
         certs: part.cert_table.clone(),
         ingresses: part.ingresses.iter().map(|i| name_of(i)).collect(),
-        certificates: part.certificates.clone(),
+        certificates: part.certificates.clone().into(),
         problems,
         settings: options.settings.clone(),
         acme: part.acme.clone(),
@@ -370,10 +370,10 @@ pub(super) fn namespace_of(
 
 /// Lookups by `namespace/name` over the snapshot, noting what the current Ingress looked up.
 pub(super) struct Index<'a> {
-    services: HashMap<(&'a str, &'a str), &'a Service>,
-    secrets: HashMap<(&'a str, &'a str), &'a Secret>,
+    services: foldhash::HashMap<(&'a str, &'a str), &'a Service>,
+    secrets: foldhash::HashMap<(&'a str, &'a str), &'a Secret>,
     /// Slices by namespace and the Service they belong to.
-    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    slices: foldhash::HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     classes: HashMap<&'a str, &'a IngressClass>,
     looked_up: RefCell<HashSet<Dep>>,
 }
@@ -383,7 +383,7 @@ impl<'a> Index<'a> {
         let key = |m: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
             (namespace_of(m), m.name.as_deref().unwrap_or(""))
         };
-        let mut slices: HashMap<_, Vec<_>> = HashMap::new();
+        let mut slices: foldhash::HashMap<_, Vec<_>> = foldhash::HashMap::default();
         for slice in &s.endpoint_slices {
             if let Some(svc) = service_of_slice(slice) {
                 slices

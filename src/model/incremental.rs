@@ -246,10 +246,16 @@ impl State {
         let mut cert_table = self.config.certs.clone();
         let mut passthrough = (*self.config.passthrough).clone();
         let mut unused = Vec::new();
+        // What the group had, to tell whether the lists of Ingresses and certificates changed.
+        let mut before = (Vec::new(), Vec::new());
         for id in &group {
             let Some(record) = self.remove(id, &mut unused) else {
                 continue;
             };
+            before.0.push((record.age.clone(), id.clone()));
+            before
+                .1
+                .extend(record.footprint.certificates.iter().cloned());
             for claim in &record.footprint.claims {
                 if let Claim::Host(host) = claim {
                     routes.remove_host(host);
@@ -276,11 +282,28 @@ impl State {
         cert_table.absorb(new_certs);
         passthrough.absorb(new_passthrough);
         let translated = ingresses.len();
+        let mut after = (Vec::new(), Vec::new());
         for ingress in ingresses {
             let id = name_of(&ingress);
             let footprint = footprints.remove(&id).unwrap_or_default();
+            after.0.push((age_of(&ingress), id.clone()));
+            after.1.extend(footprint.certificates.iter().cloned());
             self.insert(id, ingress, footprint);
         }
+        for list in [&mut before.0, &mut after.0] {
+            list.sort();
+        }
+        for list in [&mut before.1, &mut after.1] {
+            list.sort_by(|a, b| (&a.secret, &a.host).cmp(&(&b.secret, &b.host)));
+        }
+        let ingresses_list = match before.0 == after.0 {
+            true => self.config.ingresses.clone(),
+            false => self.ingresses.values().cloned().collect(),
+        };
+        let certificates_list = match before.1 == after.1 {
+            true => self.config.certificates.clone(),
+            false => self.certificates.values().cloned().collect(),
+        };
         for id in unused {
             if !self.cert_users.contains_key(&id) {
                 certs.forget(&id);
@@ -300,8 +323,8 @@ impl State {
             generation,
             routes,
             certs: cert_table,
-            ingresses: self.ingresses.values().cloned().collect(),
-            certificates: self.certificates.values().cloned().collect(),
+            ingresses: ingresses_list,
+            certificates: certificates_list,
             problems,
             settings: self.options.settings.clone(),
             acme: self.acme.values().cloned().collect(),
@@ -472,8 +495,9 @@ fn changes<'a, T: Metadata<Ty = ObjectMeta>>(
         let meta = o.metadata();
         (namespace_of(meta), meta.name.as_deref().unwrap_or(""))
     };
-    let before: HashMap<_, &Arc<T>> = old.iter().map(|o| (key(o), o)).collect();
-    let mut after: HashSet<(&str, &str)> = HashSet::with_capacity(new.len());
+    let before: foldhash::HashMap<_, &Arc<T>> = old.iter().map(|o| (key(o), o)).collect();
+    let mut after: foldhash::HashSet<(&str, &str)> = foldhash::HashSet::default();
+    after.reserve(new.len());
     let mut out = Vec::new();
     for object in new {
         let k = key(object);

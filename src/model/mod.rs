@@ -40,10 +40,12 @@ pub struct Config {
     pub generation: u64,
     pub routes: RouteTable<Arc<Route>>,
     pub certs: CertTable,
-    /// Ingresses served in this generation, oldest first.
-    pub ingresses: Vec<NamespacedName>,
-    /// One entry per TLS host that has a certificate from a Secret.
-    pub certificates: Vec<CertificateInfo>,
+    /// Ingresses served in this generation, oldest first; the previous generation's list when a
+    /// change kept it, so readers can tell by pointer.
+    pub ingresses: Arc<[NamespacedName]>,
+    /// One entry per TLS host that has a certificate from a Secret, by Secret then host; shared with
+    /// the previous generation when no certificate changed.
+    pub certificates: Arc<[CertificateInfo]>,
     pub problems: Vec<Problem>,
     /// The global settings this generation was built with.
     pub settings: Arc<Settings>,
@@ -60,8 +62,8 @@ impl Config {
             generation: 0,
             routes: RouteTable::default(),
             certs,
-            ingresses: Vec::new(),
-            certificates: Vec::new(),
+            ingresses: Arc::new([]),
+            certificates: Arc::new([]),
             problems: Vec::new(),
             settings,
             acme: Vec::new(),

@@ -1,10 +1,11 @@
 //! Manifest mode: Kubernetes objects read from `*.yaml`/`*.yml` files in one directory, re-read whenever
-//! the directory changes (inotify, with a periodic rescan as a safety net).
+//! the directory changes (inotify, with a periodic rescan as a safety net). A notification that names
+//! manifest files re-reads only those, so one changed file among 10,000 costs one file's work.
 //!
 //! A file that fails to parse keeps contributing the objects of its last good version, so a half-saved
 //! edit never takes a route down.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -289,6 +290,28 @@ impl ManifestDir {
         Ok(changed || self.files.len() != before)
     }
 
+    /// Re-reads only these files of the directory (manifest names), as a notification named them;
+    /// returns whether anything changed.
+    pub fn refresh(&mut self, names: &BTreeSet<OsString>) -> bool {
+        let mut changed = false;
+        for name in names {
+            let meta = std::fs::metadata(self.dir.join(name));
+            match meta {
+                Ok(meta) if meta.is_file() => {
+                    let stamp = FileStamp::of(&meta);
+                    if let Some(file) = self.files.get_mut(name)
+                        && file.stamp == stamp
+                    {
+                        continue;
+                    }
+                    changed |= self.read_file(name.clone(), stamp, meta.len());
+                }
+                _ => changed |= self.files.remove(name).is_some(),
+            }
+        }
+        changed
+    }
+
     fn read_file(&mut self, file_name: OsString, stamp: FileStamp, len: u64) -> bool {
         let path = self.dir.join(&file_name);
         let path = path.as_path();
@@ -397,34 +420,44 @@ pub async fn watch_dir(
 ) -> anyhow::Result<()> {
     use notify::Watcher;
     let (notify_tx, mut notify_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Events name paths under the directory as it was given to the watcher.
+    let watched = dir.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| is_change(&e.kind)) {
-            let _ = notify_tx.send(());
-        }
+        let touched = match event {
+            Ok(e) if !is_change(&e.kind) => return,
+            Ok(e) => Touched::of(&e, &watched),
+            Err(_) => Touched::Everything,
+        };
+        let _ = notify_tx.send(touched);
     })?;
     watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
 
     // Reading the directory is blocking work (10,000 files take a while to read and parse at start):
     // it runs on the blocking pool, never on a thread that serves traffic.
     let manifests = Arc::new(std::sync::Mutex::new(ManifestDir::new(&dir)));
-    let first = scan(&manifests, true).await?.unwrap_or_default();
+    let first = scan(&manifests, Touched::Everything)
+        .await?
+        .unwrap_or_default();
     tx.send_replace(Some(first));
     tracing::info!(dir = %dir.display(), "reading manifests");
 
     let mut rescan = tokio::time::interval(RESCAN);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let touched = tokio::select! {
             event = notify_rx.recv() => {
-                if event.is_none() {
+                let Some(mut touched) = event else {
                     anyhow::bail!("file watcher for {} stopped", dir.display());
-                }
+                };
                 tokio::time::sleep(DEBOUNCE).await;
-                while notify_rx.try_recv().is_ok() {}
+                while let Ok(more) = notify_rx.try_recv() {
+                    touched.add(more);
+                }
+                touched
             }
-            _ = rescan.tick() => {}
-        }
-        match scan(&manifests, false).await {
+            _ = rescan.tick() => Touched::Everything,
+        };
+        match scan(&manifests, touched).await {
             Ok(Some(snapshot)) => {
                 tx.send_replace(Some(snapshot));
             }
@@ -446,16 +479,61 @@ fn is_change(kind: &notify::EventKind) -> bool {
     }
 }
 
-/// Rescans on the blocking pool; the new snapshot if anything changed (or `always`).
+/// What a burst of notifications may have changed.
+#[derive(Debug, PartialEq, Eq)]
+enum Touched {
+    /// Manifest files of the directory, by name; none when only other files changed.
+    Files(BTreeSet<OsString>),
+    /// Anything: the directory itself, a ConfigMap volume's `..data` link, a lost event.
+    Everything,
+}
+
+impl Touched {
+    fn of(event: &notify::Event, dir: &Path) -> Touched {
+        if event.need_rescan() || event.paths.is_empty() {
+            return Touched::Everything;
+        }
+        let mut files = BTreeSet::new();
+        for path in &event.paths {
+            let name = match (path.parent(), path.file_name()) {
+                (Some(parent), Some(name)) if parent == dir => name,
+                _ => return Touched::Everything,
+            };
+            if is_manifest(Path::new(name)) {
+                files.insert(name.to_os_string());
+            } else if name.to_string_lossy().starts_with("..") {
+                // A ConfigMap volume swaps its `..data` link; every file may have changed.
+                return Touched::Everything;
+            }
+            // Any other file (an editor's or `atomic write`'s temporary one) is never read.
+        }
+        Touched::Files(files)
+    }
+
+    fn add(&mut self, other: Touched) {
+        match (&mut *self, other) {
+            (Touched::Files(files), Touched::Files(more)) => files.extend(more),
+            (_, Touched::Everything) => *self = Touched::Everything,
+            (Touched::Everything, Touched::Files(_)) => {}
+        }
+    }
+}
+
+/// Re-reads what was touched on the blocking pool; a new snapshot if anything changed (always when
+/// everything was rescanned the first time).
 async fn scan(
     manifests: &Arc<std::sync::Mutex<ManifestDir>>,
-    always: bool,
+    touched: Touched,
 ) -> std::io::Result<Option<Arc<Snapshot>>> {
     let manifests = manifests.clone();
     tokio::task::spawn_blocking(move || {
         let mut m = manifests.lock().unwrap_or_else(|p| p.into_inner());
-        let changed = m.rescan()?;
-        Ok((changed || always).then(|| Arc::new(m.snapshot())))
+        let first = m.scans == 0;
+        let changed = match &touched {
+            Touched::Everything => m.rescan()?,
+            Touched::Files(names) => m.refresh(names),
+        };
+        Ok((changed || first).then(|| Arc::new(m.snapshot())))
     })
     .await
     .unwrap_or_else(|e| Err(std::io::Error::other(e)))
@@ -467,6 +545,85 @@ mod tests {
 
     fn parse(text: &str) -> (Vec<Object>, Vec<Problem>) {
         parse_documents(text, &Arc::from("test.yaml"))
+    }
+
+    #[test]
+    fn notifications_name_the_manifests_to_reread() {
+        use notify::event::{CreateKind, Event, EventKind, Flag, ModifyKind, RenameMode};
+        let dir = Path::new("/etc/portcullis");
+        let event = |kind, names: &[&str]| {
+            names
+                .iter()
+                .fold(Event::new(kind), |e, n| e.add_path(dir.join(n)))
+        };
+        let files =
+            |names: &[&str]| Touched::Files(names.iter().map(|n| OsString::from(*n)).collect());
+        let renamed = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        assert_eq!(
+            Touched::of(&event(renamed, &[".web.yaml.tmp", "web.yaml"]), dir),
+            files(&["web.yaml"])
+        );
+        let created = EventKind::Create(CreateKind::File);
+        assert_eq!(
+            Touched::of(&event(created, &["4913"]), dir),
+            files(&[]),
+            "an editor's probe file is never read"
+        );
+        assert_eq!(
+            Touched::of(&event(created, &["..data"]), dir),
+            Touched::Everything,
+            "a ConfigMap volume's update swaps ..data"
+        );
+        let elsewhere = Event::new(created).add_path("/tmp/web.yaml".into());
+        assert_eq!(Touched::of(&elsewhere, dir), Touched::Everything);
+        let overflow = Event::new(EventKind::Other).set_flag(Flag::Rescan);
+        assert_eq!(Touched::of(&overflow, dir), Touched::Everything);
+
+        let mut burst = files(&["a.yaml"]);
+        burst.add(files(&["b.yaml"]));
+        assert_eq!(burst, files(&["a.yaml", "b.yaml"]));
+        burst.add(Touched::Everything);
+        assert_eq!(burst, Touched::Everything);
+    }
+
+    #[test]
+    fn refreshing_named_files_rereads_only_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, service: &str| {
+            std::fs::write(
+                dir.path().join(name),
+                format!(
+                    "apiVersion: v1\nkind: Service\nmetadata: {{name: {service}, namespace: ns}}\n"
+                ),
+            )
+            .unwrap()
+        };
+        let services = |m: &ManifestDir| {
+            let mut names: Vec<String> = m
+                .snapshot()
+                .services
+                .iter()
+                .filter_map(|s| s.metadata.name.clone())
+                .collect();
+            names.sort();
+            names
+        };
+        write("a.yaml", "a");
+        write("b.yaml", "b");
+        let mut m = ManifestDir::new(dir.path());
+        assert!(m.rescan().unwrap());
+        write("a.yaml", "a2");
+        write("b.yaml", "b2");
+        let named = |n: &[&str]| n.iter().map(OsString::from).collect::<BTreeSet<_>>();
+        assert!(m.refresh(&named(&["a.yaml"])));
+        assert_eq!(services(&m), ["a2", "b"], "b.yaml was not named");
+        assert!(!m.refresh(&named(&["a.yaml"])), "nothing new");
+        std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
+        write("c.yaml", "c");
+        assert!(m.refresh(&named(&["a.yaml", "c.yaml"])));
+        assert_eq!(services(&m), ["b", "c"]);
+        assert!(m.rescan().unwrap(), "the rescan finds b.yaml's change");
+        assert_eq!(services(&m), ["b2", "c"]);
     }
 
     #[test]
