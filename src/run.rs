@@ -409,9 +409,13 @@ impl Publisher {
             // The build (a tenth of a second at 10,000 Ingresses when everything is translated) runs on
             // the blocking pool, never on a thread that serves traffic.
             let built = tokio::task::spawn_blocking(move || {
-                let mut guard = certs
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut guard = certs.lock().unwrap_or_else(|poisoned| {
+                    // A build that panicked may have left the previous translation half updated.
+                    let mut guard = poisoned.into_inner();
+                    guard.0 = Incremental::default();
+                    certs.clear_poison();
+                    guard
+                });
                 let (incremental, certs) = &mut *guard;
                 let (config, rebuilt) =
                     incremental.apply(&snapshot, &options, certs, unix_now() as i64, generation);

@@ -486,11 +486,14 @@ fn key_of(meta: &ObjectMeta) -> NamespacedName {
     NamespacedName::new(namespace_of(meta), meta.name.clone().unwrap_or_default())
 }
 
-/// The objects that were added, changed (a new `Arc`) or removed: `(before, after)`.
+/// One object's versions before and after a change; `None` where it did not exist.
+type Change<'a, T> = (Option<&'a Arc<T>>, Option<&'a Arc<T>>);
+
+/// The objects that were added, changed (a new `Arc`) or removed.
 fn changes<'a, T: Metadata<Ty = ObjectMeta>>(
     old: &'a [Arc<T>],
     new: &'a [Arc<T>],
-) -> Vec<(Option<&'a Arc<T>>, Option<&'a Arc<T>>)> {
+) -> Vec<Change<'a, T>> {
     let key = |o: &'a Arc<T>| {
         let meta = o.metadata();
         (namespace_of(meta), meta.name.as_deref().unwrap_or(""))

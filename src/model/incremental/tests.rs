@@ -319,11 +319,12 @@ impl World {
                     false => self.set(&slice_yaml(rng, name)),
                 }
             }
-            _ => match rng.chance(50) {
-                true => self.set(&class_yaml(rng)),
-                // Unchanged objects, a new moment: nothing is translated again.
-                false => {}
-            },
+            // Otherwise unchanged objects, a new moment: nothing is translated again.
+            _ => {
+                if rng.chance(50) {
+                    self.set(&class_yaml(rng));
+                }
+            }
         }
     }
 }
