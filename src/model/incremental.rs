@@ -56,7 +56,7 @@ struct State {
     acme: BTreeMap<(Age, usize), WantedCertificate>,
     ingresses: BTreeMap<Age, NamespacedName>,
     /// How many Ingresses (or the default certificate) use each Secret's certificate.
-    cert_users: HashMap<NamespacedName, usize>,
+    cert_users: BTreeMap<NamespacedName, usize>,
     /// When a loaded certificate becomes valid or expires, counted.
     boundaries: BTreeMap<i64, usize>,
     /// The `now` of the last full build; certificates' validity was judged then or later.
@@ -128,7 +128,7 @@ impl State {
             certificates: BTreeMap::new(),
             acme: BTreeMap::new(),
             ingresses: BTreeMap::new(),
-            cert_users: HashMap::new(),
+            cert_users: BTreeMap::new(),
             boundaries: BTreeMap::new(),
             judged_at: now,
         };
@@ -451,22 +451,6 @@ trait Counts<K> {
 }
 
 impl<K: Ord + Clone> Counts<K> for BTreeMap<K, usize> {
-    fn decrement(&mut self, key: &K) -> bool {
-        match self.get_mut(key) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                false
-            }
-            Some(_) => {
-                self.remove(key);
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-impl<K: std::hash::Hash + Eq + Clone> Counts<K> for HashMap<K, usize> {
     fn decrement(&mut self, key: &K) -> bool {
         match self.get_mut(key) {
             Some(n) if *n > 1 => {
