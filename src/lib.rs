@@ -12,6 +12,7 @@ pub mod chart;
 pub mod check;
 pub mod cli;
 pub mod events;
+pub mod gateway_api;
 pub mod leader;
 pub mod metrics;
 pub mod model;

@@ -7,6 +7,7 @@ pub mod acme;
 pub mod annotations;
 pub mod balancer;
 pub mod build;
+pub mod gateway;
 pub mod htpasswd;
 pub mod incremental;
 pub mod matching;

@@ -1,0 +1,11 @@
+//! The Gateway API (GatewayClass, Gateway, HTTPRoute, ReferenceGrant) translated, as pure functions, into
+//! listeners with HTTPRoute rules and the status the spec asks for.
+
+pub mod filters;
+pub mod hostnames;
+pub mod routing;
+pub mod status;
+pub mod translate;
+
+/// `spec.controllerName` of the GatewayClasses Portcullis serves.
+pub const CONTROLLER_NAME: &str = "portcullis.io/gateway-controller";
