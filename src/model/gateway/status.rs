@@ -23,6 +23,14 @@ impl Condition {
         }
     }
 
+    /// `Programmed`: `Programmed` when serving, else `Invalid` with why not.
+    pub fn programmed(serving: bool, yes: &str, no: &str) -> Condition {
+        match serving {
+            true => Condition::yes("Programmed", "Programmed", yes),
+            false => Condition::no("Programmed", "Invalid", no),
+        }
+    }
+
     pub fn no(type_: &'static str, reason: &'static str, message: &str) -> Condition {
         Condition {
             type_,

@@ -295,11 +295,7 @@ pub fn translate(o: &Objects<'_>) -> Translation {
             let programmed = resolved.status || !certificates.is_empty();
             ls.conditions = vec![
                 Condition::yes("Accepted", "Accepted", "listener accepted"),
-                if programmed {
-                    Condition::yes("Programmed", "Programmed", "listener serving")
-                } else {
-                    Condition::no("Programmed", "Invalid", "no usable certificate")
-                },
+                Condition::programmed(programmed, "listener serving", "no usable certificate"),
                 resolved,
                 Condition::no("Conflicted", "NoConflicts", "no conflicts"),
             ];
@@ -446,11 +442,7 @@ pub fn translate(o: &Objects<'_>) -> Translation {
         });
         state.conditions = vec![
             Condition::yes("Accepted", "Accepted", "Gateway accepted"),
-            if programmed {
-                Condition::yes("Programmed", "Programmed", "Gateway serving")
-            } else {
-                Condition::no("Programmed", "Invalid", "no listener is serving")
-            },
+            Condition::programmed(programmed, "Gateway serving", "no listener is serving"),
         ];
         out.status.gateways.push(state);
     }
@@ -500,7 +492,11 @@ fn allows(
 }
 
 /// A listener being built: what it serves, its status, and the rules of the routes attached so far.
-type Attaching = (ServedListener, ListenerState, Vec<Candidate<Arc<RuleAction>>>);
+type Attaching = (
+    ServedListener,
+    ListenerState,
+    Vec<Candidate<Arc<RuleAction>>>,
+);
 
 type RuleParts = Vec<(Vec<RequestMatch>, Arc<RuleAction>)>;
 
