@@ -57,6 +57,25 @@ pub struct RuleAction {
     pub matched_prefix: String,
 }
 
+impl RuleAction {
+    /// The backend for one request, by weight: `roll` returns a number from 1 to the total weight.
+    /// `None` when every weight is zero (the spec's 500).
+    pub fn pick(&self, roll: impl FnOnce(u32) -> u32) -> Option<&WeightedBackend> {
+        let total: u32 = self.backends.iter().map(|b| b.weight).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut at = roll(total);
+        self.backends.iter().find(|b| {
+            if at <= b.weight {
+                return true;
+            }
+            at -= b.weight;
+            false
+        })
+    }
+}
+
 /// HTTP or HTTPS listener of a programmed Gateway.
 #[derive(Debug)]
 pub struct ServedListener {

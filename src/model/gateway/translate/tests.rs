@@ -362,3 +362,33 @@ fn filters_and_weights_come_through() {
     assert_eq!(edits.remove[0], "x-b");
     assert_eq!(action.matched_prefix, "/split");
 }
+
+#[test]
+fn weights_split_requests_and_zero_weights_get_none() {
+    let spec = "{parentRefs: [{name: gw}], rules: [{backendRefs: [{name: web, port: 8080, weight: 3}, {name: web, namespace: apps, port: 8080, weight: 0}, {name: web, namespace: other, port: 8080, weight: 1}]}]}";
+    let t = World::new(HTTP, vec![route("infra", "r", spec)]).translate();
+    let action = served(&t, "http", "h", "/").expect("routed");
+    let picked: Vec<_> = (1..=4)
+        .map(|n| {
+            action
+                .pick(|total| {
+                    assert_eq!(total, 4);
+                    n
+                })
+                .map(|b| b.service.namespace.as_str())
+        })
+        .collect();
+    assert_eq!(
+        picked,
+        [Some("infra"), Some("infra"), Some("infra"), Some("other")]
+    );
+    let zero =
+        "{parentRefs: [{name: gw}], rules: [{backendRefs: [{name: web, port: 8080, weight: 0}]}]}";
+    let t = World::new(HTTP, vec![route("infra", "z", zero)]).translate();
+    assert!(
+        served(&t, "http", "h", "/")
+            .expect("routed")
+            .pick(|_| 1)
+            .is_none()
+    );
+}
