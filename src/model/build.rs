@@ -352,10 +352,14 @@ pub(super) fn fill_file(problem: &mut Problem, origins: &HashMap<ObjectRef, Arc<
 }
 
 pub(super) fn name_of(ingress: &Ingress) -> NamespacedName {
-    NamespacedName::new(
-        namespace_of(&ingress.metadata),
-        ingress.metadata.name.clone().unwrap_or_default(),
-    )
+    key_of(&ingress.metadata)
+}
+
+/// Any object's `namespace/name`, its namespace as [`namespace_of`] reads it.
+pub(super) fn key_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> NamespacedName {
+    NamespacedName::new(namespace_of(meta), meta.name.clone().unwrap_or_default())
 }
 
 /// Objects without a namespace (common in hand-written manifests) live in `default`, as `kubectl apply` does.

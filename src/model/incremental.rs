@@ -18,8 +18,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::acme::WantedCertificate;
 use super::build::{
-    Age, Claim, Dep, Footprint, Index, Part, Selection, age_of, build_traced, fill_file, name_of,
-    namespace_of, service_of_slice, translate,
+    Age, Claim, Dep, Footprint, Index, Part, Selection, age_of, build_traced, fill_file, key_of,
+    name_of, namespace_of, service_of_slice, translate,
 };
 use super::matching::HostKey;
 use super::{BuildOptions, CertificateInfo, Config, NamespacedName, Problem, Snapshot};
@@ -464,10 +464,6 @@ impl<K: Ord + Clone> Counts<K> for BTreeMap<K, usize> {
             None => false,
         }
     }
-}
-
-fn key_of(meta: &ObjectMeta) -> NamespacedName {
-    NamespacedName::new(namespace_of(meta), meta.name.clone().unwrap_or_default())
 }
 
 /// One object's versions before and after a change; `None` where it did not exist.

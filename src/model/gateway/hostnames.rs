@@ -45,8 +45,8 @@ impl std::fmt::Display for Hostname {
     }
 }
 
-/// `host` ends with `.suffix` and has at least one label before it.
-fn covers(suffix: &str, host: &str) -> bool {
+/// `host` ends with `.suffix` and has at least one label before it: `*.suffix` matches it.
+pub fn covers(suffix: &str, host: &str) -> bool {
     host.len() > suffix.len() + 1
         && host.ends_with(suffix)
         && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use http::{HeaderMap, HeaderName, Method};
 
-use super::hostnames::Hostname;
+use super::hostnames::{self, Hostname};
 use crate::model::matching::merge_slashes;
 
 /// How one request field is compared.
@@ -211,7 +211,7 @@ impl<T> HostRules<T> {
             return Some(&entries[i].1);
         }
         for (suffix, entries) in &self.wildcard {
-            if Hostname::Wildcard(suffix.clone()).matches(host)
+            if hostnames::covers(suffix, host)
                 && let Some(i) = first(entries)
             {
                 return Some(&entries[i].1);

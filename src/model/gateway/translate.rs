@@ -17,6 +17,7 @@ use crate::gateway_api::gatewayclasses::GatewayClass;
 use crate::gateway_api::gateways::{Gateway, GatewayListeners};
 use crate::gateway_api::httproutes::{self as hr, HttpRoute};
 use crate::gateway_api::referencegrants::ReferenceGrant;
+use crate::model::build::{key_of, namespace_of};
 use crate::vocab::NamespacedName;
 
 pub const GROUP: &str = "gateway.networking.k8s.io";
@@ -95,14 +96,6 @@ pub struct Translation {
     pub status: Status,
 }
 
-fn ns_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
-    meta.namespace.as_deref().unwrap_or("default")
-}
-
-fn id_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> NamespacedName {
-    NamespacedName::new(ns_of(meta), meta.name.as_deref().unwrap_or_default())
-}
-
 fn created(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> i64 {
     meta.creation_timestamp
         .as_ref()
@@ -121,7 +114,7 @@ fn granted(
 ) -> bool {
     from_ns == to_ns
         || o.grants.iter().any(|g| {
-            ns_of(&g.metadata) == to_ns
+            namespace_of(&g.metadata) == to_ns
                 && g.spec
                     .from
                     .iter()
@@ -137,7 +130,7 @@ fn granted(
 /// Builds the listeners and status of every Gateway of a class whose controller is Portcullis.
 pub fn translate(o: &Objects<'_>) -> Translation {
     let mut out = Translation::default();
-    let ours: HashMap<&str, &GatewayClass> = o
+    let ours: BTreeMap<&str, &GatewayClass> = o
         .classes
         .iter()
         .filter(|c| c.spec.controller_name == CONTROLLER_NAME)
@@ -163,16 +156,16 @@ pub fn translate(o: &Objects<'_>) -> Translation {
         .map(|g| &**g)
         .filter(|g| ours.contains_key(g.spec.gateway_class_name.as_str()))
         .collect();
-    gateways.sort_by_key(|g| (created(&g.metadata), id_of(&g.metadata)));
+    gateways.sort_by_key(|g| (created(&g.metadata), key_of(&g.metadata)));
     let secrets: HashMap<NamespacedName, &Secret> = o
         .secrets
         .iter()
-        .map(|s| (id_of(&s.metadata), &**s))
+        .map(|s| (key_of(&s.metadata), &**s))
         .collect();
     let services: HashMap<NamespacedName, &Service> = o
         .services
         .iter()
-        .map(|s| (id_of(&s.metadata), &**s))
+        .map(|s| (key_of(&s.metadata), &**s))
         .collect();
     let labels: HashMap<&str, BTreeMap<String, String>> = o
         .namespaces
@@ -189,7 +182,7 @@ pub fn translate(o: &Objects<'_>) -> Translation {
     let mut listeners: Vec<Attaching> = Vec::new();
     let mut states: Vec<GatewayState> = Vec::new();
     for gw in &gateways {
-        let gid = id_of(&gw.metadata);
+        let gid = key_of(&gw.metadata);
         let mut state = GatewayState {
             gateway: gid.clone(),
             generation: gw.metadata.generation.unwrap_or(0),
@@ -337,9 +330,9 @@ pub fn translate(o: &Objects<'_>) -> Translation {
     }
 
     let mut routes: Vec<&HttpRoute> = o.http_routes.iter().map(|r| &**r).collect();
-    routes.sort_by_key(|r| (created(&r.metadata), id_of(&r.metadata)));
+    routes.sort_by_key(|r| (created(&r.metadata), key_of(&r.metadata)));
     for route in routes {
-        let rid = id_of(&route.metadata);
+        let rid = key_of(&route.metadata);
         let hostnames: Vec<Hostname> = route
             .spec
             .hostnames
@@ -356,7 +349,7 @@ pub fn translate(o: &Objects<'_>) -> Translation {
             }
             let gns = parent.namespace.as_deref().unwrap_or(&rid.namespace);
             let gid = NamespacedName::new(gns, &parent.name);
-            let Some(gw) = gateways.iter().find(|g| id_of(&g.metadata) == gid) else {
+            let Some(gw) = gateways.iter().find(|g| key_of(&g.metadata) == gid) else {
                 continue;
             };
             let mut attached = 0;
@@ -447,7 +440,7 @@ pub fn translate(o: &Objects<'_>) -> Translation {
     for mut state in states {
         if let Some(gw) = gateways
             .iter()
-            .find(|g| id_of(&g.metadata) == state.gateway)
+            .find(|g| key_of(&g.metadata) == state.gateway)
         {
             let order: Vec<&str> = gw.spec.listeners.iter().map(|l| l.name.as_str()).collect();
             state
@@ -702,13 +695,14 @@ fn request_match(m: &hr::HttpRouteRulesMatches) -> Option<RequestMatch> {
         let regex = q.r#type == Some(hr::HttpRouteRulesMatchesQueryParamsType::RegularExpression);
         query.push((q.name.as_str().into(), value(regex, &q.value)?));
     }
-    let method = m.method.as_ref().map(|method| {
-        let name = serde_json::to_value(method)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        Method::from_bytes(name.as_bytes()).unwrap_or(Method::GET)
-    });
+    // The API's method names are HTTP's own (`GET`, …): the serialized enum is the method.
+    let method = match &m.method {
+        None => None,
+        Some(method) => {
+            let name = serde_json::to_value(method).ok()?;
+            Some(Method::from_bytes(name.as_str()?.as_bytes()).ok()?)
+        }
+    };
     Some(RequestMatch {
         path,
         method,
