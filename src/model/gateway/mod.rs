@@ -9,3 +9,6 @@ pub mod translate;
 
 /// `spec.controllerName` of the GatewayClasses Portcullis serves.
 pub const CONTROLLER_NAME: &str = "portcullis.io/gateway-controller";
+
+/// The Gateway API group, for references and supported kinds.
+pub const GROUP: &str = "gateway.networking.k8s.io";

@@ -135,7 +135,7 @@ pub fn gateway_status(
                     l.supported_kinds
                         .iter()
                         .map(|k| GatewayStatusListenersSupportedKinds {
-                            group: Some(super::translate::GROUP.into()),
+                            group: Some(super::GROUP.into()),
                             kind: k.clone(),
                         })
                         .collect(),

@@ -8,19 +8,17 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 
-use super::CONTROLLER_NAME;
 use super::filters::{HeaderEdits, PathChange, Redirect, Rewrite};
 use super::hostnames::{self, Hostname};
 use super::routing::{Candidate, HostRules, PathMatch, RequestMatch, RuleOrder, ValueMatch};
 use super::status::{Condition, GatewayState, ListenerState, ParentState, Status};
+use super::{CONTROLLER_NAME, GROUP};
 use crate::gateway_api::gatewayclasses::GatewayClass;
 use crate::gateway_api::gateways::{Gateway, GatewayListeners};
 use crate::gateway_api::httproutes::{self as hr, HttpRoute};
 use crate::gateway_api::referencegrants::ReferenceGrant;
 use crate::model::build::{key_of, namespace_of};
 use crate::vocab::NamespacedName;
-
-pub const GROUP: &str = "gateway.networking.k8s.io";
 
 /// Every Gateway API object of one moment, plus the core objects they refer to.
 #[derive(Default)]
