@@ -64,6 +64,18 @@ pub struct Args {
     )]
     pub publish_status_address: Vec<String>,
 
+    /// Addresses the Gateway API's Gateways are served on, as IPs or CIDR blocks: each programmed
+    /// Gateway takes one, and its listeners are bound there. The addresses must be local (or the
+    /// process allowed to bind them); without a pool no Gateway is programmed.
+    #[arg(
+        long,
+        env = "PORTCULLIS_GATEWAY_ADDRESSES",
+        value_name = "IP|CIDR,...",
+        value_delimiter = ',',
+        value_parser = parse_address_block
+    )]
+    pub gateway_addresses: Vec<AddressBlock>,
+
     /// Name of the Lease used to elect the replica that writes status and Events.
     #[arg(
         long,
@@ -154,7 +166,44 @@ pub struct Args {
     pub access_log: bool,
 }
 
+/// One entry of `--gateway-addresses`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressBlock(ipnet::IpNet);
+
+/// More addresses than any controller serves Gateways on: a typo like `/8` is refused, not expanded.
+const MAX_GATEWAY_ADDRESSES: usize = 4096;
+
+fn parse_address_block(s: &str) -> Result<AddressBlock, String> {
+    let s = s.trim();
+    let net = match s.parse::<std::net::IpAddr>() {
+        Ok(ip) => ipnet::IpNet::from(ip),
+        Err(_) => s
+            .parse::<ipnet::IpNet>()
+            .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR block"))?,
+    };
+    let size = net.hosts().take(MAX_GATEWAY_ADDRESSES + 1).count();
+    if size > MAX_GATEWAY_ADDRESSES {
+        return Err(format!(
+            "{s} has more than {MAX_GATEWAY_ADDRESSES} addresses"
+        ));
+    }
+    Ok(AddressBlock(net))
+}
+
 impl Args {
+    /// The Gateway address pool, in the order given, without repeats.
+    pub fn gateway_pool(&self) -> Vec<std::net::IpAddr> {
+        let mut pool: Vec<std::net::IpAddr> = Vec::new();
+        for block in &self.gateway_addresses {
+            for ip in block.0.hosts() {
+                if !pool.contains(&ip) {
+                    pool.push(ip);
+                }
+            }
+        }
+        pool
+    }
+
     /// Applies the command-line flags that override the configuration file.
     pub fn override_settings(&self, settings: &mut Settings) {
         if self.strict_sni {

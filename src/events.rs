@@ -127,6 +127,18 @@ impl EventPublisher {
             Kind::Secret => lookup(&s.secrets, object),
             Kind::Service => lookup(&s.services, object),
             Kind::EndpointSlice => lookup(&s.endpoint_slices, object),
+            kind => {
+                let g = s.gateway_api.get()?;
+                match kind {
+                    Kind::Namespace => lookup(&g.namespaces, object),
+                    Kind::GatewayClass => lookup(&g.classes, object),
+                    Kind::Gateway => lookup(&g.gateways, object),
+                    Kind::HttpRoute => lookup(&g.http_routes, object),
+                    Kind::GrpcRoute => lookup(g.grpc_routes.as_ref()?, object),
+                    Kind::ReferenceGrant => lookup(g.grants.as_ref()?, object),
+                    _ => None,
+                }
+            }
         }
     }
 }

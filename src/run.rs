@@ -17,8 +17,10 @@ use crate::cli::Args;
 use crate::events::EventPublisher;
 use crate::leader::LeaderElection;
 use crate::metrics::Metrics;
+use crate::model::gateway;
 use crate::model::incremental::{Incremental, Rebuilt};
 use crate::model::{BuildOptions, Config, ConfigHandle, Problem, Snapshot};
+use crate::proxy::gateway_sockets::GatewaySockets;
 use crate::proxy::listener::{self, Listener};
 use crate::proxy::termination::{self, SniResolver};
 use crate::proxy::{Proxy, Tunnels, Upstream};
@@ -98,6 +100,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (snapshots_tx, snapshots) = watch::channel(None);
     let (published_tx, published) = watch::channel(config.load_full());
     let (stop_tx, stop) = watch::channel(false);
+    let gateway_sockets = GatewaySockets {
+        provider: provider.clone(),
+        challenges: challenges.clone(),
+        proxy: proxy.clone(),
+        config: config.clone(),
+    };
+    let gateway_published = published.clone();
     let source = match &args.manifests {
         Some(dir) => {
             let state_dir = args.state_dir.as_deref().ok_or(
@@ -143,7 +152,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         certs: Arc::new(Mutex::new((
             Incremental::default(),
             CertStore::new(provider.clone()),
+            CertStore::new(provider.clone()),
         ))),
+        gateway_pool: args.gateway_pool().into(),
         live: config.clone(),
         published: published_tx,
         tls: TlsReloader {
@@ -173,6 +184,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
     ]
     .map(|l| tokio::spawn(l.run(graceful.clone(), stop.clone())));
+    let gateway_sockets =
+        tokio::spawn(gateway_sockets.run(gateway_published, graceful.clone(), stop.clone()));
     tracing::info!(https = %https_local, http = %http_local, admin = %admin_local, "listening");
 
     tokio::select! {
@@ -190,7 +203,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     health.set_draining();
     tokio::time::sleep(args.shutdown_delay).await;
     let _ = stop_tx.send(true);
-    for task in listeners {
+    for task in listeners.into_iter().chain([gateway_sockets]) {
         let _ = task.await;
     }
     let graceful = Arc::try_unwrap(graceful)
@@ -235,7 +248,8 @@ async fn start_cluster_mode(
         client.clone(),
         args.watch_namespace.as_deref(),
         metrics.clone(),
-    );
+    )
+    .await;
 
     let namespace = own_namespace(args);
     let identity = identity();
@@ -351,8 +365,11 @@ struct Publisher {
     ingress_class: String,
     watch_without_class: bool,
     default_cert: Arc<rustls::sign::CertifiedKey>,
-    /// The previous translation (so a change rebuilds only what it affects) and the parsed certificates.
-    certs: Arc<Mutex<(Incremental, CertStore)>>,
+    /// The previous translation (so a change rebuilds only what it affects) and the parsed certificates
+    /// of the Ingresses, then of the Gateways.
+    certs: Arc<Mutex<(Incremental, CertStore, CertStore)>>,
+    /// `--gateway-addresses`.
+    gateway_pool: Arc<[std::net::IpAddr]>,
     live: ConfigHandle,
     /// The same configuration, for the tasks that act on changes (status, Events).
     published: watch::Sender<Arc<Config>>,
@@ -406,6 +423,7 @@ impl Publisher {
                 settings: current_settings,
             };
             let certs = self.certs.clone();
+            let pool = self.gateway_pool.clone();
             // The build (a tenth of a second at 10,000 Ingresses when everything is translated) runs on
             // the blocking pool, never on a thread that serves traffic.
             let built = tokio::task::spawn_blocking(move || {
@@ -416,9 +434,10 @@ impl Publisher {
                     certs.clear_poison();
                     guard
                 });
-                let (incremental, certs) = &mut *guard;
+                let (incremental, certs, gateway_certs) = &mut *guard;
                 let (config, rebuilt) =
                     incremental.apply(&snapshot, &options, certs, unix_now() as i64, generation);
+                let config = gateway::serve::attach(config, &snapshot, &pool, gateway_certs);
                 (config, rebuilt, started.elapsed())
             })
             .await;

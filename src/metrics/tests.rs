@@ -42,10 +42,10 @@ fn config(generation: u64, routes: &[(&str, Arc<Route>)]) -> Config {
     let default = crate::tls::generate_default_cert(&provider).unwrap();
     let mut config = Config::empty(CertTable::new(default), Default::default());
     config.generation = generation;
+    let table = Arc::make_mut(&mut config.routes);
     for (path, route) in routes {
         let host = HostKey::from_rule_host(route.host.as_deref());
-        config
-            .routes
+        table
             .insert(&host, PathKind::Prefix, path, route.clone())
             .unwrap();
     }

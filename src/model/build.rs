@@ -92,14 +92,15 @@ pub(super) fn build_traced(
     problems.dedup();
     let config = Config {
         generation,
-        routes: std::mem::take(&mut part.routes),
-        certs: part.cert_table.clone(),
+        routes: Arc::new(std::mem::take(&mut part.routes)),
+        certs: Arc::new(part.cert_table.clone()),
         ingresses: part.ingresses.iter().map(|i| name_of(i)).collect(),
         certificates: part.certificates.clone().into(),
         problems,
         settings: options.settings.clone(),
         acme: part.acme.clone(),
         passthrough: Arc::new(part.passthrough.clone()),
+        gateway: Arc::default(),
     };
     (config, selection, part)
 }
@@ -1128,69 +1129,78 @@ impl Builder<'_> {
             return Vec::new();
         };
         let port_name = service_port.name.as_deref().unwrap_or("");
+        ready_endpoints(&self.index.slices(id), port_name, &mut self.problems)
+    }
+}
 
-        let mut addrs = BTreeMap::new();
-        for slice in self.index.slices(id) {
-            let slice_ref = ObjectRef::from_meta(Kind::EndpointSlice, &slice.metadata);
-            if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
-                self.problems.push(Problem::object(
-                    slice_ref,
-                    ProblemKind::InvalidObject,
-                    format!(
-                        "addressType {:?} is not supported (IPv4 or IPv6); its endpoints are not used",
-                        slice.address_type
-                    ),
-                ));
+/// The ready addresses of a Service port's EndpointSlices, by the port's name (empty for an unnamed
+/// port), deduplicated and sorted; slices and addresses that cannot be used are reported and skipped.
+pub(super) fn ready_endpoints(
+    slices: &[&EndpointSlice],
+    port_name: &str,
+    problems: &mut Vec<Problem>,
+) -> Vec<SocketAddr> {
+    let mut addrs = BTreeMap::new();
+    for slice in slices {
+        let slice_ref = ObjectRef::from_meta(Kind::EndpointSlice, &slice.metadata);
+        if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
+            problems.push(Problem::object(
+                slice_ref,
+                ProblemKind::InvalidObject,
+                format!(
+                    "addressType {:?} is not supported (IPv4 or IPv6); its endpoints are not used",
+                    slice.address_type
+                ),
+            ));
+            continue;
+        }
+        let Some(slice_port) = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref().unwrap_or("") == port_name)
+            .and_then(|p| p.port)
+        else {
+            continue;
+        };
+        let Some(target) = u16::try_from(slice_port).ok().filter(|p| *p > 0) else {
+            problems.push(Problem::object(
+                slice_ref,
+                ProblemKind::InvalidObject,
+                format!("port {slice_port} is not a TCP port; its endpoints are not used"),
+            ));
+            continue;
+        };
+        // One problem per slice however many addresses are bad.
+        let mut bad: Option<(&str, usize)> = None;
+        for endpoint in slice.endpoints.iter().flatten() {
+            if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                 continue;
             }
-            let Some(slice_port) = slice
-                .ports
-                .iter()
-                .flatten()
-                .find(|p| p.name.as_deref().unwrap_or("") == port_name)
-                .and_then(|p| p.port)
-            else {
-                continue;
-            };
-            let Some(target) = u16::try_from(slice_port).ok().filter(|p| *p > 0) else {
-                self.problems.push(Problem::object(
-                    slice_ref,
-                    ProblemKind::InvalidObject,
-                    format!("port {slice_port} is not a TCP port; its endpoints are not used"),
-                ));
-                continue;
-            };
-            // One problem per slice however many addresses are bad.
-            let mut bad: Option<(&str, usize)> = None;
-            for endpoint in slice.endpoints.iter().flatten() {
-                if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
-                    continue;
-                }
-                for address in &endpoint.addresses {
-                    match address.parse::<IpAddr>() {
-                        Ok(ip) => {
-                            addrs.insert(SocketAddr::new(ip, target), ());
-                        }
-                        Err(_) => {
-                            let (_, n) = bad.get_or_insert((address.as_str(), 0));
-                            *n += 1;
-                        }
+            for address in &endpoint.addresses {
+                match address.parse::<IpAddr>() {
+                    Ok(ip) => {
+                        addrs.insert(SocketAddr::new(ip, target), ());
+                    }
+                    Err(_) => {
+                        let (_, n) = bad.get_or_insert((address.as_str(), 0));
+                        *n += 1;
                     }
                 }
             }
-            if let Some((first, n)) = bad {
-                self.problems.push(Problem::object(
-                    slice_ref,
-                    ProblemKind::InvalidObject,
-                    format!(
-                        "{n} address(es) are not IP addresses and are skipped (the first: {:?})",
-                        first.chars().take(64).collect::<String>()
-                    ),
-                ));
-            }
         }
-        addrs.into_keys().collect()
+        if let Some((first, n)) = bad {
+            problems.push(Problem::object(
+                slice_ref,
+                ProblemKind::InvalidObject,
+                format!(
+                    "{n} address(es) are not IP addresses and are skipped (the first: {:?})",
+                    first.chars().take(64).collect::<String>()
+                ),
+            ));
+        }
     }
+    addrs.into_keys().collect()
 }
 
 /// The other name of a `from-to-www-redirect` host: with `www.` taken off, or put on.

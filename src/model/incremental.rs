@@ -242,8 +242,8 @@ impl State {
             }
         };
 
-        let mut routes = self.config.routes.clone();
-        let mut cert_table = self.config.certs.clone();
+        let mut routes = (*self.config.routes).clone();
+        let mut cert_table = (*self.config.certs).clone();
         let mut passthrough = (*self.config.passthrough).clone();
         let mut unused = Vec::new();
         // What the group had, to tell whether the lists of Ingresses and certificates changed.
@@ -321,14 +321,15 @@ impl State {
         problems.dedup();
         let config = Arc::new(Config {
             generation,
-            routes,
-            certs: cert_table,
+            routes: Arc::new(routes),
+            certs: Arc::new(cert_table),
             ingresses: ingresses_list,
             certificates: certificates_list,
             problems,
             settings: self.options.settings.clone(),
             acme: self.acme.values().cloned().collect(),
             passthrough: Arc::new(passthrough),
+            gateway: Arc::default(),
         });
         self.snapshot = snapshot.clone();
         self.config = config.clone();

@@ -35,12 +35,12 @@ pub use crate::vocab::NamespacedName;
 /// The live configuration, swapped atomically as a whole; readers `load()` it without locking.
 pub type ConfigHandle = Arc<ArcSwap<Config>>;
 
-/// Everything the data plane needs, for one generation.
-#[derive(Debug)]
+/// Everything the data plane needs, for one generation. Cheap to clone: the large parts are shared.
+#[derive(Debug, Clone)]
 pub struct Config {
     pub generation: u64,
-    pub routes: RouteTable<Arc<Route>>,
-    pub certs: CertTable,
+    pub routes: Arc<RouteTable<Arc<Route>>>,
+    pub certs: Arc<CertTable>,
     /// Ingresses served in this generation, oldest first; the previous generation's list when a
     /// change kept it, so readers can tell by pointer.
     pub ingresses: Arc<[NamespacedName]>,
@@ -54,6 +54,8 @@ pub struct Config {
     pub acme: Vec<acme::WantedCertificate>,
     /// `ssl-passthrough` hosts, looked up by the HTTPS listener before TLS.
     pub passthrough: Arc<passthrough::PassthroughTable>,
+    /// The Gateway API's sockets, translated beside the Ingresses (see [`gateway::serve`]).
+    pub gateway: Arc<gateway::serve::Serving>,
 }
 
 impl Config {
@@ -61,14 +63,15 @@ impl Config {
     pub fn empty(certs: CertTable, settings: Arc<Settings>) -> Config {
         Config {
             generation: 0,
-            routes: RouteTable::default(),
-            certs,
+            routes: Arc::default(),
+            certs: Arc::new(certs),
             ingresses: Arc::new([]),
             certificates: Arc::new([]),
             problems: Vec::new(),
             settings,
             acme: Vec::new(),
             passthrough: Arc::default(),
+            gateway: Arc::default(),
         }
     }
 }

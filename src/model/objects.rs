@@ -4,12 +4,17 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::Problem;
+use crate::gateway_api::gatewayclasses::GatewayClass;
+use crate::gateway_api::gateways::Gateway;
+use crate::gateway_api::grpcroutes::GrpcRoute;
+use crate::gateway_api::httproutes::HttpRoute;
+use crate::gateway_api::referencegrants::ReferenceGrant;
 
 /// Every kind Portcullis reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -19,6 +24,12 @@ pub enum Kind {
     Secret,
     Service,
     EndpointSlice,
+    Namespace,
+    GatewayClass,
+    Gateway,
+    HttpRoute,
+    GrpcRoute,
+    ReferenceGrant,
 }
 
 impl Kind {
@@ -29,6 +40,12 @@ impl Kind {
             Kind::Secret => "Secret",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::Namespace => "Namespace",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::Gateway => "Gateway",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
         }
     }
 }
@@ -77,6 +94,12 @@ pub enum Object {
     Secret(Arc<Secret>),
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
+    Namespace(Arc<Namespace>),
+    GatewayClass(Arc<GatewayClass>),
+    Gateway(Arc<Gateway>),
+    HttpRoute(Arc<HttpRoute>),
+    GrpcRoute(Arc<GrpcRoute>),
+    ReferenceGrant(Arc<ReferenceGrant>),
 }
 
 impl Object {
@@ -87,6 +110,12 @@ impl Object {
             Object::Secret(o) => ObjectRef::from_meta(Kind::Secret, &o.metadata),
             Object::Service(o) => ObjectRef::from_meta(Kind::Service, &o.metadata),
             Object::EndpointSlice(o) => ObjectRef::from_meta(Kind::EndpointSlice, &o.metadata),
+            Object::Namespace(o) => ObjectRef::from_meta(Kind::Namespace, &o.metadata),
+            Object::GatewayClass(o) => ObjectRef::from_meta(Kind::GatewayClass, &o.metadata),
+            Object::Gateway(o) => ObjectRef::from_meta(Kind::Gateway, &o.metadata),
+            Object::HttpRoute(o) => ObjectRef::from_meta(Kind::HttpRoute, &o.metadata),
+            Object::GrpcRoute(o) => ObjectRef::from_meta(Kind::GrpcRoute, &o.metadata),
+            Object::ReferenceGrant(o) => ObjectRef::from_meta(Kind::ReferenceGrant, &o.metadata),
         }
     }
 }
@@ -99,6 +128,14 @@ pub struct Snapshot {
     pub secrets: Vec<Arc<Secret>>,
     pub services: Vec<Arc<Service>>,
     pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    /// Namespaces, for the labels a Gateway's `allowedRoutes` selects by; read only with the Gateway
+    /// API.
+    pub namespaces: Vec<Arc<Namespace>>,
+    pub gateway_classes: Vec<Arc<GatewayClass>>,
+    pub gateways: Vec<Arc<Gateway>>,
+    pub http_routes: Vec<Arc<HttpRoute>>,
+    pub grpc_routes: Vec<Arc<GrpcRoute>>,
+    pub reference_grants: Vec<Arc<ReferenceGrant>>,
     /// In manifest mode, the file each object came from, so problems can name it.
     pub origins: HashMap<ObjectRef, Arc<str>>,
     /// Problems found while reading the objects (unparsable files, duplicates).
@@ -113,6 +150,12 @@ impl Snapshot {
             Object::Secret(o) => self.secrets.push(o),
             Object::Service(o) => self.services.push(o),
             Object::EndpointSlice(o) => self.endpoint_slices.push(o),
+            Object::Namespace(o) => self.namespaces.push(o),
+            Object::GatewayClass(o) => self.gateway_classes.push(o),
+            Object::Gateway(o) => self.gateways.push(o),
+            Object::HttpRoute(o) => self.http_routes.push(o),
+            Object::GrpcRoute(o) => self.grpc_routes.push(o),
+            Object::ReferenceGrant(o) => self.reference_grants.push(o),
         }
     }
 }

@@ -15,6 +15,8 @@ mod error_pages;
 mod external_auth;
 mod forward;
 mod framing;
+mod gateway;
+pub mod gateway_sockets;
 mod limit_rate;
 pub mod listener;
 mod passthrough;
@@ -149,6 +151,11 @@ impl Proxy {
         {
             self.metrics.acme().challenge_answered("http-01");
             return discard_body(req, resp);
+        }
+        if config.gateway.sockets.contains_key(&conn.local) {
+            return self
+                .answer_gateway(conn, client, req, config, exchange)
+                .await;
         }
         let Some(route) = config.routes.lookup(host, req.uri().path()).cloned() else {
             exchange.unmatched(host);

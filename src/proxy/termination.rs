@@ -2,6 +2,7 @@
 //! the live configuration without locks, and the rustls server configurations: one shared by every
 //! connection to hosts without client certificates, one that asks for a client certificate.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rustls::CipherSuite;
@@ -24,17 +25,39 @@ use crate::tls::AcceptAnyCertificate;
 pub struct SniResolver {
     config: ConfigHandle,
     challenges: Arc<Challenges>,
+    /// For a Gateway's socket: certificates come from its listeners, not from the Ingresses.
+    gateway_socket: Option<SocketAddr>,
 }
 
 impl SniResolver {
     pub fn new(config: ConfigHandle, challenges: Arc<Challenges>) -> Self {
-        SniResolver { config, challenges }
+        SniResolver {
+            config,
+            challenges,
+            gateway_socket: None,
+        }
+    }
+
+    /// The resolver of one Gateway socket: the certificate of the listener the name matches.
+    pub fn for_gateway(
+        config: ConfigHandle,
+        challenges: Arc<Challenges>,
+        socket: SocketAddr,
+    ) -> Self {
+        SniResolver {
+            config,
+            challenges,
+            gateway_socket: Some(socket),
+        }
     }
 
     /// Whether a handshake for `server_name` should ask for a client certificate: some route that a
     /// request for that host can reach checks one. Only a hint for the handshake; the request step
     /// checks the route it actually matched, whatever the `Host` header says.
     fn wants_client_cert(&self, server_name: Option<&str>) -> bool {
+        if self.gateway_socket.is_some() {
+            return false;
+        }
         self.config
             .load()
             .routes
@@ -52,6 +75,14 @@ impl ResolvesServerCert for SniResolver {
             return self.challenges.tls_alpn01(hello.server_name()?);
         }
         let config = self.config.load();
+        if let Some(socket) = &self.gateway_socket {
+            let found = config.gateway.certificate(socket, hello.server_name());
+            return match found {
+                Some(cert) => Some(cert.key.clone()),
+                None if config.settings.tls.strict_sni => None,
+                None => Some(config.certs.default_cert().clone()),
+            };
+        }
         let certs = &config.certs;
         match hello.server_name().and_then(|name| certs.find(name)) {
             Some(key) => Some(key.clone()),

@@ -8,11 +8,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::{self, Store};
@@ -21,6 +21,11 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
 
+use crate::gateway_api::gatewayclasses::GatewayClass;
+use crate::gateway_api::gateways::Gateway;
+use crate::gateway_api::grpcroutes::GrpcRoute;
+use crate::gateway_api::httproutes::HttpRoute;
+use crate::gateway_api::referencegrants::ReferenceGrant;
 use crate::metrics::Metrics;
 use crate::model::annotations::{basic_auth, client_cert, proxy_ssl};
 use crate::model::{Kind, NamespacedName, Snapshot};
@@ -34,6 +39,10 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// How long the first snapshot waits for the initial list of the auth Secrets named then; a Secret
 /// still unknown after that fails closed until it arrives.
 const AUTH_SECRET_SYNC: Duration = Duration::from_secs(5);
+/// How often the API server is asked whether the Gateway API CRDs have been installed, until they are.
+const GATEWAY_API_PROBE: Duration = Duration::from_secs(30);
+/// The Gateway API group and version Portcullis reads.
+const GATEWAY_API: &str = "gateway.networking.k8s.io/v1";
 
 /// Connects with `--kubeconfig`, else the in-cluster service account, else `KUBECONFIG`/`~/.kube/config`.
 pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
@@ -60,6 +69,48 @@ pub struct Stores {
     pub services: Store<Service>,
     pub endpoint_slices: Store<EndpointSlice>,
     pub auth_secrets: AuthSecrets,
+    /// Set once the Gateway API CRDs are found installed.
+    pub gateway_api: Arc<OnceLock<GatewayStores>>,
+}
+
+/// The Gateway API kinds, and the Namespaces whose labels `allowedRoutes` selects by. GRPCRoute and
+/// ReferenceGrant are watched when the installed CRDs serve them at `v1`.
+#[derive(Clone)]
+pub struct GatewayStores {
+    pub classes: Store<GatewayClass>,
+    pub gateways: Store<Gateway>,
+    pub http_routes: Store<HttpRoute>,
+    pub grpc_routes: Option<Store<GrpcRoute>>,
+    pub grants: Option<Store<ReferenceGrant>>,
+    pub namespaces: Store<Namespace>,
+}
+
+impl GatewayStores {
+    fn fill(&self, snapshot: &mut Snapshot) {
+        snapshot.gateway_classes = self.classes.state();
+        snapshot.gateways = self.gateways.state();
+        snapshot.http_routes = self.http_routes.state();
+        snapshot.grpc_routes = self
+            .grpc_routes
+            .as_ref()
+            .map_or_else(Vec::new, Store::state);
+        snapshot.reference_grants = self.grants.as_ref().map_or_else(Vec::new, Store::state);
+        snapshot.namespaces = self.namespaces.state();
+    }
+
+    async fn wait_until_ready(&self) -> anyhow::Result<()> {
+        self.classes.wait_until_ready().await?;
+        self.gateways.wait_until_ready().await?;
+        self.http_routes.wait_until_ready().await?;
+        if let Some(s) = &self.grpc_routes {
+            s.wait_until_ready().await?;
+        }
+        if let Some(s) = &self.grants {
+            s.wait_until_ready().await?;
+        }
+        self.namespaces.wait_until_ready().await?;
+        Ok(())
+    }
 }
 
 impl Stores {
@@ -74,14 +125,18 @@ impl Stores {
                 !tls.contains(&(s.metadata.namespace.clone(), s.metadata.name.clone()))
             }),
         );
-        Snapshot {
+        let mut snapshot = Snapshot {
             ingresses: self.ingresses.state(),
             ingress_classes: self.ingress_classes.state(),
             secrets,
             services: self.services.state(),
             endpoint_slices: self.endpoint_slices.state(),
             ..Snapshot::default()
+        };
+        if let Some(gateway_api) = self.gateway_api.get() {
+            gateway_api.fill(&mut snapshot);
         }
+        snapshot
     }
 
     async fn wait_until_ready(&self) -> anyhow::Result<()> {
@@ -90,19 +145,133 @@ impl Stores {
         self.secrets.wait_until_ready().await?;
         self.services.wait_until_ready().await?;
         self.endpoint_slices.wait_until_ready().await?;
+        if let Some(gateway_api) = self.gateway_api.get() {
+            gateway_api.wait_until_ready().await?;
+        }
         Ok(())
     }
 }
 
-/// Starts the watchers; `namespace` limits everything but IngressClasses to one namespace.
-pub fn start(
+/// Which Gateway API resources the API server serves at [`GATEWAY_API`]: `None` unless the CRDs of at
+/// least GatewayClass, Gateway and HTTPRoute are installed (not an error: the Gateway API is then
+/// simply not served).
+async fn served_gateway_resources(client: &Client) -> Option<Vec<String>> {
+    match client.list_api_group_resources(GATEWAY_API).await {
+        Ok(list) => {
+            let served: Vec<String> = list.resources.into_iter().map(|r| r.name).collect();
+            ["gatewayclasses", "gateways", "httproutes"]
+                .iter()
+                .all(|r| served.iter().any(|s| s == r))
+                .then_some(served)
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot ask the API server whether the Gateway API is installed; asking again later");
+            None
+        }
+    }
+}
+
+/// Watches the Gateway API kinds once their CRDs are installed: at once when they already are (so the
+/// first snapshot includes them), else from the first probe that finds them.
+async fn watch_gateway_api(
+    client: Client,
+    namespace: Option<String>,
+    slot: Arc<OnceLock<GatewayStores>>,
+    changed: Arc<Notify>,
+    metrics: Arc<Metrics>,
+) {
+    let mut logged = false;
+    let served = loop {
+        if let Some(served) = served_gateway_resources(&client).await {
+            break served;
+        }
+        if !logged {
+            tracing::info!(
+                "the Gateway API CRDs ({GATEWAY_API}) are not installed; Gateway API objects are not served until they are"
+            );
+            logged = true;
+        }
+        tokio::time::sleep(GATEWAY_API_PROBE).await;
+    };
+    let has = |r: &str| served.iter().any(|s| s == r);
+    let all = watcher::Config::default();
+    let ns = namespace.as_deref();
+    let stores = GatewayStores {
+        classes: spawn_watch(
+            Api::all(client.clone()),
+            all.clone(),
+            Kind::GatewayClass,
+            &changed,
+            &metrics,
+        ),
+        gateways: spawn_watch(
+            scoped(&client, ns),
+            all.clone(),
+            Kind::Gateway,
+            &changed,
+            &metrics,
+        ),
+        http_routes: spawn_watch(
+            scoped(&client, ns),
+            all.clone(),
+            Kind::HttpRoute,
+            &changed,
+            &metrics,
+        ),
+        grpc_routes: has("grpcroutes").then(|| {
+            spawn_watch(
+                scoped(&client, ns),
+                all.clone(),
+                Kind::GrpcRoute,
+                &changed,
+                &metrics,
+            )
+        }),
+        grants: has("referencegrants").then(|| {
+            spawn_watch(
+                scoped(&client, ns),
+                all.clone(),
+                Kind::ReferenceGrant,
+                &changed,
+                &metrics,
+            )
+        }),
+        namespaces: spawn_watch(Api::all(client), all, Kind::Namespace, &changed, &metrics),
+    };
+    if logged {
+        tracing::info!("the Gateway API CRDs are installed now; serving Gateway API objects");
+    }
+    let _ = slot.set(stores);
+    changed.notify_one();
+}
+
+/// Starts the watchers; `namespace` limits everything but IngressClasses (and GatewayClasses and
+/// Namespaces) to one namespace. The Gateway API kinds are watched when their CRDs are installed,
+/// which is asked first, so a first snapshot includes them.
+pub async fn start(
     client: Client,
     namespace: Option<&str>,
     metrics: Arc<Metrics>,
 ) -> (Stores, Arc<Notify>) {
     let changed = Arc::new(Notify::new());
     let all = watcher::Config::default();
+    let gateway_api = Arc::new(OnceLock::new());
+    let watch = watch_gateway_api(
+        client.clone(),
+        namespace.map(str::to_string),
+        gateway_api.clone(),
+        changed.clone(),
+        metrics.clone(),
+    );
+    // Installed already: the stores exist before the first snapshot waits for them.
+    if served_gateway_resources(&client).await.is_some() {
+        watch.await;
+    } else {
+        tokio::spawn(watch);
+    }
     let stores = Stores {
+        gateway_api,
         auth_secrets: AuthSecrets {
             client: client.clone(),
             changed: changed.clone(),
@@ -353,7 +522,7 @@ pub async fn publish(
 /// The first complete snapshot, read by the same watches (so with the same permissions) as the
 /// controller's; the watches stop once it is taken. For `portcullis check`.
 pub async fn snapshot_once(client: Client, namespace: Option<&str>) -> anyhow::Result<Snapshot> {
-    let (stores, changed) = start(client, namespace, Arc::new(Metrics::new()?));
+    let (stores, changed) = start(client, namespace, Arc::new(Metrics::new()?)).await;
     let (tx, mut rx) = watch::channel(None);
     let task = tokio::spawn(publish(stores, changed, tx));
     let snapshot = rx.wait_for(Option::is_some).await.map(|s| s.clone());

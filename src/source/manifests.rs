@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -20,6 +20,11 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use crate::gateway_api::gatewayclasses::GatewayClass;
+use crate::gateway_api::gateways::Gateway;
+use crate::gateway_api::grpcroutes::GrpcRoute;
+use crate::gateway_api::httproutes::HttpRoute;
+use crate::gateway_api::referencegrants::ReferenceGrant;
 use crate::model::{Object, ObjectRef, Problem, ProblemKind, Snapshot};
 
 /// Files larger than this are refused rather than read into memory.
@@ -146,9 +151,24 @@ fn parse_value(
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             push(typed(value, true).map(Object::EndpointSlice))
         }
-        (_, "Ingress" | "IngressClass" | "Secret" | "Service" | "EndpointSlice") => {
+        ("v1", "Namespace") => push(typed(value, false).map(Object::Namespace)),
+        (GATEWAY_V1, "GatewayClass") => push(typed(value, false).map(Object::GatewayClass)),
+        (GATEWAY_V1, "Gateway") => push(typed(value, true).map(Object::Gateway)),
+        (GATEWAY_V1, "HTTPRoute") => push(typed(value, true).map(Object::HttpRoute)),
+        (GATEWAY_V1, "GRPCRoute") => push(typed(value, true).map(Object::GrpcRoute)),
+        (GATEWAY_V1 | GATEWAY_V1BETA1, "ReferenceGrant") => {
+            push(typed(value, true).map(Object::ReferenceGrant))
+        }
+        (_, "Ingress" | "IngressClass" | "Secret" | "Service" | "EndpointSlice" | "Namespace") => {
             push(Err(format!(
                 "apiVersion {api_version:?} is not supported for {kind} (use networking.k8s.io/v1, v1 or discovery.k8s.io/v1)"
+            )))
+        }
+        (_, "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "ReferenceGrant")
+            if api_version.starts_with("gateway.networking.k8s.io/") =>
+        {
+            push(Err(format!(
+                "apiVersion {api_version:?} is not supported for {kind} (use {GATEWAY_V1})"
             )))
         }
         ("", _) | (_, "") => push(Err(
@@ -157,6 +177,10 @@ fn parse_value(
         _ => {} // another kind: not ours to read
     }
 }
+
+const GATEWAY_V1: &str = "gateway.networking.k8s.io/v1";
+/// ReferenceGrant's older version, the same schema, which many manifests still use.
+const GATEWAY_V1BETA1: &str = "gateway.networking.k8s.io/v1beta1";
 
 /// Reads a value as a typed object; namespaced objects without a namespace go to `default`.
 fn typed<T: DeserializeOwned + HasMeta>(
@@ -196,7 +220,19 @@ trait HasMeta {
 macro_rules! has_meta {
     ($($t:ty),*) => { $(impl HasMeta for $t { fn meta_mut(&mut self) -> &mut ObjectMeta { &mut self.metadata } })* };
 }
-has_meta!(Ingress, IngressClass, Secret, Service, EndpointSlice);
+has_meta!(
+    Ingress,
+    IngressClass,
+    Secret,
+    Service,
+    EndpointSlice,
+    Namespace,
+    GatewayClass,
+    Gateway,
+    HttpRoute,
+    GrpcRoute,
+    ReferenceGrant
+);
 
 /// What tells that a file may have changed without reading it: a rename gives a new inode, an edit a
 /// new change time (nanoseconds) and usually a new size.

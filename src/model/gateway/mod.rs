@@ -1,9 +1,11 @@
 //! The Gateway API (GatewayClass, Gateway, HTTPRoute, ReferenceGrant) translated, as pure functions, into
-//! listeners with HTTPRoute rules and the status the spec asks for.
+//! listeners with HTTPRoute rules and the status the spec asks for, and those listeners into the sockets
+//! the data plane serves.
 
 pub mod filters;
 pub mod hostnames;
 pub mod routing;
+pub mod serve;
 pub mod status;
 pub mod translate;
 

@@ -223,6 +223,15 @@ impl<T> HostRules<T> {
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.wildcard.is_empty() && self.any.is_empty()
     }
+
+    /// Every rule's value, in no particular order.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        let hosts = self
+            .exact
+            .values()
+            .chain(self.wildcard.iter().map(|(_, e)| e));
+        hosts.chain([&self.any]).flatten().map(|(_, v)| v)
+    }
 }
 
 #[cfg(test)]

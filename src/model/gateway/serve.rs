@@ -1,0 +1,417 @@
+//! Translated Gateway listeners to the sockets the data plane binds. Each programmed Gateway takes one
+//! address of the pool (`--gateway-addresses`) and every listener port of it becomes a socket on that
+//! address, so two Gateways never see each other's routes; listeners sharing a port share the socket
+//! and are told apart by hostname, most specific first. A Gateway keeps the address its status
+//! already names while that address stays in the pool, so restarts and replicas agree.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::hostnames::Hostname;
+use super::routing::HostRules;
+use super::translate::{Objects, RuleAction, ServedListener, translate};
+use crate::gateway_api::gateways::Gateway;
+use crate::model::build::{key_of, ready_endpoints, service_of_slice};
+use crate::model::{
+    Backend, Config, Kind, ObjectRef, Policy, Problem, ProblemKind, Route, Snapshot,
+};
+use crate::settings::Settings;
+use crate::tls::CertStore;
+use crate::tls::certs::LoadedCert;
+use crate::vocab::NamespacedName;
+
+/// The Gateway API's part of the data plane, for one generation.
+#[derive(Debug, Default)]
+pub struct Serving {
+    pub sockets: HashMap<SocketAddr, Socket>,
+    /// The address of every Gateway that has one, for `status.addresses`.
+    pub addresses: BTreeMap<NamespacedName, IpAddr>,
+    /// Gateways of ours that got no address, and why: they are not programmed.
+    pub unassigned: BTreeMap<NamespacedName, String>,
+    /// The forwarding target of every resolved backend of every rule.
+    pub backends: HashMap<BackendKey, Arc<Route>>,
+    pub problems: Vec<Problem>,
+}
+
+/// A rule's backend, as the route names it: the route is part of the key so metrics and logs name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendKey {
+    pub route: NamespacedName,
+    pub service: NamespacedName,
+    pub port: u16,
+}
+
+/// One bound address and port: plain HTTP or TLS, and the listeners served on it.
+#[derive(Debug)]
+pub struct Socket {
+    pub tls: bool,
+    /// Most specific hostname first; a listener without hostname matches every host.
+    pub listeners: Vec<SocketListener>,
+}
+
+#[derive(Debug)]
+pub struct SocketListener {
+    pub gateway: NamespacedName,
+    pub name: String,
+    pub hostname: Option<Hostname>,
+    /// The certificates of an HTTPS listener, in `certificateRefs` order.
+    pub certificates: Vec<Arc<LoadedCert>>,
+    pub rules: HostRules<Arc<RuleAction>>,
+}
+
+impl Serving {
+    /// The listener of `socket` that serves `host`: the most specific hostname that matches.
+    pub fn listener(&self, socket: &SocketAddr, host: &str) -> Option<&SocketListener> {
+        self.sockets
+            .get(socket)?
+            .listeners
+            .iter()
+            .find(|l| l.hostname.as_ref().is_none_or(|h| h.matches(host)))
+    }
+
+    /// The certificate for a handshake on `socket`: the matching listener's first certificate that
+    /// covers the name, else its first.
+    pub fn certificate(&self, socket: &SocketAddr, sni: Option<&str>) -> Option<&Arc<LoadedCert>> {
+        let socket = self.sockets.get(socket)?;
+        let listener = match sni {
+            Some(name) => socket
+                .listeners
+                .iter()
+                .find(|l| l.hostname.as_ref().is_none_or(|h| h.matches(name))),
+            None => socket.listeners.iter().find(|l| l.hostname.is_none()),
+        }?;
+        let certs = &listener.certificates;
+        sni.and_then(|name| certs.iter().find(|c| c.covers(name)))
+            .or_else(|| certs.first())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sockets.is_empty() && self.addresses.is_empty() && self.unassigned.is_empty()
+    }
+}
+
+/// The core objects the sockets are built from.
+pub struct Inputs<'a> {
+    pub gateways: &'a [Arc<Gateway>],
+    pub services: &'a [Arc<Service>],
+    pub endpoint_slices: &'a [Arc<EndpointSlice>],
+    pub secrets: &'a [Arc<Secret>],
+    pub pool: &'a [IpAddr],
+    pub settings: &'a Settings,
+}
+
+/// Assigns addresses, loads certificates and resolves backends for the translated listeners.
+pub fn serve(
+    listeners: Vec<ServedListener>,
+    inputs: &Inputs<'_>,
+    certs: &mut CertStore,
+) -> Serving {
+    let mut out = Serving::default();
+    let gateways: BTreeSet<&NamespacedName> = listeners.iter().map(|l| &l.gateway).collect();
+    let (addresses, unassigned) = assign(&gateways, inputs);
+    out.addresses = addresses;
+    out.unassigned = unassigned;
+
+    let secrets: HashMap<NamespacedName, &Secret> = inputs
+        .secrets
+        .iter()
+        .map(|s| (key_of(&s.metadata), &**s))
+        .collect();
+    let mut used_secrets = std::collections::HashSet::new();
+    let policy = Arc::new(Policy::new(&Default::default(), inputs.settings));
+    let mut endpoints = Endpoints::new(inputs);
+    for listener in listeners {
+        let Some(&ip) = out.addresses.get(&listener.gateway) else {
+            continue;
+        };
+        let certificates = match listener.tls {
+            false => Vec::new(),
+            true => load_certificates(&listener, &secrets, certs, &mut used_secrets, &mut out),
+        };
+        for action in listener.rules.values() {
+            for b in action.backends.iter().chain(&action.mirrors) {
+                let key = BackendKey {
+                    route: action.route.clone(),
+                    service: b.service.clone(),
+                    port: b.port,
+                };
+                if !b.resolved || out.backends.contains_key(&key) {
+                    continue;
+                }
+                let backend = endpoints.backend(&b.service, b.port, &mut out.problems);
+                out.backends.insert(
+                    key,
+                    Arc::new(Route {
+                        ingress: action.route.clone(),
+                        host: None,
+                        backend,
+                        fallback: None,
+                        https_redirect: false,
+                        redirect_host: None,
+                        path_regex: None,
+                        policy: policy.clone(),
+                        cookie_path: "/".into(),
+                        canary: None,
+                    }),
+                );
+            }
+        }
+        let socket = out
+            .sockets
+            .entry(SocketAddr::new(ip, listener.port))
+            .or_insert(Socket {
+                tls: listener.tls,
+                listeners: Vec::new(),
+            });
+        if socket.tls != listener.tls {
+            out.problems.push(Problem::object(
+                ObjectRef::new(Kind::Gateway, &listener.gateway.namespace, &listener.gateway.name),
+                ProblemKind::InvalidObject,
+                format!(
+                    "listener {:?}: port {} is already served with another protocol; this listener is not served",
+                    listener.name, listener.port
+                ),
+            ));
+            continue;
+        }
+        socket.listeners.push(SocketListener {
+            gateway: listener.gateway,
+            name: listener.name,
+            hostname: listener.hostname,
+            certificates,
+            rules: listener.rules,
+        });
+    }
+    for socket in out.sockets.values_mut() {
+        // Stable: listeners of equal specificity keep the Gateway's order.
+        socket.listeners.sort_by_key(|l| {
+            std::cmp::Reverse(l.hostname.as_ref().map_or((0, 0), Hostname::specificity))
+        });
+    }
+    certs.retain(&used_secrets);
+    out
+}
+
+/// Gives each Gateway an address of the pool: first those whose requested (`spec.addresses`) or
+/// current (`status.addresses`) address is free in the pool, then the others, in order, the lowest
+/// free one.
+fn assign(
+    ours: &BTreeSet<&NamespacedName>,
+    inputs: &Inputs<'_>,
+) -> (
+    BTreeMap<NamespacedName, IpAddr>,
+    BTreeMap<NamespacedName, String>,
+) {
+    let by_name: HashMap<NamespacedName, &Gateway> = inputs
+        .gateways
+        .iter()
+        .map(|g| (key_of(&g.metadata), &**g))
+        .collect();
+    let mut taken: BTreeMap<IpAddr, &NamespacedName> = BTreeMap::new();
+    let mut addresses = BTreeMap::new();
+    let mut unassigned = BTreeMap::new();
+    let mut waiting = Vec::new();
+    for id in ours {
+        let Some(gw) = by_name.get(*id) else { continue };
+        let requested: Vec<IpAddr> = gw
+            .spec
+            .addresses
+            .iter()
+            .flatten()
+            .filter(|a| a.r#type.as_deref().is_none_or(|t| t == "IPAddress"))
+            .filter_map(|a| a.value.as_deref()?.parse().ok())
+            .collect();
+        if let Some(wanted) = requested.first() {
+            if !inputs.pool.contains(wanted) {
+                unassigned.insert(
+                    (*id).clone(),
+                    format!("the requested address {wanted} is not in the Gateway address pool"),
+                );
+            } else if let Some(holder) = taken.get(wanted) {
+                unassigned.insert(
+                    (*id).clone(),
+                    format!("the requested address {wanted} is taken by Gateway {holder}"),
+                );
+            } else {
+                taken.insert(*wanted, id);
+                addresses.insert((*id).clone(), *wanted);
+            }
+            continue;
+        }
+        let current = gw
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .and_then(|a| a.first())
+            .and_then(|a| a.value.parse::<IpAddr>().ok())
+            .filter(|ip| inputs.pool.contains(ip) && !taken.contains_key(ip));
+        match current {
+            Some(ip) => {
+                taken.insert(ip, id);
+                addresses.insert((*id).clone(), ip);
+            }
+            None => waiting.push(*id),
+        }
+    }
+    let mut free = inputs.pool.iter().filter(|ip| !taken.contains_key(ip));
+    for id in waiting {
+        match free.next() {
+            Some(ip) => {
+                addresses.insert(id.clone(), *ip);
+            }
+            None => {
+                let why = match inputs.pool.is_empty() {
+                    true => {
+                        "no Gateway address pool is configured (--gateway-addresses)".to_string()
+                    }
+                    false => format!(
+                        "every address of the Gateway address pool ({}) is taken",
+                        inputs.pool.len()
+                    ),
+                };
+                unassigned.insert(id.clone(), why);
+            }
+        }
+    }
+    (addresses, unassigned)
+}
+
+fn load_certificates(
+    listener: &ServedListener,
+    secrets: &HashMap<NamespacedName, &Secret>,
+    certs: &mut CertStore,
+    used: &mut std::collections::HashSet<NamespacedName>,
+    out: &mut Serving,
+) -> Vec<Arc<LoadedCert>> {
+    let gateway = ObjectRef::new(
+        Kind::Gateway,
+        &listener.gateway.namespace,
+        &listener.gateway.name,
+    );
+    let mut loaded = Vec::new();
+    for id in &listener.certificates {
+        let Some(secret) = secrets.get(id) else {
+            continue; // reported in the listener's ResolvedRefs condition
+        };
+        used.insert(id.clone());
+        let load = certs.load(id, secret);
+        if let Some(error) = &load.error {
+            let consequence = match load.cert.is_some() {
+                true => "the last good certificate stays in use",
+                false => "it is not served",
+            };
+            out.problems.push(Problem::object(
+                gateway.clone(),
+                ProblemKind::InvalidCertificate,
+                format!(
+                    "listener {:?}: Secret {id}: {error}; {consequence}",
+                    listener.name
+                ),
+            ));
+        }
+        loaded.extend(load.cert);
+    }
+    loaded
+}
+
+/// Service ports to their ready endpoints, each resolved once per generation.
+struct Endpoints<'a> {
+    services: HashMap<NamespacedName, &'a Service>,
+    slices: HashMap<NamespacedName, Vec<&'a EndpointSlice>>,
+    resolved: HashMap<(NamespacedName, u16), Arc<Backend>>,
+}
+
+impl<'a> Endpoints<'a> {
+    fn new(inputs: &Inputs<'a>) -> Self {
+        let mut slices: HashMap<NamespacedName, Vec<&EndpointSlice>> = HashMap::new();
+        for slice in inputs.endpoint_slices {
+            if let Some(service) = service_of_slice(slice) {
+                let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
+                slices
+                    .entry(NamespacedName::new(ns, service))
+                    .or_default()
+                    .push(slice);
+            }
+        }
+        Endpoints {
+            services: inputs
+                .services
+                .iter()
+                .map(|s| (key_of(&s.metadata), &**s))
+                .collect(),
+            slices,
+            resolved: HashMap::new(),
+        }
+    }
+
+    /// A Service port's endpoints; none (so 503) when translation saw the Service but its port
+    /// has no ready endpoint yet.
+    fn backend(
+        &mut self,
+        service: &NamespacedName,
+        port: u16,
+        problems: &mut Vec<Problem>,
+    ) -> Arc<Backend> {
+        let key = (service.clone(), port);
+        if let Some(found) = self.resolved.get(&key) {
+            return found.clone();
+        }
+        let port_name = self
+            .services
+            .get(service)
+            .and_then(|s| s.spec.as_ref()?.ports.as_ref())
+            .and_then(|ports| ports.iter().find(|p| p.port == i32::from(port)))
+            .map(|p| p.name.clone().unwrap_or_default());
+        let endpoints = match port_name {
+            Some(name) => {
+                let slices = self.slices.get(service).map_or(&[][..], Vec::as_slice);
+                ready_endpoints(slices, &name, problems)
+            }
+            None => Vec::new(),
+        };
+        let backend = Arc::new(Backend::new(service.clone(), port.to_string(), endpoints));
+        self.resolved.insert(key, backend.clone());
+        backend
+    }
+}
+
+/// The configuration with the Gateway API's sockets of `snapshot` added to the Ingresses' part:
+/// Gateway objects translate beside the Ingress build, into the same [`Config`], each generation.
+pub fn attach(
+    config: Arc<Config>,
+    snapshot: &Snapshot,
+    pool: &[IpAddr],
+    certs: &mut CertStore,
+) -> Arc<Config> {
+    let translation = translate(&Objects {
+        classes: &snapshot.gateway_classes,
+        gateways: &snapshot.gateways,
+        http_routes: &snapshot.http_routes,
+        grants: &snapshot.reference_grants,
+        namespaces: &snapshot.namespaces,
+        services: &snapshot.services,
+        secrets: &snapshot.secrets,
+    });
+    let inputs = Inputs {
+        gateways: &snapshot.gateways,
+        services: &snapshot.services,
+        endpoint_slices: &snapshot.endpoint_slices,
+        secrets: &snapshot.secrets,
+        pool,
+        settings: &config.settings,
+    };
+    let serving = serve(translation.listeners, &inputs, certs);
+    if serving.is_empty() && config.gateway.is_empty() {
+        return config;
+    }
+    let mut with = (*config).clone();
+    with.problems.extend(serving.problems.iter().cloned());
+    with.problems.sort();
+    with.problems.dedup();
+    with.gateway = Arc::new(serving);
+    Arc::new(with)
+}
