@@ -13,6 +13,7 @@ pub mod check;
 pub mod cli;
 pub mod events;
 pub mod gateway_api;
+pub mod gateway_status;
 pub mod leader;
 pub mod metrics;
 pub mod model;

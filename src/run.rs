@@ -15,6 +15,7 @@ use crate::acme;
 use crate::admin::{self, Health};
 use crate::cli::Args;
 use crate::events::EventPublisher;
+use crate::gateway_status::GatewayStatusWriter;
 use crate::leader::LeaderElection;
 use crate::metrics::Metrics;
 use crate::model::gateway;
@@ -301,6 +302,11 @@ async fn start_cluster_mode(
         };
         tokio::spawn(writer.run(published.clone(), leader.clone()));
     }
+    let gateway_status = GatewayStatusWriter {
+        client: client.clone(),
+        stores: stores.gateway_api.clone(),
+    };
+    tokio::spawn(gateway_status.run(published.clone(), leader.clone()));
     tokio::spawn(EventPublisher::new(client, identity, stores.clone()).run(published, leader));
     Ok(tokio::spawn(cluster::publish(stores, changed, snapshots)))
 }

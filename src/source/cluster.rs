@@ -153,23 +153,45 @@ impl Stores {
 }
 
 /// Which Gateway API resources the API server serves at [`GATEWAY_API`]: `None` unless the CRDs of at
-/// least GatewayClass, Gateway and HTTPRoute are installed (not an error: the Gateway API is then
-/// simply not served).
-async fn served_gateway_resources(client: &Client) -> Option<Vec<String>> {
-    match client.list_api_group_resources(GATEWAY_API).await {
-        Ok(list) => {
-            let served: Vec<String> = list.resources.into_iter().map(|r| r.name).collect();
-            ["gatewayclasses", "gateways", "httproutes"]
-                .iter()
-                .all(|r| served.iter().any(|s| s == r))
-                .then_some(served)
-        }
-        Err(kube::Error::Api(e)) if e.code == 404 => None,
+/// least GatewayClass, Gateway and HTTPRoute are installed and we may list them and Namespaces (not an
+/// error: the Gateway API is then simply not served; a missing permission is logged).
+async fn served_gateway_resources(client: &Client, namespace: Option<&str>) -> Option<Vec<String>> {
+    let served: Vec<String> = match client.list_api_group_resources(GATEWAY_API).await {
+        Ok(list) => list.resources.into_iter().map(|r| r.name).collect(),
+        Err(kube::Error::Api(e)) if e.code == 404 => return None,
         Err(e) => {
             tracing::warn!(error = %e, "cannot ask the API server whether the Gateway API is installed; asking again later");
-            None
+            return None;
         }
+    };
+    let required = ["gatewayclasses", "gateways", "httproutes"];
+    if !required.iter().all(|r| served.iter().any(|s| s == r)) {
+        return None;
     }
+    let one = kube::api::ListParams::default().limit(1);
+    let allowed = [
+        Api::<GatewayClass>::all(client.clone())
+            .list_metadata(&one)
+            .await
+            .err(),
+        scoped::<Gateway>(client, namespace)
+            .list_metadata(&one)
+            .await
+            .err(),
+        scoped::<HttpRoute>(client, namespace)
+            .list_metadata(&one)
+            .await
+            .err(),
+        Api::<Namespace>::all(client.clone())
+            .list_metadata(&one)
+            .await
+            .err(),
+    ];
+    if let Some(e) = allowed.into_iter().flatten().next() {
+        tracing::warn!(error = %e, "the Gateway API CRDs are installed but cannot be read with this identity (see the chart's RBAC); Gateway API objects are not served");
+        return None;
+    }
+    Some(served)
 }
 
 /// Watches the Gateway API kinds once their CRDs are installed: at once when they already are (so the
@@ -183,7 +205,7 @@ async fn watch_gateway_api(
 ) {
     let mut logged = false;
     let served = loop {
-        if let Some(served) = served_gateway_resources(&client).await {
+        if let Some(served) = served_gateway_resources(&client, namespace.as_deref()).await {
             break served;
         }
         if !logged {
@@ -265,7 +287,7 @@ pub async fn start(
         metrics.clone(),
     );
     // Installed already: the stores exist before the first snapshot waits for them.
-    if served_gateway_resources(&client).await.is_some() {
+    if served_gateway_resources(&client, namespace).await.is_some() {
         watch.await;
     } else {
         tokio::spawn(watch);

@@ -11,6 +11,7 @@ mod chart;
 mod check;
 mod conformance;
 mod fault_proxy;
+mod gateway;
 mod harness;
 mod measure;
 mod scenarios;
@@ -29,6 +30,7 @@ fn main() -> std::process::ExitCode {
         .chain(chart::NAMES)
         .chain(traffic::NAMES)
         .chain(acme::NAMES)
+        .chain(gateway::NAMES)
         .chain(&[conformance::NAME, measure::NAME, check::NAME])
         .copied()
         .collect();
@@ -59,6 +61,12 @@ fn main() -> std::process::ExitCode {
         cp.down();
         return std::process::ExitCode::FAILURE;
     }
+    // Every controller then finds the Gateway API installed, as in a cluster that has it.
+    if let Err(e) = gateway::install_crds(&cp) {
+        eprintln!("cannot install the Gateway API CRDs: {e:#}");
+        cp.down();
+        return std::process::ExitCode::FAILURE;
+    }
     let trials = names
         .iter()
         .copied()
@@ -82,6 +90,8 @@ fn main() -> std::process::ExitCode {
                         check::run(&cp, slot).await
                     } else if chart::NAMES.contains(&name) {
                         chart::run(name, &cp, slot).await
+                    } else if gateway::NAMES.contains(&name) {
+                        gateway::run(name, &cp, slot).await
                     } else if traffic::NAMES.contains(&name) {
                         traffic::run(name, &cp, slot).await
                     } else {

@@ -13,6 +13,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::hostnames::Hostname;
 use super::routing::HostRules;
+use super::status::{Condition, GatewayState, Status};
 use super::translate::{Objects, RuleAction, ServedListener, translate};
 use crate::gateway_api::gateways::Gateway;
 use crate::model::build::{key_of, ready_endpoints, service_of_slice};
@@ -31,10 +32,19 @@ pub struct Serving {
     /// The address of every Gateway that has one, for `status.addresses`.
     pub addresses: BTreeMap<NamespacedName, IpAddr>,
     /// Gateways of ours that got no address, and why: they are not programmed.
-    pub unassigned: BTreeMap<NamespacedName, String>,
+    pub unassigned: BTreeMap<NamespacedName, NoAddress>,
     /// The forwarding target of every resolved backend of every rule.
     pub backends: HashMap<BackendKey, Arc<Route>>,
     pub problems: Vec<Problem>,
+    /// The status every GatewayClass, Gateway and route of ours should have.
+    pub status: Status,
+}
+
+/// Why a Gateway has no address: the reason of its `Programmed` condition, and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoAddress {
+    pub reason: &'static str,
+    pub message: String,
 }
 
 /// A rule's backend, as the route names it: the route is part of the key so metrics and logs name it.
@@ -90,7 +100,10 @@ impl Serving {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sockets.is_empty() && self.addresses.is_empty() && self.unassigned.is_empty()
+        self.sockets.is_empty()
+            && self.addresses.is_empty()
+            && self.unassigned.is_empty()
+            && self.status == Status::default()
     }
 }
 
@@ -196,6 +209,22 @@ pub fn serve(
     out
 }
 
+/// A Gateway without an address serves nothing: it and each of its listeners are not programmed.
+fn not_programmed(gateway: &mut GatewayState, why: &NoAddress) {
+    let condition = Condition::no("Programmed", why.reason, &why.message);
+    let set = |conditions: &mut Vec<Condition>| match conditions
+        .iter_mut()
+        .find(|c| c.type_ == "Programmed")
+    {
+        Some(c) => *c = condition.clone(),
+        None => conditions.push(condition.clone()),
+    };
+    set(&mut gateway.conditions);
+    for listener in &mut gateway.listeners {
+        set(&mut listener.conditions);
+    }
+}
+
 /// Gives each Gateway an address of the pool: first those whose requested (`spec.addresses`) or
 /// current (`status.addresses`) address is free in the pool, then the others, in order, the lowest
 /// free one.
@@ -204,7 +233,7 @@ fn assign(
     inputs: &Inputs<'_>,
 ) -> (
     BTreeMap<NamespacedName, IpAddr>,
-    BTreeMap<NamespacedName, String>,
+    BTreeMap<NamespacedName, NoAddress>,
 ) {
     let by_name: HashMap<NamespacedName, &Gateway> = inputs
         .gateways
@@ -226,15 +255,23 @@ fn assign(
             .filter_map(|a| a.value.as_deref()?.parse().ok())
             .collect();
         if let Some(wanted) = requested.first() {
+            let unusable = |message: String| NoAddress {
+                reason: "AddressNotUsable",
+                message,
+            };
             if !inputs.pool.contains(wanted) {
                 unassigned.insert(
                     (*id).clone(),
-                    format!("the requested address {wanted} is not in the Gateway address pool"),
+                    unusable(format!(
+                        "the requested address {wanted} is not in the Gateway address pool"
+                    )),
                 );
             } else if let Some(holder) = taken.get(wanted) {
                 unassigned.insert(
                     (*id).clone(),
-                    format!("the requested address {wanted} is taken by Gateway {holder}"),
+                    unusable(format!(
+                        "the requested address {wanted} is taken by Gateway {holder}"
+                    )),
                 );
             } else {
                 taken.insert(*wanted, id);
@@ -264,7 +301,7 @@ fn assign(
                 addresses.insert(id.clone(), *ip);
             }
             None => {
-                let why = match inputs.pool.is_empty() {
+                let message = match inputs.pool.is_empty() {
                     true => {
                         "no Gateway address pool is configured (--gateway-addresses)".to_string()
                     }
@@ -273,7 +310,8 @@ fn assign(
                         inputs.pool.len()
                     ),
                 };
-                unassigned.insert(id.clone(), why);
+                let reason = "AddressNotAssigned";
+                unassigned.insert(id.clone(), NoAddress { reason, message });
             }
         }
     }
@@ -404,7 +442,13 @@ pub fn attach(
         pool,
         settings: &config.settings,
     };
-    let serving = serve(translation.listeners, &inputs, certs);
+    let mut serving = serve(translation.listeners, &inputs, certs);
+    serving.status = translation.status;
+    for gateway in &mut serving.status.gateways {
+        if let Some(why) = serving.unassigned.get(&gateway.gateway) {
+            not_programmed(gateway, why);
+        }
+    }
     if serving.is_empty() && config.gateway.is_empty() {
         return config;
     }
@@ -415,3 +459,6 @@ pub fn attach(
     with.gateway = Arc::new(serving);
     Arc::new(with)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,135 @@
+//! Writing the status of the Gateway API objects we serve (leader only): GatewayClass, Gateway (with
+//! its address and listeners) and each route's parents of ours. Each object is written only when what
+//! it should say differs from what it says, and unchanged conditions keep their transition time, so a
+//! steady state causes no writes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::gateway_api::gatewayclasses::{GatewayClass, GatewayClassStatus};
+use crate::gateway_api::gateways::Gateway;
+use crate::gateway_api::httproutes::HttpRoute;
+use crate::model::Config;
+use crate::model::gateway::status::{ParentState, api_conditions, gateway_status, route_status};
+use crate::source::cluster::GatewayStores;
+use crate::vocab::NamespacedName;
+
+/// Re-checks this often even without configuration changes (someone else may have edited status).
+const RESYNC: Duration = Duration::from_secs(30);
+
+pub struct GatewayStatusWriter {
+    pub client: Client,
+    pub stores: Arc<OnceLock<GatewayStores>>,
+}
+
+impl GatewayStatusWriter {
+    pub async fn run(
+        self,
+        mut configs: watch::Receiver<Arc<Config>>,
+        mut leader: watch::Receiver<bool>,
+    ) {
+        let mut resync = tokio::time::interval(RESYNC);
+        loop {
+            tokio::select! {
+                changed = configs.changed() => if changed.is_err() { return },
+                changed = leader.changed() => if changed.is_err() { return },
+                _ = resync.tick() => {}
+            }
+            if !*leader.borrow() {
+                continue;
+            }
+            let config = configs.borrow().clone();
+            let Some(stores) = self.stores.get() else {
+                continue;
+            };
+            if config.generation == 0 {
+                continue;
+            }
+            if let Err(e) = self.sync(stores, &config).await {
+                tracing::warn!(error = %e, "cannot update Gateway API status; will retry");
+            }
+        }
+    }
+
+    async fn sync(&self, stores: &GatewayStores, config: &Config) -> anyhow::Result<()> {
+        let wanted = &config.gateway.status;
+        let now = meta::Time(k8s_openapi::jiff::Timestamp::now());
+        for (name, generation, conditions) in &wanted.classes {
+            let Some(class) = stores.classes.get(&ObjectRef::new(name)) else {
+                continue;
+            };
+            let current = class.status.as_ref();
+            let old = current
+                .and_then(|s| s.conditions.as_deref())
+                .unwrap_or_default();
+            let status = GatewayClassStatus {
+                conditions: Some(api_conditions(conditions, *generation, old, &now)),
+                supported_features: current.and_then(|c| c.supported_features.clone()),
+            };
+            if current != Some(&status) {
+                let api: Api<GatewayClass> = Api::all(self.client.clone());
+                write(&api, name, &status).await?;
+                tracing::info!(gateway_class = %name, "status updated");
+            }
+        }
+        for state in &wanted.gateways {
+            let id = &state.gateway;
+            let Some(gateway) = stores
+                .gateways
+                .get(&ObjectRef::new(&id.name).within(&id.namespace))
+            else {
+                continue;
+            };
+            let addresses: Vec<String> = config
+                .gateway
+                .addresses
+                .get(id)
+                .map(ToString::to_string)
+                .into_iter()
+                .collect();
+            let current = gateway.status.as_ref();
+            let status = gateway_status(state, &addresses, current, &now);
+            if current != Some(&status) {
+                let api: Api<Gateway> = Api::namespaced(self.client.clone(), &id.namespace);
+                write(&api, &id.name, &status).await?;
+                tracing::info!(gateway = %id, "status updated");
+            }
+        }
+        let mut parents: HashMap<&NamespacedName, Vec<&ParentState>> = HashMap::new();
+        for parent in &wanted.routes {
+            parents.entry(&parent.route).or_default().push(parent);
+        }
+        for route in stores.http_routes.state() {
+            let id = NamespacedName::new(route.namespace().unwrap_or_default(), route.name_any());
+            let ours = parents.get(&id).map_or(&[][..], Vec::as_slice);
+            let current = route.status.clone().unwrap_or_default();
+            let status = route_status(ours, Some(&current), &now);
+            if status != current {
+                let api: Api<HttpRoute> = Api::namespaced(self.client.clone(), &id.namespace);
+                write(&api, &id.name, &status).await?;
+                tracing::info!(route = %id, "status updated");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Replaces the object's status with a merge patch of its `status` subresource.
+async fn write<K, S>(api: &Api<K>, name: &str, status: &S) -> anyhow::Result<()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    let patch = serde_json::json!({ "status": status });
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
