@@ -16,7 +16,8 @@ use tokio::sync::watch;
 
 use crate::gateway_api::gatewayclasses::{GatewayClass, GatewayClassStatus};
 use crate::gateway_api::gateways::Gateway;
-use crate::gateway_api::httproutes::HttpRoute;
+use crate::gateway_api::grpcroutes::GrpcRoute;
+use crate::gateway_api::httproutes::{HttpRoute, HttpRouteStatus};
 use crate::model::Config;
 use crate::model::gateway::status::{ParentState, api_conditions, gateway_status, route_status};
 use crate::source::cluster::GatewayStores;
@@ -103,19 +104,42 @@ impl GatewayStatusWriter {
                 tracing::info!(gateway = %id, "status updated");
             }
         }
-        let mut parents: HashMap<&NamespacedName, Vec<&ParentState>> = HashMap::new();
+        let mut parents: HashMap<(&str, &NamespacedName), Vec<&ParentState>> = HashMap::new();
         for parent in &wanted.routes {
-            parents.entry(&parent.route).or_default().push(parent);
+            parents
+                .entry((parent.kind, &parent.route))
+                .or_default()
+                .push(parent);
         }
+        let ours = |kind: &'static str, id: &NamespacedName| {
+            parents
+                .get(&(kind, id))
+                .map_or_else(Vec::new, |p| p.clone())
+        };
         for route in stores.http_routes.state() {
             let id = NamespacedName::new(route.namespace().unwrap_or_default(), route.name_any());
-            let ours = parents.get(&id).map_or(&[][..], Vec::as_slice);
             let current = route.status.clone().unwrap_or_default();
-            let status = route_status(ours, Some(&current), &now);
+            let status = route_status(&ours("HTTPRoute", &id), Some(&current), &now);
             if status != current {
                 let api: Api<HttpRoute> = Api::namespaced(self.client.clone(), &id.namespace);
                 write(&api, &id.name, &status).await?;
                 tracing::info!(route = %id, "status updated");
+            }
+        }
+        for route in stores.grpc_routes.iter().flat_map(|s| s.state()) {
+            let id = NamespacedName::new(route.namespace().unwrap_or_default(), route.name_any());
+            // The two kinds' route status has one shape.
+            let current: HttpRouteStatus = route
+                .status
+                .as_ref()
+                .and_then(|s| serde_json::to_value(s).ok())
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default();
+            let status = route_status(&ours("GRPCRoute", &id), Some(&current), &now);
+            if status != current {
+                let api: Api<GrpcRoute> = Api::namespaced(self.client.clone(), &id.namespace);
+                write(&api, &id.name, &status).await?;
+                tracing::info!(route = %id, kind = "GRPCRoute", "status updated");
             }
         }
         Ok(())

@@ -63,6 +63,7 @@ impl Proxy {
             .and_then(|b| {
                 serving.backends.get(&BackendKey {
                     route: action.route.clone(),
+                    grpc: action.grpc,
                     service: b.service.clone(),
                     port: b.port,
                 })

@@ -1,8 +1,9 @@
-//! The Gateway API (GatewayClass, Gateway, HTTPRoute, ReferenceGrant) translated, as pure functions, into
+//! The Gateway API (GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant) translated, as pure functions, into
 //! listeners with HTTPRoute rules and the status the spec asks for, and those listeners into the sockets
 //! the data plane serves.
 
 pub mod filters;
+pub mod grpc;
 pub mod hostnames;
 pub mod routing;
 pub mod serve;

@@ -16,6 +16,7 @@ use super::routing::HostRules;
 use super::status::{Condition, GatewayState, Status};
 use super::translate::{Objects, RuleAction, ServedListener, translate};
 use crate::gateway_api::gateways::Gateway;
+use crate::model::annotations::BackendProtocol;
 use crate::model::build::{key_of, ready_endpoints, service_of_slice};
 use crate::model::{
     Backend, Config, Kind, ObjectRef, Policy, Problem, ProblemKind, Route, Snapshot,
@@ -24,6 +25,9 @@ use crate::settings::Settings;
 use crate::tls::CertStore;
 use crate::tls::certs::LoadedCert;
 use crate::vocab::NamespacedName;
+
+/// The `appProtocol` of a Service port whose backends take HTTP/2 without TLS (Kubernetes' own name).
+const H2C_APP_PROTOCOL: &str = "kubernetes.io/h2c";
 
 /// The Gateway API's part of the data plane, for one generation.
 #[derive(Debug, Default)]
@@ -51,6 +55,8 @@ pub struct NoAddress {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BackendKey {
     pub route: NamespacedName,
+    /// A GRPCRoute's (whose name an HTTPRoute may share).
+    pub grpc: bool,
     pub service: NamespacedName,
     pub port: u16,
 }
@@ -136,6 +142,11 @@ pub fn serve(
         .collect();
     let mut used_secrets = std::collections::HashSet::new();
     let policy = Arc::new(Policy::new(&Default::default(), inputs.settings));
+    let h2c = {
+        let mut p = (*policy).clone();
+        p.upstream.protocol = BackendProtocol::H2c;
+        Arc::new(p)
+    };
     let mut endpoints = Endpoints::new(inputs);
     for listener in listeners {
         let Some(&ip) = out.addresses.get(&listener.gateway) else {
@@ -149,6 +160,7 @@ pub fn serve(
             for b in action.backends.iter().chain(&action.mirrors) {
                 let key = BackendKey {
                     route: action.route.clone(),
+                    grpc: action.grpc,
                     service: b.service.clone(),
                     port: b.port,
                 };
@@ -156,6 +168,13 @@ pub fn serve(
                     continue;
                 }
                 let backend = endpoints.backend(&b.service, b.port, &mut out.problems);
+                // gRPC needs HTTP/2; so does a port that says it speaks h2c.
+                let policy = match action.grpc
+                    || endpoints.app_protocol(&b.service, b.port) == Some(H2C_APP_PROTOCOL)
+                {
+                    true => h2c.clone(),
+                    false => policy.clone(),
+                };
                 out.backends.insert(
                     key,
                     Arc::new(Route {
@@ -166,7 +185,7 @@ pub fn serve(
                         https_redirect: false,
                         redirect_host: None,
                         path_regex: None,
-                        policy: policy.clone(),
+                        policy,
                         cookie_path: "/".into(),
                         canary: None,
                     }),
@@ -386,6 +405,19 @@ impl<'a> Endpoints<'a> {
         }
     }
 
+    fn app_protocol(&self, service: &NamespacedName, port: u16) -> Option<&str> {
+        self.services
+            .get(service)?
+            .spec
+            .as_ref()?
+            .ports
+            .as_ref()?
+            .iter()
+            .find(|p| p.port == i32::from(port))?
+            .app_protocol
+            .as_deref()
+    }
+
     /// A Service port's endpoints; none (so 503) when translation saw the Service but its port
     /// has no ready endpoint yet.
     fn backend(
@@ -429,6 +461,7 @@ pub fn attach(
         classes: &snapshot.gateway_classes,
         gateways: &snapshot.gateways,
         http_routes: &snapshot.http_routes,
+        grpc_routes: &snapshot.grpc_routes,
         grants: &snapshot.reference_grants,
         namespaces: &snapshot.namespaces,
         services: &snapshot.services,

@@ -70,6 +70,8 @@ pub struct GatewayState {
 /// A route's status for one of its parent references to a Gateway of ours.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParentState {
+    /// `HTTPRoute` or `GRPCRoute`.
+    pub kind: &'static str,
     pub route: NamespacedName,
     pub generation: i64,
     pub parent: HttpRouteParentRefs,
@@ -249,6 +251,7 @@ mod tests {
             parents: vec![foreign.clone()],
         };
         let ours = ParentState {
+            kind: "HTTPRoute",
             route: NamespacedName::new("ns", "r"),
             generation: 4,
             parent: HttpRouteParentRefs {

@@ -9,16 +9,21 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 
 use super::filters::{HeaderEdits, PathChange, Redirect, Rewrite};
+use super::grpc;
 use super::hostnames::{self, Hostname};
 use super::routing::{Candidate, HostRules, PathMatch, RequestMatch, RuleOrder, ValueMatch};
 use super::status::{Condition, GatewayState, ListenerState, ParentState, Status};
 use super::{CONTROLLER_NAME, GROUP};
 use crate::gateway_api::gatewayclasses::GatewayClass;
 use crate::gateway_api::gateways::{Gateway, GatewayListeners};
+use crate::gateway_api::grpcroutes::GrpcRoute;
 use crate::gateway_api::httproutes::{self as hr, HttpRoute};
 use crate::gateway_api::referencegrants::ReferenceGrant;
 use crate::model::build::{key_of, namespace_of};
 use crate::vocab::NamespacedName;
+
+/// The route kinds HTTP and HTTPS listeners take.
+const ROUTE_KINDS: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
 
 /// Every Gateway API object of one moment, plus the core objects they refer to.
 #[derive(Default)]
@@ -26,6 +31,7 @@ pub struct Objects<'a> {
     pub classes: &'a [Arc<GatewayClass>],
     pub gateways: &'a [Arc<Gateway>],
     pub http_routes: &'a [Arc<HttpRoute>],
+    pub grpc_routes: &'a [Arc<GrpcRoute>],
     pub grants: &'a [Arc<ReferenceGrant>],
     pub namespaces: &'a [Arc<Namespace>],
     pub services: &'a [Arc<Service>],
@@ -54,6 +60,8 @@ pub struct RuleAction {
     pub mirrors: Vec<WeightedBackend>,
     /// The rule's `PathPrefix`, for `ReplacePrefixMatch` (empty for `/`).
     pub matched_prefix: String,
+    /// A GRPCRoute's rule: its backends speak HTTP/2 (h2c).
+    pub grpc: bool,
 }
 
 impl RuleAction {
@@ -198,7 +206,7 @@ pub fn translate(o: &Objects<'_>) -> Translation {
                 "HTTPS" => Some(true),
                 _ => None,
             };
-            ls.supported_kinds = vec!["HTTPRoute".into()];
+            ls.supported_kinds = ROUTE_KINDS.iter().map(|k| k.to_string()).collect();
             let Some(tls) = tls else {
                 ls.supported_kinds.clear();
                 ls.conditions = vec![
@@ -244,7 +252,8 @@ pub fn translate(o: &Objects<'_>) -> Translation {
                 let supported: Vec<String> = kinds
                     .iter()
                     .filter(|k| {
-                        k.group.as_deref().unwrap_or(GROUP) == GROUP && k.kind == "HTTPRoute"
+                        k.group.as_deref().unwrap_or(GROUP) == GROUP
+                            && ROUTE_KINDS.contains(&k.kind.as_str())
                     })
                     .map(|k| k.kind.clone())
                     .collect();
@@ -252,7 +261,7 @@ pub fn translate(o: &Objects<'_>) -> Translation {
                     resolved = Condition::no(
                         "ResolvedRefs",
                         "InvalidRouteKinds",
-                        "only HTTPRoute is supported on HTTP and HTTPS listeners",
+                        "only HTTPRoute and GRPCRoute are supported on HTTP and HTTPS listeners",
                     );
                 }
                 ls.supported_kinds = supported;
@@ -327,9 +336,19 @@ pub fn translate(o: &Objects<'_>) -> Translation {
         states.push(state);
     }
 
-    let mut routes: Vec<&HttpRoute> = o.http_routes.iter().map(|r| &**r).collect();
-    routes.sort_by_key(|r| (created(&r.metadata), key_of(&r.metadata)));
-    for route in routes {
+    let grpc: Vec<HttpRoute> = o
+        .grpc_routes
+        .iter()
+        .filter_map(|r| grpc::as_http_route(r))
+        .collect();
+    let mut routes: Vec<(&'static str, &HttpRoute)> = o
+        .http_routes
+        .iter()
+        .map(|r| ("HTTPRoute", &**r))
+        .chain(grpc.iter().map(|r| ("GRPCRoute", r)))
+        .collect();
+    routes.sort_by_key(|(kind, r)| (created(&r.metadata), key_of(&r.metadata), *kind));
+    for (kind, route) in routes {
         let rid = key_of(&route.metadata);
         let hostnames: Vec<Hostname> = route
             .spec
@@ -338,7 +357,7 @@ pub fn translate(o: &Objects<'_>) -> Translation {
             .flatten()
             .map(|h| Hostname::parse(h))
             .collect();
-        let (action_parts, resolved) = rule_actions(o, &services, route, &rid);
+        let (action_parts, resolved) = rule_actions(o, &services, kind, route, &rid);
         for parent in route.spec.parent_refs.iter().flatten() {
             if parent.group.as_deref().unwrap_or(GROUP) != GROUP
                 || parent.kind.as_deref().unwrap_or("Gateway") != "Gateway"
@@ -370,7 +389,7 @@ pub fn translate(o: &Objects<'_>) -> Translation {
                     continue;
                 }
                 if !allows(spec, &gid.namespace, &rid.namespace, &labels)
-                    || !ls.supported_kinds.iter().any(|k| k == "HTTPRoute")
+                    || !ls.supported_kinds.iter().any(|k| k == kind)
                 {
                     reason = (
                         "NotAllowedByListeners",
@@ -420,6 +439,7 @@ pub fn translate(o: &Objects<'_>) -> Translation {
                 Condition::no("Accepted", reason.0, &reason.1)
             };
             out.status.routes.push(ParentState {
+                kind,
                 route: rid.clone(),
                 generation: route.metadata.generation.unwrap_or(0),
                 parent: parent.clone(),
@@ -514,6 +534,7 @@ type RuleParts = Vec<(Vec<RequestMatch>, Arc<RuleAction>)>;
 fn rule_actions(
     o: &Objects<'_>,
     services: &HashMap<NamespacedName, &Service>,
+    route_kind: &str,
     route: &HttpRoute,
     rid: &NamespacedName,
 ) -> (RuleParts, Condition) {
@@ -533,6 +554,7 @@ fn rule_actions(
             rewrite: None,
             mirrors: Vec::new(),
             matched_prefix: String::new(),
+            grpc: route_kind == "GRPCRoute",
         };
         if let Some(PathMatch::Prefix(p)) = matchers.first().map(|m| &m.path) {
             action.matched_prefix = p.to_string();
@@ -552,7 +574,7 @@ fn rule_actions(
                     &format!("backend {r} is not a Service"),
                 );
                 false
-            } else if !granted(o, "HTTPRoute", &rid.namespace, "", "Service", ns, r) {
+            } else if !granted(o, route_kind, &rid.namespace, "", "Service", ns, r) {
                 resolved = Condition::no(
                     "ResolvedRefs",
                     "RefNotPermitted",

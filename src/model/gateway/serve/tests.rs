@@ -251,6 +251,7 @@ spec:
     let backend = action.pick(|_| 1).expect("a backend");
     let route = &config.gateway.backends[&BackendKey {
         route: NamespacedName::new("infra", "r"),
+        grpc: false,
         service: backend.service.clone(),
         port: backend.port,
     }];

@@ -48,6 +48,7 @@ struct World {
     gateways: Vec<Arc<Gateway>>,
     routes: Vec<Arc<HttpRoute>>,
     grants: Vec<Arc<ReferenceGrant>>,
+    grpc_routes: Vec<Arc<GrpcRoute>>,
     namespaces: Vec<Arc<Namespace>>,
     services: Vec<Arc<Service>>,
 }
@@ -59,6 +60,7 @@ impl World {
             gateways: vec![gateway(listeners)],
             routes,
             grants: vec![],
+            grpc_routes: vec![],
             namespaces: vec![
                 namespace("infra", ""),
                 namespace("apps", "team: a"),
@@ -77,6 +79,7 @@ impl World {
             classes: &self.classes,
             gateways: &self.gateways,
             http_routes: &self.routes,
+            grpc_routes: &self.grpc_routes,
             grants: &self.grants,
             namespaces: &self.namespaces,
             services: &self.services,
@@ -391,4 +394,44 @@ fn weights_split_requests_and_zero_weights_get_none() {
             .pick(|_| 1)
             .is_none()
     );
+}
+
+#[test]
+fn a_grpc_route_attaches_as_its_own_kind_and_needs_a_grant_for_its_own_kind() {
+    let mut w = World::new(HTTP, vec![]);
+    w.grpc_routes = vec![parse(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: g, namespace: apps, generation: 5}
+spec:
+  parentRefs: [{name: gw, namespace: infra}]
+  rules: [{matches: [{method: {service: pkg.Echo}}], backendRefs: [{name: web, namespace: other, port: 8080}]}]",
+    )];
+    let grant = |kind: &str| -> Arc<ReferenceGrant> {
+        parse(&format!(
+            "apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {{name: g, namespace: other}}
+spec:
+  from: [{{group: gateway.networking.k8s.io, kind: {kind}, namespace: apps}}]
+  to: [{{group: '', kind: Service}}]"
+        ))
+    };
+    w.grants = vec![grant("HTTPRoute")];
+    let t = w.translate();
+    let parent = &t.status.routes[0];
+    assert_eq!((parent.kind, parent.generation), ("GRPCRoute", 5));
+    assert!(condition(&parent.conditions, "Accepted").status);
+    let refs = condition(&parent.conditions, "ResolvedRefs");
+    assert_eq!(
+        (refs.status, refs.reason),
+        (false, "RefNotPermitted"),
+        "a grant for HTTPRoutes is not one for GRPCRoutes"
+    );
+    w.grants = vec![grant("GRPCRoute")];
+    let t = w.translate();
+    assert!(condition(&t.status.routes[0].conditions, "ResolvedRefs").status);
+    let action = served(&t, "http", "h", "/pkg.Echo/Say").expect("the service's methods");
+    assert!(action.grpc && action.backends[0].resolved);
+    assert!(served(&t, "http", "h", "/pkg.Other/Say").is_none());
 }
