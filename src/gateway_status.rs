@@ -14,11 +14,14 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::gateway_api::gatewayclasses::{GatewayClass, GatewayClassStatus};
+use crate::gateway_api::gatewayclasses::{
+    GatewayClass, GatewayClassStatus, GatewayClassStatusSupportedFeatures,
+};
 use crate::gateway_api::gateways::Gateway;
 use crate::gateway_api::grpcroutes::GrpcRoute;
 use crate::gateway_api::httproutes::{HttpRoute, HttpRouteStatus};
 use crate::model::Config;
+use crate::model::gateway::SUPPORTED_FEATURES;
 use crate::model::gateway::status::{ParentState, api_conditions, gateway_status, route_status};
 use crate::source::cluster::GatewayStores;
 use crate::vocab::NamespacedName;
@@ -73,7 +76,14 @@ impl GatewayStatusWriter {
                 .unwrap_or_default();
             let status = GatewayClassStatus {
                 conditions: Some(api_conditions(conditions, *generation, old, &now)),
-                supported_features: current.and_then(|c| c.supported_features.clone()),
+                supported_features: Some(
+                    SUPPORTED_FEATURES
+                        .iter()
+                        .map(|name| GatewayClassStatusSupportedFeatures {
+                            name: name.to_string(),
+                        })
+                        .collect(),
+                ),
             };
             if current != Some(&status) {
                 let api: Api<GatewayClass> = Api::all(self.client.clone());

@@ -177,10 +177,16 @@ pub enum ProblemKind {
     TlsHostConflict,
     ForeignIngressClass,
     AcmeNotOrdered,
+    /// A Gateway or listener of ours that is not accepted, programmed or fully resolved.
+    GatewayNotReady,
+    /// A route parent reference of ours that is not accepted.
+    RouteNotAccepted,
+    /// A route reference (backend) that does not resolve.
+    UnresolvedReference,
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 26] = [
+    pub const ALL: [ProblemKind; 29] = [
         ProblemKind::ParseError,
         ProblemKind::DuplicateObject,
         ProblemKind::InvalidObject,
@@ -207,6 +213,9 @@ impl ProblemKind {
         ProblemKind::TlsHostConflict,
         ProblemKind::ForeignIngressClass,
         ProblemKind::AcmeNotOrdered,
+        ProblemKind::GatewayNotReady,
+        ProblemKind::RouteNotAccepted,
+        ProblemKind::UnresolvedReference,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -237,6 +246,9 @@ impl ProblemKind {
             ProblemKind::TlsHostConflict => "tls-host-conflict",
             ProblemKind::ForeignIngressClass => "foreign-ingress-class",
             ProblemKind::AcmeNotOrdered => "acme-not-ordered",
+            ProblemKind::GatewayNotReady => "gateway-not-ready",
+            ProblemKind::RouteNotAccepted => "route-not-accepted",
+            ProblemKind::UnresolvedReference => "unresolved-reference",
         }
     }
 

@@ -15,3 +15,34 @@ pub const CONTROLLER_NAME: &str = "portcullis.io/gateway-controller";
 
 /// The Gateway API group, for references and supported kinds.
 pub const GROUP: &str = "gateway.networking.k8s.io";
+
+/// The features Portcullis claims in its GatewayClasses' `status.supportedFeatures` (the conformance
+/// suite's names), in name order: the core of Gateway, HTTPRoute, GRPCRoute and ReferenceGrant, and
+/// the extended HTTPRoute matches, rewrites and redirects it implements.
+pub const SUPPORTED_FEATURES: &[&str] = &[
+    "GRPCRoute",
+    "Gateway",
+    "GatewayHTTPListenerIsolation",
+    "GatewayPort8080",
+    "HTTPRoute",
+    "HTTPRouteHostRewrite",
+    "HTTPRouteMethodMatching",
+    "HTTPRoutePathRedirect",
+    "HTTPRoutePathRewrite",
+    "HTTPRoutePortRedirect",
+    "HTTPRouteQueryParamMatching",
+    "HTTPRouteResponseHeaderModification",
+    "HTTPRouteSchemeRedirect",
+    "ReferenceGrant",
+];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn supported_features_are_listed_once_in_name_order() {
+        let mut sorted = super::SUPPORTED_FEATURES.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted, super::SUPPORTED_FEATURES);
+    }
+}

@@ -228,6 +228,61 @@ pub fn serve(
     out
 }
 
+/// What the status says is wrong, as problems (so logs, Events and `portcullis_problems`): every
+/// condition that is not as it should be on a Gateway, listener or route parent of ours.
+fn status_problems(status: &Status) -> Vec<Problem> {
+    let wrong = |c: &&Condition| match c.type_ {
+        "Conflicted" => c.status,
+        _ => !c.status,
+    };
+    let mut problems = Vec::new();
+    for gw in &status.gateways {
+        let object = ObjectRef::new(Kind::Gateway, &gw.gateway.namespace, &gw.gateway.name);
+        for c in gw.conditions.iter().filter(wrong) {
+            problems.push(Problem::object(
+                object.clone(),
+                ProblemKind::GatewayNotReady,
+                format!("{} ({}): {}", c.type_, c.reason, c.message),
+            ));
+        }
+        for l in &gw.listeners {
+            // One problem per listener: its first wrong condition says why.
+            if let Some(c) = l.conditions.iter().find(wrong) {
+                problems.push(Problem::object(
+                    object.clone(),
+                    ProblemKind::GatewayNotReady,
+                    format!(
+                        "listener {:?}: {} ({}): {}",
+                        l.name, c.type_, c.reason, c.message
+                    ),
+                ));
+            }
+        }
+    }
+    for parent in &status.routes {
+        let kind = match parent.kind {
+            "GRPCRoute" => Kind::GrpcRoute,
+            _ => Kind::HttpRoute,
+        };
+        let object = ObjectRef::new(kind, &parent.route.namespace, &parent.route.name);
+        for c in parent.conditions.iter().filter(wrong) {
+            let kind = match c.type_ {
+                "ResolvedRefs" => ProblemKind::UnresolvedReference,
+                _ => ProblemKind::RouteNotAccepted,
+            };
+            problems.push(Problem::object(
+                object.clone(),
+                kind,
+                format!(
+                    "parent {}: {} ({}): {}",
+                    parent.parent.name, c.type_, c.reason, c.message
+                ),
+            ));
+        }
+    }
+    problems
+}
+
 /// A Gateway without an address serves nothing: it and each of its listeners are not programmed.
 fn not_programmed(gateway: &mut GatewayState, why: &NoAddress) {
     let condition = Condition::no("Programmed", why.reason, &why.message);
@@ -482,6 +537,8 @@ pub fn attach(
             not_programmed(gateway, why);
         }
     }
+    let from_status = status_problems(&serving.status);
+    serving.problems.extend(from_status);
     if serving.is_empty() && config.gateway.is_empty() {
         return config;
     }

@@ -100,6 +100,17 @@ fn a_gateway_without_an_address_is_not_programmed() {
     assert_eq!(programmed(&config, "second"), (false, "AddressNotAssigned"));
     assert_eq!(programmed(&config, "wants"), (false, "AddressNotUsable"));
     assert_eq!(config.gateway.sockets.len(), 1, "only the first is served");
+    let problem = config
+        .problems
+        .iter()
+        .find(|p| p.object.as_ref().is_some_and(|o| o.name == "second"))
+        .expect("a problem for the Gateway without an address");
+    assert_eq!(problem.kind, ProblemKind::GatewayNotReady);
+    assert!(
+        problem.message.contains("AddressNotAssigned"),
+        "{}",
+        problem.message
+    );
     let none = serving(&s, &[]);
     assert!(none.gateway.sockets.is_empty());
     assert!(
