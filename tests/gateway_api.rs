@@ -351,3 +351,37 @@ async fn a_grpc_route_reaches_an_h2c_backend_by_service_and_method() {
     let (status, _, _) = grpc_call(at, "/pkg.Echo/Shout").await.expect("answer");
     assert_eq!(status, 404, "another method of the service has no route");
 }
+
+#[tokio::test]
+async fn a_request_mirror_gets_a_copy_while_the_backend_answers() {
+    let dir = ManifestDir::new();
+    let shop = manifests::echo_service(&dir, NS, "shop").await;
+    let mirror = manifests::echo_service(&dir, NS, "mirror").await;
+    dir.write_raw("class.yaml", &gateway_class());
+    dir.write_raw("gateway.yaml", &gateway("first", None));
+    dir.write_raw(
+        "route.yaml",
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: shop, namespace: {NS}}}\n\
+             spec:\n  parentRefs: [{{name: first}}]\n  rules:\n\
+             \x20 - filters: [{{type: RequestMirror, requestMirror: {{backendRef: {{name: mirror, port: 80}}}}}}]\n\
+             \x20   backendRefs: [{{name: shop, port: 80}}]\n"
+        ),
+    );
+    let ip = controller::unique_loopback_ip();
+    let _ctl = controller(&dir, &[IpAddr::V4(ip)]).await;
+    let at = SocketAddr::from((ip, HTTP_PORT));
+    let reply = send(at, || request("GET", "shop.test", "/mirrored?n=1")).await;
+    assert_eq!(
+        reply.echo().service,
+        shop.identity().service,
+        "the backend answers"
+    );
+    let copy = mirror
+        .wait_for_request("/mirrored", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        (copy.method.as_str(), copy.path.as_str()),
+        ("GET", "/mirrored?n=1")
+    );
+}

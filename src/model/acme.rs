@@ -47,13 +47,13 @@ pub fn is_managed(secret: &Secret) -> bool {
     labelled && annotated
 }
 
-/// The wanted certificate for one `spec.tls[i]` entry, or why none is ordered. `existing` is the
-/// entry's Secret if it exists.
+/// The wanted certificate for one entry (an Ingress's `spec.tls[i]`, a Gateway's HTTPS listener;
+/// `at` names it), or why none is ordered. `existing` is the entry's Secret if it exists.
 pub(super) fn resolve(
     acme: &AcmeAnnotation,
     settings: &AcmeSettings,
     object: &ObjectRef,
-    i: usize,
+    at: &str,
     secret: NamespacedName,
     hosts: &[String],
     existing: Option<&Secret>,
@@ -62,7 +62,7 @@ pub(super) fn resolve(
         Problem::object(
             object.clone(),
             ProblemKind::AcmeNotOrdered,
-            format!("spec.tls[{i}]: {message}"),
+            format!("{at}: {message}"),
         )
     };
     if acme.cert_manager {
@@ -134,7 +134,7 @@ mod tests {
             acme,
             &settings(),
             &ObjectRef::new(Kind::Ingress, "shop", "web"),
-            0,
+            "spec.tls[0]",
             NamespacedName::new("shop", "web-tls"),
             &hosts,
             existing,

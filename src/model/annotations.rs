@@ -213,6 +213,19 @@ pub enum AnnotationError {
     Unsupported { key: String, hint: &'static str },
 }
 
+/// The ACME opt-in alone, for objects that carry no other Ingress annotation (Gateways).
+pub fn parse_acme(
+    annotations: Option<&BTreeMap<String, String>>,
+) -> (Option<acme::AcmeAnnotation>, Vec<AnnotationError>) {
+    let empty = BTreeMap::new();
+    let mut r = Reader {
+        all: annotations.unwrap_or(&empty),
+        errors: Vec::new(),
+    };
+    let parsed = acme::parse(&mut r);
+    (parsed, r.errors)
+}
+
 /// Reads every annotation Portcullis understands and reports the ones it cannot honour.
 pub fn parse(
     annotations: Option<&BTreeMap<String, String>>,

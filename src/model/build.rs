@@ -602,7 +602,8 @@ impl Builder<'_> {
                     let existing = self.index.secret(&id.namespace, secret);
                     let secret = NamespacedName::new(&id.namespace, secret);
                     let settings = &self.settings.acme;
-                    match acme::resolve(a, settings, &object, i, secret, &hosts, existing) {
+                    let at = format!("spec.tls[{i}]");
+                    match acme::resolve(a, settings, &object, &at, secret, &hosts, existing) {
                         Ok(wanted) => {
                             self.footprint
                                 .claims

@@ -13,9 +13,11 @@ use super::response::{self, Body};
 use super::{ClientView, Connection, Proxy, discard_body};
 use crate::metrics::Exchange;
 use crate::model::Config;
+use crate::model::NamespacedName;
 use crate::model::gateway::filters::Origin;
 use crate::model::gateway::routing::RequestParts;
-use crate::model::gateway::serve::BackendKey;
+use crate::model::gateway::serve::{BackendKey, Serving};
+use crate::model::gateway::translate::WeightedBackend;
 use crate::vocab::hosts::normalize_host;
 use crate::vocab::request::request_host;
 
@@ -97,6 +99,9 @@ impl Proxy {
                 return discard_body(req, resp);
             }
         }
+        for mirror in &action.mirrors {
+            self.mirror(&req, serving, &action.route, action.grpc, mirror);
+        }
         exchange.matched(&route);
         let body_idle_timeout = config.settings.limits.request_body_timeout.0;
         drop(config);
@@ -107,6 +112,62 @@ impl Proxy {
             edits.apply(resp.headers_mut());
         }
         resp
+    }
+}
+
+impl Proxy {
+    /// `RequestMirror`: a copy of the request, as the filters left it, to one endpoint of the mirror
+    /// backend; its answer is dropped. Only requests without a body are mirrored (the body streams
+    /// once, to the backend that answers).
+    fn mirror(
+        &self,
+        req: &Request<Incoming>,
+        serving: &Serving,
+        route: &NamespacedName,
+        grpc: bool,
+        mirror: &WeightedBackend,
+    ) {
+        if !mirror.resolved || !hyper::body::Body::is_end_stream(req.body()) {
+            return;
+        }
+        let key = BackendKey {
+            route: route.clone(),
+            grpc,
+            service: mirror.service.clone(),
+            port: mirror.port,
+        };
+        let Some(target) = serving.backends.get(&key) else {
+            return;
+        };
+        let endpoints = &target.backend.endpoints;
+        if endpoints.is_empty() {
+            return;
+        }
+        let endpoint = endpoints[fastrand::usize(..endpoints.len())];
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let Ok(uri) = Uri::try_from(format!("http://{endpoint}{path}")) else {
+            return;
+        };
+        let mut copy = Request::new(());
+        *copy.method_mut() = req.method().clone();
+        *copy.uri_mut() = uri;
+        *copy.headers_mut() = req.headers().clone();
+        if !copy.headers().contains_key(header::HOST)
+            && let Some(host) = req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            copy.headers_mut().insert(header::HOST, host);
+        }
+        let upstream = self.upstream.clone();
+        let policy = target.policy.clone();
+        let service = mirror.service.clone();
+        tokio::spawn(async move {
+            if let Err(e) = upstream.send_bodyless(copy, &policy.upstream).await {
+                tracing::debug!(%service, error = %e, "the mirror did not answer");
+            }
+        });
     }
 }
 

@@ -54,7 +54,7 @@ const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 /// Routes each request using the configuration live at the moment it arrives.
 pub struct Proxy {
     config: ConfigHandle,
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
     /// The HTTPS listener's port, for `use-port-in-redirects`.
     https_port: u16,
     metrics: Arc<Metrics>,
@@ -73,7 +73,7 @@ impl Proxy {
     ) -> Self {
         Proxy {
             config,
-            upstream,
+            upstream: Arc::new(upstream),
             https_port,
             rate_limiters: ratelimit::RateLimiters::start(metrics.rate_limit_entries()),
             metrics,

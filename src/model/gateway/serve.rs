@@ -16,7 +16,8 @@ use super::routing::HostRules;
 use super::status::{Condition, GatewayState, Status};
 use super::translate::{Objects, RuleAction, ServedListener, translate};
 use crate::gateway_api::gateways::Gateway;
-use crate::model::annotations::BackendProtocol;
+use crate::model::acme::{self, WantedCertificate};
+use crate::model::annotations::{BackendProtocol, parse_acme};
 use crate::model::build::{key_of, ready_endpoints, service_of_slice};
 use crate::model::{
     Backend, Config, Kind, ObjectRef, Policy, Problem, ProblemKind, Route, Snapshot,
@@ -226,6 +227,71 @@ pub fn serve(
     }
     certs.retain(&used_secrets);
     out
+}
+
+/// The certificates ACME should obtain for Gateways of ours that opt in (`portcullis.io/acme`): for
+/// each HTTPS listener with a hostname, into its first `certificateRef` (a Secret of the Gateway's
+/// namespace). A Secret that already exists and is not ours is never overwritten.
+fn gateway_acme(
+    snapshot: &Snapshot,
+    status: &Status,
+    settings: &crate::settings::AcmeSettings,
+) -> (Vec<WantedCertificate>, Vec<Problem>) {
+    let (mut wanted, mut problems) = (Vec::new(), Vec::new());
+    let secrets: HashMap<NamespacedName, &Secret> = snapshot
+        .secrets
+        .iter()
+        .map(|s| (key_of(&s.metadata), &**s))
+        .collect();
+    for gw in &snapshot.gateways {
+        let id = key_of(&gw.metadata);
+        if !status.gateways.iter().any(|g| g.gateway == id) {
+            continue; // not ours
+        }
+        let object = ObjectRef::new(Kind::Gateway, &id.namespace, &id.name);
+        let (acme, errors) = parse_acme(gw.metadata.annotations.as_ref());
+        for e in errors {
+            problems.push(Problem::object(
+                object.clone(),
+                ProblemKind::InvalidAnnotation,
+                e.to_string(),
+            ));
+        }
+        let Some(acme) = acme else { continue };
+        for listener in gw.spec.listeners.iter().filter(|l| l.protocol == "HTTPS") {
+            let at = format!("listener {:?}", listener.name);
+            let secret = listener
+                .tls
+                .as_ref()
+                .and_then(|t| t.certificate_refs.as_ref())
+                .and_then(|refs| refs.first())
+                .filter(|r| {
+                    r.kind.as_deref().unwrap_or("Secret") == "Secret"
+                        && r.group.as_deref().unwrap_or("").is_empty()
+                        && r.namespace.as_deref().is_none_or(|ns| ns == id.namespace)
+                });
+            let Some(secret) = secret else {
+                problems.push(Problem::object(
+                    object.clone(),
+                    ProblemKind::AcmeNotOrdered,
+                    format!("{at}: ACME needs a certificateRef to a Secret of the Gateway's namespace to write to"),
+                ));
+                continue;
+            };
+            let hosts: Vec<String> = listener
+                .hostname
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect();
+            let secret = NamespacedName::new(&id.namespace, &secret.name);
+            let existing = secrets.get(&secret).copied();
+            match acme::resolve(&acme, settings, &object, &at, secret, &hosts, existing) {
+                Ok(certificate) => wanted.push(certificate),
+                Err(problem) => problems.push(problem),
+            }
+        }
+    }
+    (wanted, problems)
 }
 
 /// What the status says is wrong, as problems (so logs, Events and `portcullis_problems`): every
@@ -539,11 +605,18 @@ pub fn attach(
     }
     let from_status = status_problems(&serving.status);
     serving.problems.extend(from_status);
+    let (wanted, acme_problems) = gateway_acme(snapshot, &serving.status, &config.settings.acme);
+    serving.problems.extend(acme_problems);
     if serving.is_empty() && config.gateway.is_empty() {
         return config;
     }
     let mut with = (*config).clone();
     with.problems.extend(serving.problems.iter().cloned());
+    for certificate in wanted {
+        if !with.acme.iter().any(|w| w.secret == certificate.secret) {
+            with.acme.push(certificate);
+        }
+    }
     with.problems.sort();
     with.problems.dedup();
     with.gateway = Arc::new(serving);

@@ -1,5 +1,6 @@
 use super::*;
 use crate::model::gateway::routing::RequestParts;
+use crate::settings::Settings;
 use crate::source::manifests::parse_documents;
 
 const CLASS: &str = "apiVersion: gateway.networking.k8s.io/v1
@@ -38,11 +39,15 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn serving(snapshot: &Snapshot, pool: &[IpAddr]) -> Arc<Config> {
+    serving_with(snapshot, pool, Settings::default())
+}
+
+fn serving_with(snapshot: &Snapshot, pool: &[IpAddr], settings: Settings) -> Arc<Config> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let default = crate::tls::generate_default_cert(&provider).expect("default certificate");
     let empty = Arc::new(Config::empty(
         crate::tls::CertTable::new(default),
-        Arc::default(),
+        Arc::new(settings),
     ));
     attach(empty, snapshot, pool, &mut CertStore::new(provider))
 }
@@ -270,5 +275,42 @@ spec:
         &route.backend.endpoints[..],
         &["10.1.0.1:8080".parse::<SocketAddr>().expect("addr")],
         "the ready endpoint, at the target port"
+    );
+}
+
+#[test]
+fn a_gateway_that_opts_in_gets_acme_certificates_for_its_https_listeners() {
+    let listeners = "
+  - {name: a, protocol: HTTPS, port: 443, hostname: A.example.com, tls: {certificateRefs: [{name: a-cert}]}}
+  - {name: wild, protocol: HTTPS, port: 443, hostname: '*.example.com', tls: {certificateRefs: [{name: w-cert}]}}
+  - {name: http, protocol: HTTP, port: 80}";
+    let gw = gateway("gw", "2026-01-01T00:00:00Z", "", listeners).replace(
+        "namespace: infra,",
+        "namespace: infra, annotations: {portcullis.io/acme: 'true'},",
+    );
+    let settings = Settings::from_yaml(
+        "acme:\n  default-issuer: le\n  issuers:\n    le: {directory: https://ca.example/dir}\n",
+    )
+    .expect("settings");
+    let config = serving_with(&snapshot(&gw), &[ip("10.0.0.1")], settings);
+    let wanted: Vec<(String, Vec<String>)> = config
+        .acme
+        .iter()
+        .map(|w| (w.secret.to_string(), w.hosts.clone()))
+        .collect();
+    assert_eq!(
+        wanted,
+        [(
+            "infra/a-cert".to_string(),
+            vec!["a.example.com".to_string()]
+        )]
+    );
+    assert!(
+        config
+            .problems
+            .iter()
+            .any(|p| p.kind == ProblemKind::AcmeNotOrdered && p.message.contains("wildcard")),
+        "a wildcard cannot be validated: {:?}",
+        config.problems
     );
 }
