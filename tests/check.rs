@@ -209,3 +209,31 @@ fn a_manifest_that_does_not_parse_exits_two() {
         "{stdout}"
     );
 }
+
+#[test]
+fn gateway_api_objects_are_reported_with_the_conditions_their_status_would_have() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("gateway.yaml"),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: portcullis}\n\
+         spec: {controllerName: portcullis.io/gateway-controller}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: shop}\n\
+         spec: {gatewayClassName: portcullis, listeners: [{name: http, protocol: HTTP, port: 80}]}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web, namespace: shop}\n\
+         spec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: missing, port: 80}]}]}\n",
+    )
+    .expect("write manifests");
+    let out = check(&["--manifests", &dir.path().display().to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("GatewayClass portcullis: ok"), "{text}");
+    assert!(
+        text.contains("Gateway shop/gw, listener http: ok"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "HTTPRoute shop/web, parent Gateway shop/gw:\n    ResolvedRefs=false (BackendNotFound)"
+        ),
+        "{text}"
+    );
+}

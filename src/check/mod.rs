@@ -19,6 +19,8 @@ use serde::Serialize;
 use crate::cli::{CheckArgs, CheckOutput};
 use crate::model::annotations::{self, AnnotationError, NGINX_PREFIX, OWN_PREFIX, catalog};
 use crate::model::build::{DEFAULT_CLASS_ANNOTATION, ingress_class};
+use crate::model::gateway::status::Condition;
+use crate::model::gateway::translate::{Objects, translate};
 use crate::model::{
     BuildOptions, Config, Kind, ObjectRef, PathKind, Problem, ProblemKind, Snapshot, build,
 };
@@ -127,6 +129,29 @@ pub struct Report {
     pub input_problems: Vec<String>,
     /// Problems of objects the checked Ingresses use (EndpointSlices, the default certificate).
     pub other_problems: Vec<ProblemReport>,
+    /// Gateway API objects of Portcullis's GatewayClasses, with the conditions their status would
+    /// have (addresses aside, which only the running controller assigns).
+    pub gateway_api: Vec<GatewayApiReport>,
+}
+
+/// One GatewayClass, Gateway (with its listeners) or route parent, and its conditions.
+#[derive(Debug, Serialize)]
+pub struct GatewayApiReport {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+    /// The listener or parent Gateway the conditions are about, if not the object itself.
+    pub part: Option<String>,
+    pub conditions: Vec<ConditionReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConditionReport {
+    #[serde(rename = "type")]
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
 }
 
 impl Report {
@@ -347,7 +372,71 @@ pub fn check(
         configmap,
         input_problems,
         other_problems,
+        gateway_api: gateway_api_report(snapshot),
     })
+}
+
+/// The Gateway API objects of Portcullis's classes, through the controller's own translation.
+fn gateway_api_report(snapshot: &Snapshot) -> Vec<GatewayApiReport> {
+    let translation = translate(&Objects {
+        classes: &snapshot.gateway_classes,
+        gateways: &snapshot.gateways,
+        http_routes: &snapshot.http_routes,
+        grpc_routes: &snapshot.grpc_routes,
+        grants: &snapshot.reference_grants,
+        namespaces: &snapshot.namespaces,
+        services: &snapshot.services,
+        secrets: &snapshot.secrets,
+    });
+    let conditions = |list: &[Condition]| -> Vec<ConditionReport> {
+        list.iter()
+            .map(|c| ConditionReport {
+                type_: c.type_,
+                status: c.status,
+                reason: c.reason,
+                message: c.message.clone(),
+            })
+            .collect()
+    };
+    let status = &translation.status;
+    let mut out = Vec::new();
+    for (name, _, list) in &status.classes {
+        out.push(GatewayApiReport {
+            kind: "GatewayClass",
+            namespace: String::new(),
+            name: name.clone(),
+            part: None,
+            conditions: conditions(list),
+        });
+    }
+    for gw in &status.gateways {
+        let report = |part: Option<String>, list: &[Condition]| GatewayApiReport {
+            kind: "Gateway",
+            namespace: gw.gateway.namespace.clone(),
+            name: gw.gateway.name.clone(),
+            part,
+            conditions: conditions(list),
+        };
+        out.push(report(None, &gw.conditions));
+        for l in &gw.listeners {
+            out.push(report(Some(format!("listener {}", l.name)), &l.conditions));
+        }
+    }
+    for parent in &status.routes {
+        let gateway = &parent.parent;
+        let ns = gateway
+            .namespace
+            .as_deref()
+            .unwrap_or(&parent.route.namespace);
+        out.push(GatewayApiReport {
+            kind: parent.kind,
+            namespace: parent.route.namespace.clone(),
+            name: parent.route.name.clone(),
+            part: Some(format!("parent Gateway {ns}/{}", gateway.name)),
+            conditions: conditions(&parent.conditions),
+        });
+    }
+    out
 }
 
 fn ingress_report(

@@ -86,6 +86,35 @@ fn write_report(out: &mut String, report: &Report) -> std::fmt::Result {
         }
         writeln!(out)?;
     }
+    if !report.gateway_api.is_empty() {
+        writeln!(out, "Gateway API (Portcullis's GatewayClasses):")?;
+        for object in &report.gateway_api {
+            let name = match object.namespace.is_empty() {
+                true => object.name.clone(),
+                false => format!("{}/{}", object.namespace, object.name),
+            };
+            let part = object
+                .part
+                .as_deref()
+                .map_or_else(String::new, |p| format!(", {p}"));
+            let wrong: Vec<String> = object
+                .conditions
+                .iter()
+                .filter(|c| c.status == (c.type_ == "Conflicted"))
+                .map(|c| format!("{}={} ({}): {}", c.type_, c.status, c.reason, c.message))
+                .collect();
+            match wrong.is_empty() {
+                true => writeln!(out, "  {} {name}{part}: ok", object.kind)?,
+                false => {
+                    writeln!(out, "  {} {name}{part}:", object.kind)?;
+                    for w in wrong {
+                        writeln!(out, "    {w}")?;
+                    }
+                }
+            }
+        }
+        writeln!(out)?;
+    }
     if !report.other_problems.is_empty() {
         writeln!(out, "Other problems:")?;
         problems(out, &report.other_problems, "  ")?;
