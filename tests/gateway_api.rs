@@ -385,3 +385,47 @@ async fn a_request_mirror_gets_a_copy_while_the_backend_answers() {
         ("GET", "/mirrored?n=1")
     );
 }
+
+#[tokio::test]
+async fn a_rule_timeout_answers_504_when_the_backend_is_slower() {
+    let dir = ManifestDir::new();
+    let _shop = manifests::echo_service(&dir, NS, "shop").await;
+    dir.write_raw("class.yaml", &gateway_class());
+    dir.write_raw("gateway.yaml", &gateway("first", None));
+    dir.write_raw(
+        "route.yaml",
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: shop, namespace: {NS}}}\n\
+             spec:\n  parentRefs: [{{name: first}}]\n  rules:\n\
+             \x20 - timeouts: {{request: 300ms}}\n\
+             \x20   backendRefs: [{{name: shop, port: 80}}]\n"
+        ),
+    );
+    let ip = controller::unique_loopback_ip();
+    let _ctl = controller(&dir, &[IpAddr::V4(ip)]).await;
+    let at = SocketAddr::from((ip, HTTP_PORT));
+    let quick = send(at, || {
+        request(
+            "GET",
+            "shop.test",
+            &format!("{}?ms=10", support::backend::SLEEP),
+        )
+    })
+    .await;
+    assert_eq!(quick.status, 200);
+    let started = std::time::Instant::now();
+    let slow = client::http_send(
+        at,
+        request(
+            "GET",
+            "shop.test",
+            &format!("{}?ms=3000", support::backend::SLEEP),
+        ),
+    )
+    .await;
+    assert_eq!(slow.status, 504);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered at the timeout, not after the backend"
+    );
+}

@@ -105,9 +105,17 @@ impl Proxy {
         exchange.matched(&route);
         let body_idle_timeout = config.settings.limits.request_body_timeout.0;
         drop(config);
-        let mut resp = self
-            .forward(conn, client, &route, req, body_idle_timeout, exchange)
-            .await;
+        let forwarded = self.forward(conn, client, &route, req, body_idle_timeout, exchange);
+        let mut resp = match action.timeout {
+            None => forwarded.await,
+            Some(limit) => match tokio::time::timeout(limit, forwarded).await {
+                Ok(resp) => resp,
+                Err(_) => response::error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the backend did not answer within the route's timeout",
+                ),
+            },
+        };
         if let Some(edits) = &action.response_headers {
             edits.apply(resp.headers_mut());
         }

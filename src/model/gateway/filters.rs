@@ -116,9 +116,57 @@ pub struct Rewrite {
     pub path: Option<PathChange>,
 }
 
+/// A Gateway API duration (`1h`, `500ms`, `1m30s`: up to four number-unit pairs, units `h`, `m`,
+/// `s`, `ms`); zero means no timeout. `None` when the text is not one.
+pub fn gateway_duration(text: &str) -> Option<std::time::Duration> {
+    let mut rest = text;
+    let mut total = std::time::Duration::ZERO;
+    let mut pairs = 0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 || digits > 5 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (std::time::Duration::from_millis(1), 2)
+        } else if rest.starts_with('h') {
+            (std::time::Duration::from_secs(3600), 1)
+        } else if rest.starts_with('m') {
+            (std::time::Duration::from_secs(60), 1)
+        } else if rest.starts_with('s') {
+            (std::time::Duration::from_secs(1), 1)
+        } else {
+            return None;
+        };
+        rest = &rest[len..];
+        total += unit * u32::try_from(n).ok()?;
+        pairs += 1;
+    }
+    (pairs > 0 && pairs <= 4).then_some(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gateway_durations_are_read_as_the_spec_writes_them() {
+        use std::time::Duration;
+        assert_eq!(gateway_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(gateway_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(
+            gateway_duration("1h1m1s1ms"),
+            Some(Duration::from_millis(3_661_001))
+        );
+        assert_eq!(gateway_duration("0s"), Some(Duration::ZERO));
+        for bad in ["", "10", "s", "1.5s", "1d", "123456s", "1h1m1s1ms1s", "-1s"] {
+            assert_eq!(gateway_duration(bad), None, "{bad:?}");
+        }
+    }
 
     fn origin<'a>(path: &'a str, matched: &'a str) -> Origin<'a> {
         Origin {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 
-use super::filters::{HeaderEdits, PathChange, Redirect, Rewrite};
+use super::filters::{HeaderEdits, PathChange, Redirect, Rewrite, gateway_duration};
 use super::grpc;
 use super::hostnames::{self, Hostname};
 use super::routing::{Candidate, HostRules, PathMatch, RequestMatch, RuleOrder, ValueMatch};
@@ -62,6 +62,9 @@ pub struct RuleAction {
     pub matched_prefix: String,
     /// A GRPCRoute's rule: its backends speak HTTP/2 (h2c).
     pub grpc: bool,
+    /// `timeouts`: the shorter of `request` and `backendRequest` (one attempt is made, so they bound
+    /// the same wait), for the response to begin; `None` for none.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl RuleAction {
@@ -555,7 +558,17 @@ fn rule_actions(
             mirrors: Vec::new(),
             matched_prefix: String::new(),
             grpc: route_kind == "GRPCRoute",
+            timeout: None,
         };
+        if let Some(t) = &rule.timeouts {
+            let parsed = [&t.request, &t.backend_request]
+                .into_iter()
+                .flatten()
+                .filter_map(|d| gateway_duration(d))
+                .filter(|d| !d.is_zero())
+                .min();
+            action.timeout = parsed;
+        }
         if let Some(PathMatch::Prefix(p)) = matchers.first().map(|m| &m.path) {
             action.matched_prefix = p.to_string();
         }
