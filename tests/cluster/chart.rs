@@ -51,7 +51,8 @@ pub async fn run(name: &str, cp: &ControlPlane, slot: u8) -> Result<()> {
 const CHART: &str = "charts/portcullis";
 const WAIT: Duration = Duration::from_secs(20);
 
-/// The Gateway API CRDs the chart carries, by plural (`files/gateway-api/gateway.networking.k8s.io_PLURAL.yaml`).
+/// The Gateway API CRDs the chart carries, by plural
+/// (`files/gateway-api/gateway.networking.k8s.io_PLURAL.yaml`).
 const GATEWAY_CRDS: &[&str] = &[
     "gatewayclasses",
     "gateways",
@@ -806,9 +807,13 @@ impl ChartTest<'_> {
 
     /// `helm install`, then the real binary with the token of the release's ServiceAccount and the
     /// flags, environment, configuration file and probes of the rendered Deployment (only listen
-    /// addresses, the config path and the kubeconfig replaced): it serves TLS, applies the chart's
-    /// `config`, writes the chart Service's address into Ingress status and holds its Lease.
+    /// addresses, the config path and the kubeconfig replaced): it becomes ready with the Gateway API
+    /// watched, serves TLS, applies the chart's `config`, writes the chart Service's address into
+    /// Ingress status and holds its Lease.
     async fn installed_controller(&self) -> Result<()> {
+        // With the Gateway API CRDs installed the controller watches those kinds too, and only becomes
+        // ready if the release's RBAC lets it.
+        self.gateway_crds()?;
         let ns = self.cp.namespace("chart-release")?;
         let release = ns.clone();
         let class = format!("{ns}-class");
@@ -885,6 +890,8 @@ impl ChartTest<'_> {
             };
             args.push(replaced);
         }
+        let pool = format!("--gateway-addresses=127.0.{}.8/30", self.slot);
+        ensure!(args.contains(&pool), "{pool} missing from {args:?}");
         args.push(format!("--kubeconfig={}", kubeconfig.display()));
         let pod_name = format!("{release}-7d9f8b6c5-x2x4q");
         let mut env = Vec::new();
