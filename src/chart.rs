@@ -158,9 +158,8 @@ pub struct IngressClassValues {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GatewayApiValues {
     /// Grant the RBAC for the Gateway API kinds, and Namespaces (read cluster-wide, for the label
-    /// selectors of `allowedRoutes`). Turn off only where the CRDs are not installed: with them, the
-    /// controller watches the kinds whatever this says, and a watch it may not make never becomes
-    /// ready.
+    /// selectors of `allowedRoutes`). Off, the controller finds that it may not read them and serves
+    /// no Gateway API object (with a warning in its log where the CRDs are installed).
     pub enabled: bool,
     /// The address pool Gateways are served on (`--gateway-addresses`, joined with commas): IPs or
     /// CIDR blocks, each programmed Gateway taking one. Empty: no Gateway is programmed. The pattern

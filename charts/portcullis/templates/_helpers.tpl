@@ -178,7 +178,7 @@ app.kubernetes.io/part-of: portcullis
 {{- fail "gatewayAPI.gatewayClass.create needs gatewayAPI.enabled (a GatewayClass the controller cannot read is never accepted)" }}
 {{- end }}
 {{- if $gw.installCRDs }}
-{{- fail "gatewayAPI.installCRDs needs gatewayAPI.enabled (with the CRDs installed the controller watches the Gateway API kinds, which needs their RBAC)" }}
+{{- fail "gatewayAPI.installCRDs needs gatewayAPI.enabled (CRDs whose objects the controller may not read)" }}
 {{- end }}
 {{- end }}
 {{- if and $gw.enabled $gw.installCRDs $gw.gatewayClass.create (not (.Capabilities.APIVersions.Has "gateway.networking.k8s.io/v1/GatewayClass")) }}
