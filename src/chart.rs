@@ -44,6 +44,8 @@ pub struct Values {
     pub image: Image,
     pub image_pull_secrets: Vec<LocalObjectReference>,
     pub ingress_class: IngressClassValues,
+    #[serde(rename = "gatewayAPI")]
+    pub gateway_api: GatewayApiValues,
     pub controller: ControllerValues,
     /// The controller's configuration file (`--config`), exactly as documented in README.md
     /// ("Configuration file"); rendered into a ConfigMap and re-read by the controller when it
@@ -145,6 +147,50 @@ pub struct IngressClassValues {
     /// (`ingressclass.kubernetes.io/is-default-class: "true"`): Ingresses without a class are then
     /// given this one, and served.
     pub default: bool,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The Gateway API (`gateway.networking.k8s.io/v1`: GatewayClass, Gateway, HTTPRoute, GRPCRoute,
+/// ReferenceGrant). The controller watches these kinds whenever their CRDs are installed, so the chart
+/// grants reading them (and writing their status) by default: without the CRDs the permissions name
+/// nothing and are harmless, and installing the CRDs later then needs no `helm upgrade`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GatewayApiValues {
+    /// Grant the RBAC for the Gateway API kinds, and Namespaces (read cluster-wide, for the label
+    /// selectors of `allowedRoutes`). Off, the controller finds that it may not read them and serves
+    /// no Gateway API object (with a warning in its log where the CRDs are installed).
+    pub enabled: bool,
+    /// The address pool Gateways are served on (`--gateway-addresses`, joined with commas): IPs or
+    /// CIDR blocks, each programmed Gateway taking one. Empty: no Gateway is programmed. The pattern
+    /// only catches the obvious mistakes (a host name, a stray character): the controller parses each
+    /// entry, and refuses a malformed one or a block of more than 4096 addresses, at start-up.
+    #[schemars(inner(regex(pattern = r"^[0-9A-Fa-f.:]+(/[0-9]{1,3})?$")))]
+    pub addresses: Vec<String>,
+    pub gateway_class: GatewayClassValues,
+    /// Render the Gateway API CRDs (standard channel, the version the controller's types are generated
+    /// from) that the chart carries in `files/gateway-api/`. A convenience: CRDs are cluster-wide and
+    /// shared by every Gateway API implementation, so they are normally installed once with the
+    /// upstream `standard-install.yaml`. They are kept on `helm uninstall` (deleting a CRD deletes
+    /// every object of its kind). Helm cannot create a GatewayClass in the operation that creates its
+    /// CRD, so `gatewayClass.create` has to follow in a later `helm upgrade`.
+    #[serde(rename = "installCRDs")]
+    pub install_crds: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GatewayClassValues {
+    /// Create a GatewayClass with `controllerName: portcullis.io/gateway-controller`, which this
+    /// controller accepts. Off by default: a GatewayClass is cluster-wide and often managed with the
+    /// platform, and its CRD must exist before the release is installed.
+    pub create: bool,
+    /// The name of the GatewayClass created, what Gateways put in `spec.gatewayClassName`.
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+        length(max = 253)
+    )]
+    pub name: String,
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -451,6 +497,10 @@ mod tests {
         assert_eq!(values.config, Settings::default());
         assert_eq!(values.proxy_protocol, ProxyProtocolValue::Off);
         assert_eq!(values.ingress_class.name, "portcullis");
+        assert!(values.gateway_api.enabled && !values.gateway_api.install_crds);
+        assert!(values.gateway_api.addresses.is_empty());
+        assert!(!values.gateway_api.gateway_class.create);
+        assert_eq!(values.gateway_api.gateway_class.name, "portcullis");
         let ports = &values.controller.container_ports;
         assert_eq!((ports.http, ports.https, ports.admin), (80, 443, 10254));
     }

@@ -22,6 +22,7 @@ pub const NAMES: &[&str] = &[
     "chart_rbac_grants_nothing_the_controller_does_not_use",
     "chart_upgrade_and_uninstall_leave_no_orphans",
     "chart_static_manifest_is_up_to_date_and_accepted",
+    "chart_installs_the_gateway_api_crds_keeps_them_and_creates_the_gateway_class_after",
     "readme_install_commands_run_as_written",
 ];
 
@@ -39,6 +40,9 @@ pub async fn run(name: &str, cp: &ControlPlane, slot: u8) -> Result<()> {
         "chart_rbac_grants_nothing_the_controller_does_not_use" => t.least_privilege(),
         "chart_upgrade_and_uninstall_leave_no_orphans" => t.upgrade_and_uninstall(),
         "chart_static_manifest_is_up_to_date_and_accepted" => t.static_manifest(),
+        "chart_installs_the_gateway_api_crds_keeps_them_and_creates_the_gateway_class_after" => {
+            gateway_crds_release()
+        }
         "readme_install_commands_run_as_written" => readme_commands(),
         other => bail!("unknown chart scenario {other}"),
     }
@@ -46,6 +50,34 @@ pub async fn run(name: &str, cp: &ControlPlane, slot: u8) -> Result<()> {
 
 const CHART: &str = "charts/portcullis";
 const WAIT: Duration = Duration::from_secs(20);
+
+/// The Gateway API CRDs the chart carries, by plural
+/// (`files/gateway-api/gateway.networking.k8s.io_PLURAL.yaml`).
+const GATEWAY_CRDS: &[&str] = &[
+    "gatewayclasses",
+    "gateways",
+    "grpcroutes",
+    "httproutes",
+    "referencegrants",
+];
+
+/// The cluster-scoped rules `gatewayAPI.enabled` adds, as [`rules_of`] prints them.
+const GATEWAY_CLUSTER_RULES: &[&str] = &[
+    "gateway.networking.k8s.io/gatewayclasses [get list watch]",
+    "gateway.networking.k8s.io/gatewayclasses/status [patch]",
+    "/namespaces [get list watch]",
+];
+
+/// The namespaced rules `gatewayAPI.enabled` adds (cluster-wide, or in `controller.watchNamespace`).
+const GATEWAY_NAMESPACED_RULES: &[&str] = &[
+    "gateway.networking.k8s.io/gateways [get list watch]",
+    "gateway.networking.k8s.io/httproutes [get list watch]",
+    "gateway.networking.k8s.io/grpcroutes [get list watch]",
+    "gateway.networking.k8s.io/referencegrants [get list watch]",
+    "gateway.networking.k8s.io/gateways/status [patch]",
+    "gateway.networking.k8s.io/httproutes/status [patch]",
+    "gateway.networking.k8s.io/grpcroutes/status [patch]",
+];
 
 /// Values that turn on everything optional and change most defaults (a DaemonSet watching one
 /// namespace). `WATCHED` is replaced by a namespace; the monitoring files are enabled only when the
@@ -56,6 +88,9 @@ commonLabels: {team: platform}
 image: {repository: registry.example.com/portcullis, tag: "0.1.0-rc1", pullPolicy: Always}
 imagePullSecrets: [{name: registry-credentials}]
 ingressClass: {name: CLASS, default: true, annotations: {example.com/owner: platform}}
+gatewayAPI:
+  addresses: [10.245.0.0/24, "2001:db8::7"]
+  gatewayClass: {create: true, name: CLASS-gateways, annotations: {example.com/owner: platform}}
 controller:
   watchNamespace: WATCHED
   watchIngressWithoutClass: true
@@ -156,6 +191,40 @@ fn args_of(workload: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The rules of a Role or ClusterRole, one line per resource: `GROUP/RESOURCE [VERBS]`, with
+/// ` NAMES` when the rule names its objects.
+fn rules_of(role: &Value) -> BTreeSet<String> {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut lines = BTreeSet::new();
+    for rule in role["rules"].as_array().into_iter().flatten() {
+        let verbs = strings(&rule["verbs"]).join(" ");
+        let names = strings(&rule["resourceNames"]).join(",");
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                let mut line = format!("{group}/{resource} [{verbs}]");
+                if !names.is_empty() {
+                    line.push(' ');
+                    line.push_str(&names);
+                }
+                lines.insert(line);
+            }
+        }
+    }
+    lines
+}
+
+fn set_of(lines: &[&str]) -> BTreeSet<String> {
+    lines.iter().map(|l| l.to_string()).collect()
+}
+
 /// `kind/namespace/name` of rendered objects (namespace empty for cluster-scoped ones).
 fn identities(objects: &[Value]) -> BTreeSet<String> {
     objects
@@ -205,10 +274,29 @@ impl ChartTest<'_> {
         Ok(())
     }
 
+    /// The Gateway API CRDs the chart carries, applied server-side (the HTTPRoute CRD is too large for
+    /// the annotation of a client-side apply): `kubectl auth can-i` only resolves a resource the API
+    /// server serves, and a GatewayClass is only accepted once its CRD exists.
+    fn gateway_crds(&self) -> Result<()> {
+        let mut names = Vec::new();
+        for plural in GATEWAY_CRDS {
+            let file =
+                format!("{REPO}/{CHART}/files/gateway-api/gateway.networking.k8s.io_{plural}.yaml");
+            self.cp
+                .kubectl(&["apply", "--server-side", "--force-conflicts", "-f", &file])?;
+            names.push(format!("crd/{plural}.gateway.networking.k8s.io"));
+        }
+        let mut args = vec!["wait", "--for=condition=established", "--timeout=30s"];
+        args.extend(names.iter().map(String::as_str));
+        self.cp.kubectl(&args)?;
+        Ok(())
+    }
+
     /// `helm lint --strict`, then `helm template` with default and non-default values, each rendering
     /// applied with `--dry-run=server` (strict field validation, admission) and its key parts checked.
     fn renderings(&self) -> Result<()> {
         self.monitoring_crds()?;
+        self.gateway_crds()?;
         let ns = self.cp.namespace("chart-render")?;
         let watched = self.cp.namespace("chart-render-watched")?;
         let rules = chart_file_exists("files/prometheus-rules.yaml");
@@ -291,6 +379,15 @@ impl ChartTest<'_> {
             find(&objects, "IngressClass")?["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"]
                 == "false"
         );
+        // The Gateway API's rules are there by default (harmless without its CRDs), no pool, no class.
+        let granted = rules_of(find(&objects, "ClusterRole")?);
+        for rule in GATEWAY_CLUSTER_RULES.iter().chain(GATEWAY_NAMESPACED_RULES) {
+            ensure!(granted.contains(*rule), "{rule} missing from {granted:?}");
+        }
+        ensure!(
+            !args.iter().any(|a| a.starts_with("--gateway-addresses")),
+            "{args:?}"
+        );
 
         // Everything optional on, as a DaemonSet watching one namespace.
         let rendered = self.template(&ns, "everything", &["--values", &everything])?;
@@ -352,17 +449,30 @@ impl ChartTest<'_> {
         )
         .map_err(anyhow::Error::msg)?;
         ensure!(settings == expected, "{settings:?}");
-        // Namespaced permissions only in the watched namespace.
-        let cluster_role = find(&objects, "ClusterRole")?;
+        // Namespaced permissions only in the watched namespace; GatewayClasses and Namespaces are
+        // cluster-scoped, so cluster-wide.
+        let mut cluster_wide = set_of(GATEWAY_CLUSTER_RULES);
+        cluster_wide.insert("networking.k8s.io/ingressclasses [get list watch]".into());
+        let granted = rules_of(find(&objects, "ClusterRole")?);
+        ensure!(granted == cluster_wide, "{granted:?}");
+        let watch_role = objects
+            .iter()
+            .find(|o| o["kind"] == "Role" && o["metadata"]["namespace"] == watched.as_str())
+            .context("no Role in the watched namespace")?;
+        let granted = rules_of(watch_role);
         ensure!(
-            cluster_role["rules"].as_array().map(Vec::len) == Some(1),
-            "{cluster_role}"
+            granted.is_superset(&set_of(GATEWAY_NAMESPACED_RULES)),
+            "{granted:?}"
         );
+        // The Gateway address pool and the GatewayClass.
         ensure!(
-            objects
-                .iter()
-                .any(|o| o["kind"] == "Role" && o["metadata"]["namespace"] == watched.as_str())
+            args.contains(&"--gateway-addresses=10.245.0.0/24,2001:db8::7".to_string()),
+            "{args:?}"
         );
+        let class = find(&objects, "GatewayClass")?;
+        ensure!(class["metadata"]["name"] == format!("{ns}-class-gateways").as_str());
+        ensure!(class["spec"]["controllerName"] == "portcullis.io/gateway-controller");
+        ensure!(class["metadata"]["annotations"]["example.com/owner"] == "platform");
 
         // Autoscaled, fixed status addresses, no RBAC from the chart.
         let rendered = self.template(&ns, "autoscaled", &["--values", &autoscaled])?;
@@ -390,6 +500,109 @@ impl ChartTest<'_> {
         let hpa = find(&objects, "HorizontalPodAutoscaler")?;
         ensure!(hpa["spec"]["metrics"].as_array().map(Vec::len) == Some(2));
         ensure!(find(&objects, "PodDisruptionBudget")?["spec"]["maxUnavailable"] == "50%");
+
+        self.gateway_renderings(&ns)
+    }
+
+    /// `gatewayAPI`: turned off, nothing of the Gateway API is granted; `installCRDs` renders the
+    /// chart's CRDs unchanged but for labels and the keep policy; a GatewayClass in the same release
+    /// operation as its CRD is refused with the way round it.
+    fn gateway_renderings(&self, ns: &str) -> Result<()> {
+        let rendered = self.template(ns, "no-gateway", &["--set", "gatewayAPI.enabled=false"])?;
+        self.dry_run_apply(&rendered)?;
+        let objects = yaml_documents(&rendered)?;
+        for role in objects
+            .iter()
+            .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+        {
+            let granted = rules_of(role);
+            ensure!(
+                !granted
+                    .iter()
+                    .any(|r| r.starts_with("gateway.networking.k8s.io/")
+                        || r.starts_with("/namespaces ")),
+                "gatewayAPI.enabled=false still grants {granted:?}"
+            );
+        }
+        ensure!(!kinds(&objects).contains("GatewayClass"));
+
+        let rendered = self.template(ns, "crds", &["--set", "gatewayAPI.installCRDs=true"])?;
+        self.cp.kubectl_stdin(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--dry-run=server",
+                "-f",
+                "-",
+            ],
+            Some(&rendered),
+        )?;
+        let objects = yaml_documents(&rendered)?;
+        let crds: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "CustomResourceDefinition")
+            .collect();
+        let names: BTreeSet<String> = crds
+            .iter()
+            .filter_map(|c| c["metadata"]["name"].as_str().map(String::from))
+            .collect();
+        let expected: BTreeSet<String> = GATEWAY_CRDS
+            .iter()
+            .map(|p| format!("{p}.gateway.networking.k8s.io"))
+            .collect();
+        ensure!(names == expected, "CRDs rendered: {names:?}");
+        for plural in GATEWAY_CRDS {
+            let file = std::fs::read_to_string(format!(
+                "{REPO}/{CHART}/files/gateway-api/gateway.networking.k8s.io_{plural}.yaml"
+            ))?;
+            let vendored = yaml_documents(&file)?;
+            let vendored = vendored.first().context("empty CRD file")?;
+            let crd = crds
+                .iter()
+                .find(|c| c["metadata"]["name"] == vendored["metadata"]["name"])
+                .with_context(|| format!("{plural} not rendered"))?;
+            ensure!(
+                crd["spec"] == vendored["spec"],
+                "{plural}: spec changed by rendering"
+            );
+            let annotations = &crd["metadata"]["annotations"];
+            ensure!(
+                annotations["helm.sh/resource-policy"] == "keep",
+                "{annotations}"
+            );
+            ensure!(
+                annotations["gateway.networking.k8s.io/bundle-version"]
+                    == vendored["metadata"]["annotations"]["gateway.networking.k8s.io/bundle-version"]
+            );
+            ensure!(crd["metadata"]["labels"]["app.kubernetes.io/instance"] == "crds");
+        }
+
+        let both = [
+            "--set",
+            "gatewayAPI.installCRDs=true",
+            "--set",
+            "gatewayAPI.gatewayClass.create=true",
+        ];
+        match self.template(ns, "both", &both) {
+            Ok(_) => bail!("a GatewayClass was rendered with its CRD in one release operation"),
+            Err(e) => ensure!(
+                format!("{e:#}")
+                    .contains("install with gatewayAPI.installCRDs=true first, then helm upgrade"),
+                "{e:#}"
+            ),
+        }
+        // Once the cluster serves GatewayClasses (a later `helm upgrade`), both are rendered.
+        let mut later = both.to_vec();
+        later.extend([
+            "--api-versions",
+            "gateway.networking.k8s.io/v1/GatewayClass",
+        ]);
+        let found = kinds(&yaml_documents(&self.template(ns, "both", &later)?)?);
+        ensure!(
+            found.contains("GatewayClass") && found.contains("CustomResourceDefinition"),
+            "{found:?}"
+        );
         Ok(())
     }
 
@@ -486,6 +699,36 @@ impl ChartTest<'_> {
                 &["kind=DaemonSet", "autoscaling.enabled=true"],
                 &["autoscaling.enabled needs kind: Deployment"],
             ),
+            (
+                &["gatewayAPI.addresses={gateway.example.com}"],
+                &["/gatewayAPI/addresses/0"],
+            ),
+            (
+                &["gatewayAPI.gatewayClass.name=Not_A_Name"],
+                &["/gatewayAPI/gatewayClass/name"],
+            ),
+            (
+                &["gatewayAPI.installCrds=true"],
+                &["/gatewayAPI", "'installCrds' not allowed"],
+            ),
+            (
+                &[
+                    "gatewayAPI.enabled=false",
+                    "gatewayAPI.addresses={10.245.0.1}",
+                ],
+                &["gatewayAPI.addresses needs gatewayAPI.enabled"],
+            ),
+            (
+                &[
+                    "gatewayAPI.enabled=false",
+                    "gatewayAPI.gatewayClass.create=true",
+                ],
+                &["gatewayAPI.gatewayClass.create needs gatewayAPI.enabled"],
+            ),
+            (
+                &["gatewayAPI.enabled=false", "gatewayAPI.installCRDs=true"],
+                &["gatewayAPI.installCRDs needs gatewayAPI.enabled"],
+            ),
         ];
         for (n, (values, expected)) in cases.iter().enumerate() {
             let release = format!("wrong-{n}");
@@ -564,9 +807,13 @@ impl ChartTest<'_> {
 
     /// `helm install`, then the real binary with the token of the release's ServiceAccount and the
     /// flags, environment, configuration file and probes of the rendered Deployment (only listen
-    /// addresses, the config path and the kubeconfig replaced): it serves TLS, applies the chart's
-    /// `config`, writes the chart Service's address into Ingress status and holds its Lease.
+    /// addresses, the config path and the kubeconfig replaced): it becomes ready with the Gateway API
+    /// watched, serves TLS, applies the chart's `config`, writes the chart Service's address into
+    /// Ingress status and holds its Lease.
     async fn installed_controller(&self) -> Result<()> {
+        // With the Gateway API CRDs installed the controller watches those kinds too, and only becomes
+        // ready if the release's RBAC lets it.
+        self.gateway_crds()?;
         let ns = self.cp.namespace("chart-release")?;
         let release = ns.clone();
         let class = format!("{ns}-class");
@@ -577,6 +824,9 @@ impl ChartTest<'_> {
                 &format!("ingressClass.name={class}"),
                 "config.redirect.code=301",
                 "controller.logLevel=portcullis=debug",
+                // Loopback addresses of this test's own: the rendered flag must be one the
+                // controller accepts.
+                &format!("gatewayAPI.addresses={{127.0.{}.8/30}}", self.slot),
             ],
         )?;
         let objects = self.cp.release_objects(&ns, &release)?;
@@ -640,6 +890,8 @@ impl ChartTest<'_> {
             };
             args.push(replaced);
         }
+        let pool = format!("--gateway-addresses=127.0.{}.8/30", self.slot);
+        ensure!(args.contains(&pool), "{pool} missing from {args:?}");
         args.push(format!("--kubeconfig={}", kubeconfig.display()));
         let pod_name = format!("{release}-7d9f8b6c5-x2x4q");
         let mut env = Vec::new();
@@ -795,6 +1047,7 @@ impl ChartTest<'_> {
     /// `kubectl auth can-i` as the release's ServiceAccount: everything the controller does is
     /// allowed, and nothing else, both with cluster-wide and with single-namespace RBAC.
     fn least_privilege(&self) -> Result<()> {
+        self.gateway_crds()?;
         let ns = self.cp.namespace("chart-rbac")?;
         let elsewhere = self.cp.namespace("chart-rbac-other")?;
         let watched = self.cp.namespace("chart-rbac-watched")?;
@@ -809,6 +1062,7 @@ impl ChartTest<'_> {
         let there_status: &[&str] = &["-n", &elsewhere, "--subresource=status"];
         let home_token: &[&str] = &["-n", &ns, "--subresource=token"];
         let home_exec: &[&str] = &["-n", &ns, "--subresource=exec"];
+        let status: &[&str] = &["--subresource=status"];
         let allowed: &[(&str, &str, &[&str])] = &[
             ("list", "ingresses.networking.k8s.io", all),
             ("watch", "ingresses.networking.k8s.io", all),
@@ -834,8 +1088,52 @@ impl ChartTest<'_> {
                 "leases.coordination.k8s.io/wide-portcullis-leader",
                 home,
             ),
+            ("list", "gateways.gateway.networking.k8s.io", all),
+            ("watch", "gateways.gateway.networking.k8s.io", all),
+            ("list", "httproutes.gateway.networking.k8s.io", all),
+            ("watch", "httproutes.gateway.networking.k8s.io", all),
+            ("list", "grpcroutes.gateway.networking.k8s.io", all),
+            ("watch", "referencegrants.gateway.networking.k8s.io", all),
+            ("patch", "gateways.gateway.networking.k8s.io", there_status),
+            (
+                "patch",
+                "httproutes.gateway.networking.k8s.io",
+                there_status,
+            ),
+            (
+                "patch",
+                "grpcroutes.gateway.networking.k8s.io",
+                there_status,
+            ),
+            ("list", "gatewayclasses.gateway.networking.k8s.io", &[]),
+            ("watch", "gatewayclasses.gateway.networking.k8s.io", &[]),
+            ("patch", "gatewayclasses.gateway.networking.k8s.io", status),
+            ("list", "namespaces", &[]),
+            ("watch", "namespaces", &[]),
         ];
         let denied: &[(&str, &str, &[&str])] = &[
+            ("update", "gateways.gateway.networking.k8s.io", there),
+            ("patch", "gateways.gateway.networking.k8s.io", there),
+            ("delete", "gateways.gateway.networking.k8s.io", there),
+            ("create", "gateways.gateway.networking.k8s.io", there),
+            ("update", "gateways.gateway.networking.k8s.io", there_status),
+            ("patch", "httproutes.gateway.networking.k8s.io", there),
+            ("update", "httproutes.gateway.networking.k8s.io", there),
+            ("delete", "httproutes.gateway.networking.k8s.io", there),
+            (
+                "update",
+                "httproutes.gateway.networking.k8s.io",
+                there_status,
+            ),
+            ("patch", "referencegrants.gateway.networking.k8s.io", there),
+            ("create", "referencegrants.gateway.networking.k8s.io", there),
+            ("patch", "gatewayclasses.gateway.networking.k8s.io", &[]),
+            ("create", "gatewayclasses.gateway.networking.k8s.io", &[]),
+            ("delete", "gatewayclasses.gateway.networking.k8s.io", &[]),
+            ("update", "gatewayclasses.gateway.networking.k8s.io", status),
+            ("create", "namespaces", &[]),
+            ("patch", "namespaces", &[]),
+            ("delete", "namespaces", &[]),
             ("create", "secrets", there),
             ("update", "secrets", there),
             ("patch", "secrets", there),
@@ -857,7 +1155,6 @@ impl ChartTest<'_> {
             ("list", "configmaps", all),
             ("get", "configmaps", home),
             ("list", "nodes", &[]),
-            ("list", "namespaces", &[]),
             ("list", "serviceaccounts", all),
             ("create", "serviceaccounts", home_token),
             ("list", "endpoints", all),
@@ -930,6 +1227,16 @@ impl ChartTest<'_> {
             "ingresses.networking.k8s.io [get list watch]",
             "secrets [get list watch]",
             "services [get list watch]",
+            "namespaces [get list watch]",
+            "gatewayclasses.gateway.networking.k8s.io [get list watch]",
+            "gatewayclasses.gateway.networking.k8s.io/status [patch]",
+            "gateways.gateway.networking.k8s.io [get list watch]",
+            "gateways.gateway.networking.k8s.io/status [patch]",
+            "grpcroutes.gateway.networking.k8s.io [get list watch]",
+            "grpcroutes.gateway.networking.k8s.io/status [patch]",
+            "httproutes.gateway.networking.k8s.io [get list watch]",
+            "httproutes.gateway.networking.k8s.io/status [patch]",
+            "referencegrants.gateway.networking.k8s.io [get list watch]",
         ]
         .map(String::from)
         .into();
@@ -964,6 +1271,16 @@ impl ChartTest<'_> {
                 "leases.coordination.k8s.io/narrow-portcullis-leader",
                 home,
             ),
+            ("list", "gateways.gateway.networking.k8s.io", inside),
+            ("watch", "httproutes.gateway.networking.k8s.io", inside),
+            ("patch", "gateways.gateway.networking.k8s.io", inside_status),
+            (
+                "patch",
+                "httproutes.gateway.networking.k8s.io",
+                inside_status,
+            ),
+            ("list", "gatewayclasses.gateway.networking.k8s.io", &[]),
+            ("list", "namespaces", &[]),
         ];
         let denied: &[(&str, &str, &[&str])] = &[
             ("list", "ingresses.networking.k8s.io", all),
@@ -976,6 +1293,30 @@ impl ChartTest<'_> {
             ("create", "events.events.k8s.io", there),
             ("create", "secrets", inside),
             ("delete", "ingresses.networking.k8s.io", inside),
+            ("list", "gateways.gateway.networking.k8s.io", all),
+            ("list", "httproutes.gateway.networking.k8s.io", there),
+            ("patch", "gateways.gateway.networking.k8s.io", there_status),
+            ("patch", "httproutes.gateway.networking.k8s.io", inside),
+            ("delete", "gateways.gateway.networking.k8s.io", inside),
+        ];
+        check(&sa, allowed, denied)?;
+
+        // gatewayAPI.enabled=false: nothing of the Gateway API, and no Namespaces.
+        self.cp.install_chart(
+            &ns,
+            "nogateway",
+            &["ingressClass.create=false", "gatewayAPI.enabled=false"],
+        )?;
+        let sa = format!("system:serviceaccount:{ns}:nogateway-portcullis");
+        let allowed: &[(&str, &str, &[&str])] = &[("list", "ingresses.networking.k8s.io", all)];
+        let denied: &[(&str, &str, &[&str])] = &[
+            ("list", "gateways.gateway.networking.k8s.io", all),
+            ("list", "httproutes.gateway.networking.k8s.io", all),
+            ("list", "referencegrants.gateway.networking.k8s.io", all),
+            ("patch", "gateways.gateway.networking.k8s.io", there_status),
+            ("list", "gatewayclasses.gateway.networking.k8s.io", &[]),
+            ("patch", "gatewayclasses.gateway.networking.k8s.io", status),
+            ("list", "namespaces", &[]),
         ];
         check(&sa, allowed, denied)?;
 
@@ -1265,6 +1606,72 @@ fn readme_commands() -> Result<()> {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        Ok(())
+    })();
+    cp.down();
+    result
+}
+
+/// `gatewayAPI.installCRDs` for real, in a control plane of its own (the CRDs are cluster-wide, and a
+/// release can only install them where nobody else did): the release installs the CRDs, a later
+/// upgrade adds the GatewayClass (Helm cannot create both in one operation), and `helm uninstall`
+/// removes the class but keeps the CRDs, and so every Gateway API object in the cluster.
+fn gateway_crds_release() -> Result<()> {
+    let cp = ControlPlane::up("gateway-crds")?;
+    let result = (|| -> Result<()> {
+        let ns = cp.namespace("chart-crds")?;
+        let crds: Vec<String> = GATEWAY_CRDS
+            .iter()
+            .map(|p| format!("crd/{p}.gateway.networking.k8s.io"))
+            .collect();
+        let install = |verb: &str, values: &[&str]| -> Result<String> {
+            let mut args = vec![verb, "gateways", CHART, "--namespace", &ns];
+            for value in values {
+                args.extend(["--set", value]);
+            }
+            cp.helm(&args)
+        };
+        install("install", &["gatewayAPI.installCRDs=true"])?;
+        let mut wait = vec!["wait", "--for=condition=established", "--timeout=30s"];
+        wait.extend(crds.iter().map(String::as_str));
+        cp.kubectl(&wait)?;
+        ensure!(
+            cp.kubectl(&["get", "gatewayclasses", "-o", "name"])?
+                .trim()
+                .is_empty(),
+            "a GatewayClass without gatewayAPI.gatewayClass.create"
+        );
+
+        install(
+            "upgrade",
+            &[
+                "gatewayAPI.installCRDs=true",
+                "gatewayAPI.gatewayClass.create=true",
+                "gatewayAPI.gatewayClass.name=edge",
+            ],
+        )?;
+        let controller = cp.kubectl(&[
+            "get",
+            "gatewayclass",
+            "edge",
+            "-o",
+            "jsonpath={.spec.controllerName}",
+        ])?;
+        ensure!(
+            controller == "portcullis.io/gateway-controller",
+            "{controller}"
+        );
+
+        cp.helm(&["uninstall", "gateways", "--namespace", &ns])?;
+        let classes = cp.kubectl(&["get", "gatewayclasses", "-o", "name"])?;
+        ensure!(classes.trim().is_empty(), "left after uninstall: {classes}");
+        let mut get = vec!["get", "-o", "name"];
+        get.extend(crds.iter().map(String::as_str));
+        let kept = cp.kubectl(&get)?;
+        ensure!(
+            kept.lines().count() == GATEWAY_CRDS.len(),
+            "CRDs after uninstall: {kept}"
+        );
         Ok(())
     })();
     cp.down();

@@ -92,6 +92,7 @@ app.kubernetes.io/part-of: portcullis
 {{- $_ := set $args "log-format" $c.logFormat }}
 {{- with $c.logLevel }}{{ $_ := set $args "log-level" . }}{{ end }}
 {{- with $c.watchNamespace }}{{ $_ := set $args "watch-namespace" . }}{{ end }}
+{{- with .Values.gatewayAPI.addresses }}{{ $_ := set $args "gateway-addresses" . }}{{ end }}
 {{- if $c.watchIngressWithoutClass }}{{ $_ := set $args "watch-ingress-without-class" true }}{{ end }}
 {{- with $c.publishStatusAddress }}{{ $_ := set $args "publish-status-address" . }}{{ end }}
 {{- with include "portcullis.publishService" . }}{{ $_ := set $args "publish-service" . }}{{ end }}
@@ -133,6 +134,16 @@ app.kubernetes.io/part-of: portcullis
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- if .Values.gatewayAPI.enabled }}
+# Gateway API (their CRDs need not be installed): Gateways, routes and ReferenceGrants are watched; the
+# leader writes the status of Gateways and routes (patches only), never their spec.
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [gateways, httproutes, grpcroutes, referencegrants]
+  verbs: [get, list, watch]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [gateways/status, httproutes/status, grpcroutes/status]
+  verbs: [patch]
+{{- end }}
 {{- if include "portcullis.acmeIssuers" . }}
 # ACME (config.acme.issuers is set): issued certificates go into the Ingresses' secretName. Only
 # Secrets labelled as Portcullis's are ever replaced, a check RBAC cannot express; never deleted.
@@ -157,6 +168,21 @@ app.kubernetes.io/part-of: portcullis
 {{- end }}
 {{- if and .Values.autoscaling.enabled (not (or .Values.autoscaling.targetCPUUtilizationPercentage .Values.autoscaling.targetMemoryUtilizationPercentage)) }}
 {{- fail "autoscaling.enabled needs targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage" }}
+{{- end }}
+{{- $gw := .Values.gatewayAPI }}
+{{- if not $gw.enabled }}
+{{- if $gw.addresses }}
+{{- fail "gatewayAPI.addresses needs gatewayAPI.enabled (Gateways are only served with the Gateway API's RBAC)" }}
+{{- end }}
+{{- if $gw.gatewayClass.create }}
+{{- fail "gatewayAPI.gatewayClass.create needs gatewayAPI.enabled (a GatewayClass the controller cannot read is never accepted)" }}
+{{- end }}
+{{- if $gw.installCRDs }}
+{{- fail "gatewayAPI.installCRDs needs gatewayAPI.enabled (CRDs whose objects the controller may not read)" }}
+{{- end }}
+{{- end }}
+{{- if and $gw.enabled $gw.installCRDs $gw.gatewayClass.create (not (.Capabilities.APIVersions.Has "gateway.networking.k8s.io/v1/GatewayClass")) }}
+{{- fail "gatewayAPI.gatewayClass.create with gatewayAPI.installCRDs: Helm cannot create a GatewayClass in the same release operation that creates its CRD; install with gatewayAPI.installCRDs=true first, then helm upgrade with gatewayAPI.gatewayClass.create=true" }}
 {{- end }}
 {{- $ns := .Values.controller.watchNamespace }}
 {{- $publish := include "portcullis.publishService" . }}
