@@ -188,7 +188,7 @@ async fn served_gateway_resources(client: &Client, namespace: Option<&str>) -> O
             .err(),
     ];
     if let Some(e) = allowed.into_iter().flatten().next() {
-        tracing::warn!(error = %e, "the Gateway API CRDs are installed but cannot be read with this identity (see the chart's RBAC); Gateway API objects are not served");
+        tracing::warn!(error = %e, "the Gateway API CRDs are installed but this identity cannot read them (see the chart's RBAC); Gateway API objects are not served");
         return None;
     }
     Some(served)
@@ -210,7 +210,8 @@ async fn watch_gateway_api(
         }
         if !logged {
             tracing::info!(
-                "the Gateway API CRDs ({GATEWAY_API}) are not installed; Gateway API objects are not served until they are"
+                "Gateway API objects ({GATEWAY_API}) are not served until their CRDs are installed and readable; asking again every {}s",
+                GATEWAY_API_PROBE.as_secs()
             );
             logged = true;
         }
