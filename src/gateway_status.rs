@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use kube::api::{Api, Patch, PatchParams};
@@ -24,10 +23,8 @@ use crate::model::Config;
 use crate::model::gateway::SUPPORTED_FEATURES;
 use crate::model::gateway::status::{ParentState, api_conditions, gateway_status, route_status};
 use crate::source::cluster::GatewayStores;
+use crate::status::while_leading;
 use crate::vocab::NamespacedName;
-
-/// Re-checks this often even without configuration changes (someone else may have edited status).
-const RESYNC: Duration = Duration::from_secs(30);
 
 pub struct GatewayStatusWriter {
     pub client: Client,
@@ -35,32 +32,15 @@ pub struct GatewayStatusWriter {
 }
 
 impl GatewayStatusWriter {
-    pub async fn run(
-        self,
-        mut configs: watch::Receiver<Arc<Config>>,
-        mut leader: watch::Receiver<bool>,
-    ) {
-        let mut resync = tokio::time::interval(RESYNC);
-        loop {
-            tokio::select! {
-                changed = configs.changed() => if changed.is_err() { return },
-                changed = leader.changed() => if changed.is_err() { return },
-                _ = resync.tick() => {}
+    pub async fn run(self, configs: watch::Receiver<Arc<Config>>, leader: watch::Receiver<bool>) {
+        let this = &self;
+        while_leading(configs, leader, "Gateway API", |config| async move {
+            match this.stores.get() {
+                Some(stores) => this.sync(stores, &config).await,
+                None => Ok(()), // the CRDs are not installed (yet)
             }
-            if !*leader.borrow() {
-                continue;
-            }
-            let config = configs.borrow().clone();
-            let Some(stores) = self.stores.get() else {
-                continue;
-            };
-            if config.generation == 0 {
-                continue;
-            }
-            if let Err(e) = self.sync(stores, &config).await {
-                tracing::warn!(error = %e, "cannot update Gateway API status; will retry");
-            }
-        }
+        })
+        .await;
     }
 
     async fn sync(&self, stores: &GatewayStores, config: &Config) -> anyhow::Result<()> {

@@ -33,30 +33,44 @@ pub struct StatusWriter {
     pub ingresses: Store<Ingress>,
 }
 
-impl StatusWriter {
-    pub async fn run(
-        self,
-        mut configs: watch::Receiver<Arc<Config>>,
-        mut leader: watch::Receiver<bool>,
-    ) {
-        let mut resync = tokio::time::interval(RESYNC);
-        loop {
-            tokio::select! {
-                changed = configs.changed() => if changed.is_err() { return },
-                changed = leader.changed() => if changed.is_err() { return },
-                _ = resync.tick() => {}
-            }
-            if !*leader.borrow() {
-                continue;
-            }
-            let config = configs.borrow().clone();
-            if config.generation == 0 {
-                continue;
-            }
-            if let Err(e) = self.sync(&config).await {
-                tracing::warn!(error = %e, "cannot update Ingress status; will retry");
-            }
+/// Runs `sync` with the live configuration after every change, every change of leadership and every
+/// [`RESYNC`], while this replica leads and a configuration was built; a failure is logged (`what`
+/// names the status) and retried with the next round.
+pub async fn while_leading<F>(
+    mut configs: watch::Receiver<Arc<Config>>,
+    mut leader: watch::Receiver<bool>,
+    what: &str,
+    mut sync: impl FnMut(Arc<Config>) -> F,
+) where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut resync = tokio::time::interval(RESYNC);
+    loop {
+        tokio::select! {
+            changed = configs.changed() => if changed.is_err() { return },
+            changed = leader.changed() => if changed.is_err() { return },
+            _ = resync.tick() => {}
         }
+        if !*leader.borrow() {
+            continue;
+        }
+        let config = configs.borrow().clone();
+        if config.generation == 0 {
+            continue;
+        }
+        if let Err(e) = sync(config).await {
+            tracing::warn!(error = %e, "cannot update {what} status; will retry");
+        }
+    }
+}
+
+impl StatusWriter {
+    pub async fn run(self, configs: watch::Receiver<Arc<Config>>, leader: watch::Receiver<bool>) {
+        let this = &self;
+        while_leading(configs, leader, "Ingress", |config| async move {
+            this.sync(&config).await
+        })
+        .await;
     }
 
     async fn sync(&self, config: &Config) -> anyhow::Result<()> {

@@ -378,16 +378,7 @@ pub fn check(
 
 /// The Gateway API objects of Portcullis's classes, through the controller's own translation.
 fn gateway_api_report(snapshot: &Snapshot) -> Vec<GatewayApiReport> {
-    let translation = translate(&Objects {
-        classes: &snapshot.gateway_classes,
-        gateways: &snapshot.gateways,
-        http_routes: &snapshot.http_routes,
-        grpc_routes: &snapshot.grpc_routes,
-        grants: &snapshot.reference_grants,
-        namespaces: &snapshot.namespaces,
-        services: &snapshot.services,
-        secrets: &snapshot.secrets,
-    });
+    let translation = translate(&Objects::of(snapshot));
     let conditions = |list: &[Condition]| -> Vec<ConditionReport> {
         list.iter()
             .map(|c| ConditionReport {

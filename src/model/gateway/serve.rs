@@ -578,16 +578,7 @@ pub fn attach(
     pool: &[IpAddr],
     certs: &mut CertStore,
 ) -> Arc<Config> {
-    let translation = translate(&Objects {
-        classes: &snapshot.gateway_classes,
-        gateways: &snapshot.gateways,
-        http_routes: &snapshot.http_routes,
-        grpc_routes: &snapshot.grpc_routes,
-        grants: &snapshot.reference_grants,
-        namespaces: &snapshot.namespaces,
-        services: &snapshot.services,
-        secrets: &snapshot.secrets,
-    });
+    let translation = translate(&Objects::of(snapshot));
     let inputs = Inputs {
         gateways: &snapshot.gateways,
         services: &snapshot.services,

@@ -38,6 +38,22 @@ pub struct Objects<'a> {
     pub secrets: &'a [Arc<Secret>],
 }
 
+impl<'a> Objects<'a> {
+    /// The Gateway API objects of a snapshot.
+    pub fn of(snapshot: &'a crate::model::Snapshot) -> Objects<'a> {
+        Objects {
+            classes: &snapshot.gateway_classes,
+            gateways: &snapshot.gateways,
+            http_routes: &snapshot.http_routes,
+            grpc_routes: &snapshot.grpc_routes,
+            grants: &snapshot.reference_grants,
+            namespaces: &snapshot.namespaces,
+            services: &snapshot.services,
+            secrets: &snapshot.secrets,
+        }
+    }
+}
+
 /// One backend of a rule, with its share of the requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WeightedBackend {
