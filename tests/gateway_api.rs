@@ -35,6 +35,20 @@ fn gateway(name: &str, https_secret: Option<&str>) -> String {
     )
 }
 
+/// An HTTPRoute (or, with `kind`, another route kind) in the test namespace; `spec` is its indented
+/// body after `spec:`.
+fn route(kind: &str, name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: {kind}\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n{spec}"
+    )
+}
+
+/// The class and a plain-HTTP Gateway `first` written to `dir`.
+fn class_and_gateway(dir: &ManifestDir) {
+    dir.write_raw("class.yaml", &gateway_class());
+    dir.write_raw("gateway.yaml", &gateway("first", None));
+}
+
 async fn controller(dir: &ManifestDir, pool: &[IpAddr]) -> Controller {
     let pool: Vec<String> = pool.iter().map(ToString::to_string).collect();
     Controller::start(dir.path(), &["--gateway-addresses", &pool.join(",")]).await
@@ -56,26 +70,26 @@ async fn routes_filters_weights_and_redirects_on_a_gateway_address() {
     let shop = manifests::echo_service(&dir, NS, "shop").await;
     let canary = manifests::echo_service(&dir, NS, "canary").await;
     let api = manifests::echo_service(&dir, NS, "api").await;
-    dir.write_raw("class.yaml", &gateway_class());
-    dir.write_raw("gateway.yaml", &gateway("first", None));
+    class_and_gateway(&dir);
     dir.write_raw(
         "route.yaml",
-        &format!(
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: shop, namespace: {NS}}}\n\
-             spec:\n  parentRefs: [{{name: first}}]\n  hostnames: [shop.test]\n  rules:\n\
-             \x20 - matches: [{{path: {{type: PathPrefix, value: /api}}}}]\n\
+        &route(
+            "HTTPRoute",
+            "shop",
+            "  parentRefs: [{name: first}]\n  hostnames: [shop.test]\n  rules:\n\
+             \x20 - matches: [{path: {type: PathPrefix, value: /api}}]\n\
              \x20   filters:\n\
              \x20   - type: RequestHeaderModifier\n\
-             \x20     requestHeaderModifier: {{set: [{{name: X-Route, value: api}}]}}\n\
+             \x20     requestHeaderModifier: {set: [{name: X-Route, value: api}]}\n\
              \x20   - type: ResponseHeaderModifier\n\
-             \x20     responseHeaderModifier: {{add: [{{name: X-Served-By, value: portcullis}}]}}\n\
-             \x20   backendRefs: [{{name: api, port: 80}}]\n\
-             \x20 - matches: [{{path: {{type: Exact, value: /old}}}}]\n\
-             \x20   filters: [{{type: RequestRedirect, requestRedirect: {{scheme: https, statusCode: 301}}}}]\n\
-             \x20 - matches: [{{path: {{type: PathPrefix, value: /v1}}}}]\n\
-             \x20   filters: [{{type: URLRewrite, urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: /v2}}}}}}]\n\
-             \x20   backendRefs: [{{name: api, port: 80}}]\n\
-             \x20 - backendRefs: [{{name: shop, port: 80, weight: 80}}, {{name: canary, port: 80, weight: 20}}]\n"
+             \x20     responseHeaderModifier: {add: [{name: X-Served-By, value: portcullis}]}\n\
+             \x20   backendRefs: [{name: api, port: 80}]\n\
+             \x20 - matches: [{path: {type: Exact, value: /old}}]\n\
+             \x20   filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301}}]\n\
+             \x20 - matches: [{path: {type: PathPrefix, value: /v1}}]\n\
+             \x20   filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}}}]\n\
+             \x20   backendRefs: [{name: api, port: 80}]\n\
+             \x20 - backendRefs: [{name: shop, port: 80, weight: 80}, {name: canary, port: 80, weight: 20}]\n",
         ),
     );
     let ip = controller::unique_loopback_ip();
@@ -133,18 +147,18 @@ async fn two_gateways_on_one_port_never_see_each_others_routes() {
         "gateways.yaml",
         &format!("{}---\n{}", gateway("first", None), gateway("second", None)),
     );
-    let route = |name: &str, parent: &str, service: &str| {
-        format!(
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: {NS}}}\n\
-             spec:\n  parentRefs: [{{name: {parent}}}]\n  rules:\n  - backendRefs: [{{name: {service}, port: 80}}]\n"
-        )
+    let to = |name: &str, parent: &str, service: &str| {
+        let spec = format!(
+            "  parentRefs: [{{name: {parent}}}]\n  rules:\n  - backendRefs: [{{name: {service}, port: 80}}]\n"
+        );
+        route("HTTPRoute", name, &spec)
     };
     dir.write_raw(
         "routes.yaml",
         &format!(
             "{}---\n{}",
-            route("shop", "first", "shop"),
-            route("admin", "second", "admin")
+            to("shop", "first", "shop"),
+            to("admin", "second", "admin")
         ),
     );
     let (a, b) = (
@@ -175,11 +189,12 @@ async fn an_https_listener_serves_its_certificate_and_a_new_one_without_dropping
     dir.write_raw("gateway.yaml", &gateway("first", Some("shop-cert")));
     dir.write_raw(
         "route.yaml",
-        &format!(
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: shop, namespace: {NS}}}\n\
-             spec:\n  parentRefs: [{{name: first, sectionName: https}}, {{name: first, sectionName: http}}]\n  hostnames: [shop.test]\n  rules:\n\
-             \x20 - matches: [{{path: {{type: PathPrefix, value: /}}}}]\n\
-             \x20   backendRefs: [{{name: shop, port: 80}}]\n"
+        &route(
+            "HTTPRoute",
+            "shop",
+            "  parentRefs: [{name: first, sectionName: https}, {name: first, sectionName: http}]\n  hostnames: [shop.test]\n  rules:\n\
+             \x20 - matches: [{path: {type: PathPrefix, value: /}}]\n\
+             \x20   backendRefs: [{name: shop, port: 80}]\n",
         ),
     );
     let ip = controller::unique_loopback_ip();
@@ -317,15 +332,15 @@ async fn a_grpc_route_reaches_an_h2c_backend_by_service_and_method() {
         "svc-echo.yaml",
         &manifests::service_with_endpoints(NS, "echo", 50051, None, &[grpc.addr], true).objects(),
     );
-    dir.write_raw("class.yaml", &gateway_class());
-    dir.write_raw("gateway.yaml", &gateway("first", None));
+    class_and_gateway(&dir);
     dir.write_raw(
         "route.yaml",
-        &format!(
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: echo, namespace: {NS}}}\n\
-             spec:\n  parentRefs: [{{name: first}}]\n  hostnames: [grpc.test]\n  rules:\n\
-             \x20 - matches: [{{method: {{service: pkg.Echo, method: Say}}}}]\n\
-             \x20   backendRefs: [{{name: echo, port: 50051}}]\n"
+        &route(
+            "GRPCRoute",
+            "echo",
+            "  parentRefs: [{name: first}]\n  hostnames: [grpc.test]\n  rules:\n\
+             \x20 - matches: [{method: {service: pkg.Echo, method: Say}}]\n\
+             \x20   backendRefs: [{name: echo, port: 50051}]\n",
         ),
     );
     let ip = controller::unique_loopback_ip();
@@ -357,15 +372,15 @@ async fn a_request_mirror_gets_a_copy_while_the_backend_answers() {
     let dir = ManifestDir::new();
     let shop = manifests::echo_service(&dir, NS, "shop").await;
     let mirror = manifests::echo_service(&dir, NS, "mirror").await;
-    dir.write_raw("class.yaml", &gateway_class());
-    dir.write_raw("gateway.yaml", &gateway("first", None));
+    class_and_gateway(&dir);
     dir.write_raw(
         "route.yaml",
-        &format!(
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: shop, namespace: {NS}}}\n\
-             spec:\n  parentRefs: [{{name: first}}]\n  rules:\n\
-             \x20 - filters: [{{type: RequestMirror, requestMirror: {{backendRef: {{name: mirror, port: 80}}}}}}]\n\
-             \x20   backendRefs: [{{name: shop, port: 80}}]\n"
+        &route(
+            "HTTPRoute",
+            "shop",
+            "  parentRefs: [{name: first}]\n  rules:\n\
+             \x20 - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: mirror, port: 80}}}]\n\
+             \x20   backendRefs: [{name: shop, port: 80}]\n",
         ),
     );
     let ip = controller::unique_loopback_ip();
@@ -390,15 +405,15 @@ async fn a_request_mirror_gets_a_copy_while_the_backend_answers() {
 async fn a_rule_timeout_answers_504_when_the_backend_is_slower() {
     let dir = ManifestDir::new();
     let _shop = manifests::echo_service(&dir, NS, "shop").await;
-    dir.write_raw("class.yaml", &gateway_class());
-    dir.write_raw("gateway.yaml", &gateway("first", None));
+    class_and_gateway(&dir);
     dir.write_raw(
         "route.yaml",
-        &format!(
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: shop, namespace: {NS}}}\n\
-             spec:\n  parentRefs: [{{name: first}}]\n  rules:\n\
-             \x20 - timeouts: {{request: 300ms}}\n\
-             \x20   backendRefs: [{{name: shop, port: 80}}]\n"
+        &route(
+            "HTTPRoute",
+            "shop",
+            "  parentRefs: [{name: first}]\n  rules:\n\
+             \x20 - timeouts: {request: 300ms}\n\
+             \x20   backendRefs: [{name: shop, port: 80}]\n",
         ),
     );
     let ip = controller::unique_loopback_ip();
