@@ -17,7 +17,7 @@ use crate::model::NamespacedName;
 use crate::model::gateway::filters::Origin;
 use crate::model::gateway::routing::RequestParts;
 use crate::model::gateway::serve::{BackendKey, Serving};
-use crate::model::gateway::translate::WeightedBackend;
+use crate::model::gateway::translate::Mirror;
 use crate::vocab::hosts::normalize_host;
 use crate::vocab::request::request_host;
 
@@ -59,9 +59,10 @@ impl Proxy {
             self.metrics.redirect(redirect.status);
             return discard_body(req, response::redirect(redirect.status, &location));
         }
-        let route = action
+        let picked = action
             .pick(|total| fastrand::u32(1..=total))
-            .filter(|b| b.resolved)
+            .filter(|b| b.resolved);
+        let route = picked
             .and_then(|b| {
                 serving.backends.get(&BackendKey {
                     route: action.route.clone(),
@@ -71,7 +72,7 @@ impl Proxy {
                 })
             })
             .cloned();
-        let Some(route) = route else {
+        let (Some(route), Some(picked)) = (route, picked) else {
             // The spec's answer for a share of requests whose backend does not resolve.
             let resp = response::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -79,7 +80,10 @@ impl Proxy {
             );
             return discard_body(req, resp);
         };
-        if let Some(edits) = &action.request_headers {
+        for edits in [&action.request_headers, &picked.request_headers]
+            .into_iter()
+            .flatten()
+        {
             edits.apply(req.headers_mut());
         }
         if let Some(rewrite) = &action.rewrite {
@@ -116,7 +120,10 @@ impl Proxy {
                 ),
             },
         };
-        if let Some(edits) = &action.response_headers {
+        for edits in [&action.response_headers, &picked.response_headers]
+            .into_iter()
+            .flatten()
+        {
             edits.apply(resp.headers_mut());
         }
         resp
@@ -133,9 +140,11 @@ impl Proxy {
         serving: &Serving,
         route: &NamespacedName,
         grpc: bool,
-        mirror: &WeightedBackend,
+        mirror: &Mirror,
     ) {
-        if !mirror.resolved || !hyper::body::Body::is_end_stream(req.body()) {
+        let chosen = fastrand::u32(0..1_000_000) < mirror.per_million;
+        let mirror = &mirror.backend;
+        if !chosen || !mirror.resolved || !hyper::body::Body::is_end_stream(req.body()) {
             return;
         }
         let key = BackendKey {

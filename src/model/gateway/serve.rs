@@ -43,6 +43,8 @@ pub struct Serving {
     pub problems: Vec<Problem>,
     /// The status every GatewayClass, Gateway and route of ours should have.
     pub status: Status,
+    /// HTTPS listeners (Gateway, listener name) none of whose certificates could be loaded.
+    pub unusable_certificates: BTreeSet<(NamespacedName, String)>,
 }
 
 /// Why a Gateway has no address: the reason of its `Programmed` condition, and a message.
@@ -157,8 +159,19 @@ pub fn serve(
             false => Vec::new(),
             true => load_certificates(&listener, &secrets, certs, &mut used_secrets, &mut out),
         };
+        if listener.tls && certificates.is_empty() {
+            // Every reference named a Secret, but none holds a usable certificate (and none did
+            // before): the listener cannot serve.
+            out.unusable_certificates
+                .insert((listener.gateway.clone(), listener.name.clone()));
+            continue;
+        }
         for action in listener.rules.values() {
-            for b in action.backends.iter().chain(&action.mirrors) {
+            for b in action
+                .backends
+                .iter()
+                .chain(action.mirrors.iter().map(|m| &m.backend))
+            {
                 let key = BackendKey {
                     route: action.route.clone(),
                     grpc: action.grpc,
@@ -352,16 +365,17 @@ fn status_problems(status: &Status) -> Vec<Problem> {
 /// A Gateway without an address serves nothing: it and each of its listeners are not programmed.
 fn not_programmed(gateway: &mut GatewayState, why: &NoAddress) {
     let condition = Condition::no("Programmed", why.reason, &why.message);
-    let set = |conditions: &mut Vec<Condition>| match conditions
-        .iter_mut()
-        .find(|c| c.type_ == "Programmed")
-    {
-        Some(c) => *c = condition.clone(),
-        None => conditions.push(condition.clone()),
-    };
-    set(&mut gateway.conditions);
+    set_condition(&mut gateway.conditions, condition.clone());
     for listener in &mut gateway.listeners {
-        set(&mut listener.conditions);
+        set_condition(&mut listener.conditions, condition.clone());
+    }
+}
+
+/// Replaces the condition of the same type, or adds it.
+fn set_condition(conditions: &mut Vec<Condition>, condition: Condition) {
+    match conditions.iter_mut().find(|c| c.type_ == condition.type_) {
+        Some(c) => *c = condition,
+        None => conditions.push(condition),
     }
 }
 
@@ -592,6 +606,35 @@ pub fn attach(
     for gateway in &mut serving.status.gateways {
         if let Some(why) = serving.unassigned.get(&gateway.gateway) {
             not_programmed(gateway, why);
+        }
+        for listener in &mut gateway.listeners {
+            if serving
+                .unusable_certificates
+                .contains(&(gateway.gateway.clone(), listener.name.clone()))
+            {
+                let message = "no certificateRef holds a usable certificate and key";
+                set_condition(
+                    &mut listener.conditions,
+                    Condition::no("ResolvedRefs", "InvalidCertificateRef", message),
+                );
+                set_condition(
+                    &mut listener.conditions,
+                    Condition::no("Programmed", "Invalid", message),
+                );
+            }
+        }
+        let assigned = !serving.unassigned.contains_key(&gateway.gateway);
+        if assigned
+            && !gateway.listeners.iter().any(|l| {
+                l.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Programmed" && c.status)
+            })
+        {
+            set_condition(
+                &mut gateway.conditions,
+                Condition::programmed(false, "", "no listener is serving"),
+            );
         }
     }
     let from_status = status_problems(&serving.status);

@@ -62,6 +62,16 @@ pub struct WeightedBackend {
     pub weight: u32,
     /// A reference that does not resolve still takes its share, answered with 500 as the spec asks.
     pub resolved: bool,
+    /// The backend's own `RequestHeaderModifier` and `ResponseHeaderModifier`, after the rule's.
+    pub request_headers: Option<HeaderEdits>,
+    pub response_headers: Option<HeaderEdits>,
+}
+
+/// A `RequestMirror`: where, and the share of requests mirrored, in millionths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    pub backend: WeightedBackend,
+    pub per_million: u32,
 }
 
 /// What a matched rule does.
@@ -73,7 +83,7 @@ pub struct RuleAction {
     pub response_headers: Option<HeaderEdits>,
     pub redirect: Option<Redirect>,
     pub rewrite: Option<Rewrite>,
-    pub mirrors: Vec<WeightedBackend>,
+    pub mirrors: Vec<Mirror>,
     /// The rule's `PathPrefix`, for `ReplacePrefixMatch` (empty for `/`).
     pub matched_prefix: String,
     /// A GRPCRoute's rule: its backends speak HTTP/2 (h2c).
@@ -337,20 +347,18 @@ pub fn translate(o: &Objects<'_>) -> Translation {
                 resolved,
                 Condition::no("Conflicted", "NoConflicts", "no conflicts"),
             ];
-            if programmed {
-                let served = ServedListener {
-                    gateway: gid.clone(),
-                    name: l.name.clone(),
-                    port: u16::try_from(l.port).unwrap_or(0),
-                    tls,
-                    hostname: l.hostname.as_deref().map(Hostname::parse),
-                    certificates,
-                    rules: HostRules::default(),
-                };
-                listeners.push((served, ls, Vec::new()));
-            } else {
-                state.listeners.push(ls);
-            }
+            // Routes attach to an accepted listener (and count in its `attachedRoutes`) even
+            // while it cannot serve; it is served once programmed.
+            let served = ServedListener {
+                gateway: gid.clone(),
+                name: l.name.clone(),
+                port: u16::try_from(l.port).unwrap_or(0),
+                tls,
+                hostname: l.hostname.as_deref().map(Hostname::parse),
+                certificates,
+                rules: HostRules::default(),
+            };
+            listeners.push((served, ls, Vec::new()));
         }
         states.push(state);
     }
@@ -468,11 +476,17 @@ pub fn translate(o: &Objects<'_>) -> Translation {
     }
 
     for (mut served, ls, candidates) in listeners {
-        served.rules = HostRules::new(candidates);
+        let programmed = ls
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Programmed" && c.status);
         if let Some(state) = states.iter_mut().find(|s| s.gateway == served.gateway) {
             state.listeners.push(ls);
         }
-        out.listeners.push(served);
+        if programmed {
+            served.rules = HostRules::new(candidates);
+            out.listeners.push(served);
+        }
     }
     for mut state in states {
         if let Some(gw) = gateways
@@ -489,8 +503,28 @@ pub fn translate(o: &Objects<'_>) -> Translation {
                 .iter()
                 .any(|c| c.type_ == "Programmed" && c.status)
         });
+        let invalid = state
+            .listeners
+            .iter()
+            .filter(|l| {
+                l.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Accepted" && !c.status)
+            })
+            .count();
+        let accepted = match invalid {
+            0 => Condition::yes("Accepted", "Accepted", "Gateway accepted"),
+            n if n == state.listeners.len() => {
+                Condition::no("Accepted", "ListenersNotValid", "no listener is valid")
+            }
+            n => Condition::yes(
+                "Accepted",
+                "ListenersNotValid",
+                &format!("{n} listener(s) are not valid; the others are served"),
+            ),
+        };
         state.conditions = vec![
-            Condition::yes("Accepted", "Accepted", "Gateway accepted"),
+            accepted,
             Condition::programmed(programmed, "Gateway serving", "no listener is serving"),
         ];
         out.status.gateways.push(state);
@@ -625,18 +659,54 @@ fn rule_actions(
                 port: port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
                 weight,
                 resolved: ok,
+                request_headers: None,
+                response_headers: None,
             }
         };
         for b in rule.backend_refs.iter().flatten() {
             let weight = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
-            action.backends.push(backend(
+            let mut target = backend(
                 &b.name,
                 b.namespace.as_deref(),
                 b.group.as_deref(),
                 b.kind.as_deref(),
                 b.port,
                 weight,
-            ));
+            );
+            for f in b.filters.iter().flatten() {
+                use hr::HttpRouteRulesBackendRefsFiltersType as T;
+                match f.r#type {
+                    T::RequestHeaderModifier => {
+                        target.request_headers = f.request_header_modifier.as_ref().map(|m| {
+                            edits(
+                                &m.set,
+                                &m.add,
+                                &m.remove,
+                                |s| (&s.name, &s.value),
+                                |a| (&a.name, &a.value),
+                            )
+                        })
+                    }
+                    T::ResponseHeaderModifier => {
+                        target.response_headers = f.response_header_modifier.as_ref().map(|m| {
+                            edits(
+                                &m.set,
+                                &m.add,
+                                &m.remove,
+                                |s| (&s.name, &s.value),
+                                |a| (&a.name, &a.value),
+                            )
+                        })
+                    }
+                    // Not supported on a backend: left out (the rule's filters still apply).
+                    T::RequestMirror
+                    | T::RequestRedirect
+                    | T::UrlRewrite
+                    | T::ExtensionRef
+                    | T::Cors => {}
+                }
+            }
+            action.backends.push(target);
         }
         for f in rule.filters.iter().flatten() {
             use hr::HttpRouteRulesFiltersType as T;
@@ -660,7 +730,18 @@ fn rule_actions(
                 T::RequestMirror => {
                     if let Some(m) = &f.request_mirror {
                         let b = &m.backend_ref;
-                        action.mirrors.push(backend(&b.name, b.namespace.as_deref(), b.group.as_deref(), b.kind.as_deref(), b.port, 1));
+                        let per_million = match (&m.fraction, m.percent) {
+                            (Some(f), _) => {
+                                let d = i64::from(f.denominator.unwrap_or(100).max(1));
+                                (i64::from(f.numerator.max(0)) * 1_000_000 / d).min(1_000_000)
+                            }
+                            (None, Some(p)) => i64::from(p.clamp(0, 100)) * 10_000,
+                            (None, None) => 1_000_000,
+                        };
+                        action.mirrors.push(Mirror {
+                            backend: backend(&b.name, b.namespace.as_deref(), b.group.as_deref(), b.kind.as_deref(), b.port, 1),
+                            per_million: u32::try_from(per_million).unwrap_or(1_000_000),
+                        });
                     }
                 }
                 T::ExtensionRef | T::Cors => {}

@@ -314,3 +314,25 @@ fn a_gateway_that_opts_in_gets_acme_certificates_for_its_https_listeners() {
         config.problems
     );
 }
+
+#[test]
+fn an_https_listener_whose_secret_holds_no_certificate_is_not_programmed() {
+    let listeners = "
+  - {name: https, protocol: HTTPS, port: 443, tls: {certificateRefs: [{name: broken}]}}";
+    let broken = "apiVersion: v1\nkind: Secret\nmetadata: {name: broken, namespace: infra}\ntype: kubernetes.io/tls\n\
+         stringData: {tls.crt: not a certificate, tls.key: not a key}\n---\n";
+    let s = snapshot(&format!(
+        "{broken}{}",
+        gateway("gw", "2026-01-01T00:00:00Z", "", listeners)
+    ));
+    let config = serving(&s, &[ip("10.0.0.1")]);
+    assert!(config.gateway.sockets.is_empty(), "nothing to serve with");
+    let listener = &config.gateway.status.gateways[0].listeners[0];
+    let refs = listener
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ResolvedRefs")
+        .expect("ResolvedRefs");
+    assert_eq!((refs.status, refs.reason), (false, "InvalidCertificateRef"));
+    assert_eq!(programmed(&config, "gw"), (false, "Invalid"));
+}

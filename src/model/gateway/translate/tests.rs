@@ -142,7 +142,9 @@ fn a_route_attaches_and_serves_its_backend() {
             service: NamespacedName::new("infra", "web"),
             port: 8080,
             weight: 1,
-            resolved: true
+            resolved: true,
+            request_headers: None,
+            response_headers: None,
         }]
     );
     let parent = &t.status.routes[0];
@@ -434,4 +436,50 @@ spec:
     let action = served(&t, "http", "h", "/pkg.Echo/Say").expect("the service's methods");
     assert!(action.grpc && action.backends[0].resolved);
     assert!(served(&t, "http", "h", "/pkg.Other/Say").is_none());
+}
+
+#[test]
+fn listeners_that_cannot_serve_still_count_routes_and_invalid_ones_mark_the_gateway() {
+    let listeners = "[{name: tls, protocol: HTTPS, port: 443, tls: {certificateRefs: [{name: missing}]}}, {name: odd, protocol: INVALID, port: 9}]";
+    let r = route(
+        "infra",
+        "r",
+        "{parentRefs: [{name: gw, sectionName: tls}], rules: [{backendRefs: [{name: web, port: 8080}]}]}",
+    );
+    let t = World::new(listeners, vec![r]).translate();
+    let gw = &t.status.gateways[0];
+    let tls = &gw.listeners[0];
+    assert_eq!(tls.attached_routes, 1, "attached though not programmed");
+    assert!(!condition(&tls.conditions, "Programmed").status);
+    assert!(t.listeners.is_empty(), "nothing served");
+    let accepted = condition(&gw.conditions, "Accepted");
+    assert_eq!(
+        (accepted.status, accepted.reason),
+        (true, "ListenersNotValid")
+    );
+
+    let only_invalid = World::new("[{name: odd, protocol: INVALID, port: 9}]", vec![]).translate();
+    let accepted = condition(&only_invalid.status.gateways[0].conditions, "Accepted");
+    assert_eq!(
+        (accepted.status, accepted.reason),
+        (false, "ListenersNotValid")
+    );
+}
+
+#[test]
+fn backend_filters_and_mirror_fractions_are_kept() {
+    let r = route(
+        "infra",
+        "r",
+        "{parentRefs: [{name: gw}], rules: [{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 8080}, percent: 20}}, {type: RequestMirror, requestMirror: {backendRef: {name: web, port: 8080}, fraction: {numerator: 1, denominator: 3}}}], backendRefs: [{name: web, port: 8080, filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: backend, value: v1}]}}]}]}]}",
+    );
+    let t = World::new(HTTP, vec![r]).translate();
+    let action = served(&t, "http", "h", "/").expect("routed");
+    let edits = action.backends[0]
+        .request_headers
+        .as_ref()
+        .expect("the backend's filter");
+    assert_eq!(edits.set[0].0.as_str(), "backend");
+    let shares: Vec<u32> = action.mirrors.iter().map(|m| m.per_million).collect();
+    assert_eq!(shares, [200_000, 333_333]);
 }
