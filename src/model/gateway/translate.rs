@@ -673,30 +673,28 @@ fn rule_actions(
                 b.port,
                 weight,
             );
+            // The modifiers' generated types differ per place but share their fields.
+            macro_rules! header_edits {
+                ($modifier:expr) => {
+                    $modifier.as_ref().map(|m| {
+                        edits(
+                            &m.set,
+                            &m.add,
+                            &m.remove,
+                            |s| (&s.name, &s.value),
+                            |a| (&a.name, &a.value),
+                        )
+                    })
+                };
+            }
             for f in b.filters.iter().flatten() {
                 use hr::HttpRouteRulesBackendRefsFiltersType as T;
                 match f.r#type {
                     T::RequestHeaderModifier => {
-                        target.request_headers = f.request_header_modifier.as_ref().map(|m| {
-                            edits(
-                                &m.set,
-                                &m.add,
-                                &m.remove,
-                                |s| (&s.name, &s.value),
-                                |a| (&a.name, &a.value),
-                            )
-                        })
+                        target.request_headers = header_edits!(f.request_header_modifier)
                     }
                     T::ResponseHeaderModifier => {
-                        target.response_headers = f.response_header_modifier.as_ref().map(|m| {
-                            edits(
-                                &m.set,
-                                &m.add,
-                                &m.remove,
-                                |s| (&s.name, &s.value),
-                                |a| (&a.name, &a.value),
-                            )
-                        })
+                        target.response_headers = header_edits!(f.response_header_modifier)
                     }
                     // Not supported on a backend: left out (the rule's filters still apply).
                     T::RequestMirror
