@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use support::client;
+use support::grpc::{GrpcBackend, grpc_call};
 use support::manifests;
 use support::*;
 
@@ -231,103 +232,10 @@ async fn an_https_listener_serves_its_certificate_and_a_new_one_without_dropping
     assert_eq!(reply.status, 200);
 }
 
-/// A gRPC server over h2c, as far as the proxy can tell: HTTP/2 only, `application/grpc` answers
-/// with one length-prefixed message (the method called) and a `grpc-status` trailer.
-struct GrpcBackend {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for GrpcBackend {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl GrpcBackend {
-    async fn start() -> GrpcBackend {
-        use http_body_util::StreamBody;
-        use hyper::body::Frame;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the gRPC backend");
-        let addr = listener.local_addr().expect("address");
-        let task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        |req: http::Request<hyper::body::Incoming>| async move {
-                            let message = format!("{} {:?}", req.uri().path(), req.version());
-                            let mut framed = vec![0u8];
-                            framed.extend((message.len() as u32).to_be_bytes());
-                            framed.extend(message.into_bytes());
-                            let mut trailers = http::HeaderMap::new();
-                            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                            let frames: Vec<Result<Frame<bytes::Bytes>, std::convert::Infallible>> = vec![
-                                Ok(Frame::data(bytes::Bytes::from(framed))),
-                                Ok(Frame::trailers(trailers)),
-                            ];
-                            let body = StreamBody::new(futures_util::stream::iter(frames));
-                            let resp = http::Response::builder()
-                                .header("content-type", "application/grpc")
-                                .body(body)
-                                .expect("response");
-                            Ok::<_, std::convert::Infallible>(resp)
-                        },
-                    );
-                    let _ = hyper::server::conn::http2::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                    .await;
-                });
-            }
-        });
-        GrpcBackend { addr, task }
-    }
-}
-
-/// One gRPC call over h2c: the status, the message and the `grpc-status` trailer.
-async fn grpc_call(at: SocketAddr, path: &str) -> Result<(u16, String, Option<String>), String> {
-    use http_body_util::BodyExt;
-    let tcp = tokio::net::TcpStream::connect(at)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let req = http::Request::post(format!("http://grpc.test{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(http_body_util::Full::new(bytes::Bytes::from_static(&[
-            0, 0, 0, 0, 0,
-        ])))
-        .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let collected = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?;
-    let trailer = collected
-        .trailers()
-        .and_then(|t| t.get("grpc-status"))
-        .and_then(|v| v.to_str().ok())
-        .map(String::from);
-    let bytes = collected.to_bytes();
-    let message = String::from_utf8_lossy(bytes.get(5..).unwrap_or_default()).into_owned();
-    Ok((status, message, trailer))
-}
-
 #[tokio::test]
 async fn a_grpc_route_reaches_an_h2c_backend_by_service_and_method() {
     let dir = ManifestDir::new();
-    let grpc = GrpcBackend::start().await;
+    let grpc = GrpcBackend::start_at("127.0.0.1:0".parse().expect("address")).await;
     dir.write(
         "svc-echo.yaml",
         &manifests::service_with_endpoints(NS, "echo", 50051, None, &[grpc.addr], true).objects(),

@@ -1,7 +1,8 @@
 //! The Gateway API in cluster mode, with the chart's RBAC: a Gateway with HTTP and HTTPS listeners on
 //! an address of the pool, an HTTPRoute redirect from HTTP to HTTPS, a traffic split by weight, a
-//! certificate rotated through the API under an established connection, a route in another namespace
-//! with and without a ReferenceGrant, and the status the spec asks for on each object.
+//! certificate rotated through the API under an established connection, a GRPCRoute to an h2c
+//! backend, a route in another namespace with and without a ReferenceGrant, and the status the spec
+//! asks for on each object.
 //!
 //! One scenario: its controller watches every namespace (a route in another namespace needs that), so
 //! it would take other scenarios' Gateways for its own.
@@ -72,6 +73,11 @@ async fn scenario(cp: &ControlPlane, slot: u8) -> Result<()> {
     let gateway_ip = IpAddr::V4(Ipv4Addr::new(127, 0, slot, 100));
     let backend = |n: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 244, slot, n)), 8080);
     let web = Backend::start(backend(1), "web", "web-1").await?;
+    let grpc = crate::support::grpc::GrpcBackend::start_at(SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(10, 244, slot, 3)),
+        50051,
+    ))
+    .await;
     let canary = Backend::start(backend(2), "canary", "canary-1").await?;
     let (secret, first) = tls_secret(&infra, "gw-tls", &["gw.example.com"]);
     let class = format!("portcullis-{infra}");
@@ -84,6 +90,12 @@ async fn scenario(cp: &ControlPlane, slot: u8) -> Result<()> {
             secret,
             service_with_endpoints(&infra, "web", &[web.addr]),
             service_with_endpoints(&infra, "canary", &[canary.addr]),
+            service_with_endpoints(&infra, "echo", &[grpc.addr]),
+            format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: echo, namespace: {infra}}}\n\
+                 spec:\n  parentRefs: [{{name: edge, sectionName: http}}]\n  hostnames: [grpc.test]\n\
+                 \x20 rules: [{{matches: [{{method: {{service: pkg.Echo}}}}], backendRefs: [{{name: echo, port: 80}}]}}]\n"
+            ),
             format!(
                 "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: edge, namespace: {infra}}}\n\
                  spec:\n  gatewayClassName: {class}\n  listeners:\n\
@@ -148,7 +160,7 @@ async fn scenario(cp: &ControlPlane, slot: u8) -> Result<()> {
             "gateway/edge",
             "{.status.conditions[?(@.type==\"Programmed\")].status} {.status.addresses[0].value} {.status.listeners[*].attachedRoutes}",
         )?;
-        (s == format!("True {pool} 1 1")).then_some(())
+        (s == format!("True {pool} 2 1")).then_some(())
     })
     .await
     .with_context(|| format!("controller log:\n{}", log()))?;
@@ -197,6 +209,29 @@ async fn scenario(cp: &ControlPlane, slot: u8) -> Result<()> {
         (25..=75).contains(&to_web) && to_web + to_canary == 100,
         "1:1 weights gave web {to_web}, canary {to_canary}"
     );
+
+    // A GRPCRoute over h2c to an HTTP/2-only backend, and its status.
+    let (status, message, trailer) =
+        eventually("a gRPC call through the Gateway", WAIT, || async {
+            crate::support::grpc::grpc_call(http, "/pkg.Echo/Say")
+                .await
+                .ok()
+        })
+        .await?;
+    ensure!(
+        status == 200 && message == "/pkg.Echo/Say HTTP/2.0" && trailer.as_deref() == Some("0"),
+        "gRPC answer: {status} {message:?} {trailer:?}"
+    );
+    eventually("GRPCRoute echo accepted", WAIT, || async {
+        let s = jsonpath(
+            cp,
+            &infra,
+            "grpcroute/echo",
+            "{.status.parents[0].conditions[?(@.type==\"Accepted\")].status}",
+        )?;
+        (s == "True").then_some(())
+    })
+    .await?;
 
     // A rotation through the API: new handshakes get the new certificate, the open connection lives.
     let (tls, fp) = tls_connect(https, "gw.example.com").await?;

@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod client;
 pub mod controller;
+pub mod grpc;
 pub mod manifests;
 pub mod openssl;
 pub mod pebble;
